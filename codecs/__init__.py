@@ -1,0 +1,1 @@
+"""Audio codecs: Opus frames (libopus), file ingest and loudness (PyAV), Ogg Opus for stored programmes."""

@@ -1,0 +1,1 @@
+"""The normative protocol specification, its wire vectors and the conformance kit."""
