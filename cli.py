@@ -9,6 +9,7 @@ nothing a user types produces a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -57,6 +58,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 BENCHES: dict[str, tuple[str, str]] = {
     "codec": ("loa.bench.codec:codec", "Opus encode/decode cost per frame, ours beside PyAV's."),
+    "fanout": ("loa.bench.fanout:fanout", "Fan-out sender CPU per datagram: ours, a sendto loop and the C ceiling."),
 }
 
 
@@ -75,7 +77,7 @@ def run() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - last line of defence for the user's terminal
+    except Exception as exc:  # the last line of defence for the user's terminal
         click.echo(f"loa: internal error: {type(exc).__name__}: {exc}", err=True)
         click.echo("loa: please report this with the command you ran (set LOA_DEBUG=1 for details)", err=True)
         if _debug():
@@ -84,6 +86,4 @@ def run() -> None:
 
 
 def _debug() -> bool:
-    import os
-
     return os.environ.get("LOA_DEBUG") == "1"
