@@ -1,0 +1,90 @@
+"""mac1/mac2, cookie secrets and CookieReply sealing (PROTOCOL.md 3.5)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+
+from loa.protocol.cookie import (
+    COOKIE_LIFETIME,
+    CookieSecret,
+    address_bytes,
+    cookie_key,
+    mac,
+    mac1_key,
+    make_cookie_reply,
+    open_cookie_reply,
+    verify_mac,
+)
+from loa.protocol.datagram import CookieReply, parse
+from loa.protocol.errors import AuthError, LocalProtocolError
+
+SERVER_PUB = bytes(range(32))
+
+
+def test_definitions() -> None:
+    assert mac1_key(SERVER_PUB) == hashlib.blake2s(b"loa mac1" + SERVER_PUB).digest()
+    assert cookie_key(SERVER_PUB) == hashlib.blake2s(b"loa cookie" + SERVER_PUB).digest()
+    tag = mac(b"k" * 32, b"data")
+    assert tag == hashlib.blake2s(b"data", key=b"k" * 32, digest_size=16).digest()
+    assert len(tag) == 16
+    assert verify_mac(b"k" * 32, b"data", tag)
+    assert not verify_mac(b"k" * 32, b"datb", tag)
+
+
+@pytest.mark.parametrize(
+    ("address", "raw"),
+    [
+        (("192.0.2.7", 4433), "00000000000000000000ffffc0000207" + "1151"),
+        (("2001:db8::1", 1), "20010db8000000000000000000000001" + "0001"),
+        (("::ffff:192.0.2.7", 65535), "00000000000000000000ffffc0000207" + "ffff"),
+    ],
+)
+def test_address_bytes(address: tuple[str, int], raw: str) -> None:
+    assert address_bytes(address).hex() == raw
+
+
+@pytest.mark.parametrize("address", [("not an ip", 1), ("10.0.0.1", 70000), ("10.0.0.1", -1)])
+def test_bad_addresses_are_local_errors(address: tuple[str, int]) -> None:
+    with pytest.raises(LocalProtocolError):
+        address_bytes(address)
+
+
+def test_cookie_reply_round_trip() -> None:
+    cookie, init_mac1, nonce = bytes(range(16)), bytes(range(100, 116)), bytes(12)
+    reply = make_cookie_reply(0xA1B2C3D4, cookie, init_mac1, SERVER_PUB, nonce)
+    assert isinstance(parse(reply.to_bytes()), CookieReply)
+    assert len(reply.to_bytes()) == 52
+    assert open_cookie_reply(reply, init_mac1, SERVER_PUB) == cookie
+    with pytest.raises(AuthError):
+        open_cookie_reply(reply, bytes(16), SERVER_PUB)
+    with pytest.raises(AuthError):
+        open_cookie_reply(reply, init_mac1, bytes(32))
+    tampered = CookieReply(reply.receiver_index, reply.nonce, reply.encrypted_cookie[:-1] + b"\x00")
+    with pytest.raises(AuthError):
+        open_cookie_reply(tampered, init_mac1, SERVER_PUB)
+
+
+def test_secret_rotation_keeps_every_cookie_valid_for_its_lifetime() -> None:
+    secrets = CookieSecret(random.Random(1).randbytes)
+    a, b = ("198.51.100.1", 5000), ("198.51.100.2", 5000)
+    data = b"the first 132 bytes of an init"
+    cookie0 = secrets.cookie(a, 10.0)  # the first use draws R0
+    issued_last = secrets.cookie(a, 129.9)  # R0's last moment as the newest secret
+    assert issued_last == cookie0
+    tag = mac(cookie0, data)
+    assert secrets.verify_mac2(a, data, tag, 200.0)  # rotates: R1 drawn at 200, R0 kept until 10 + 240
+    assert not secrets.verify_mac2(b, data, tag, 200.0)
+    assert secrets.cookie(a, 200.0) != cookie0
+    assert secrets.verify_mac2(a, data, tag, 129.9 + COOKIE_LIFETIME)
+    assert not secrets.verify_mac2(a, data, tag, 250.0)
+
+
+def test_secret_unused_for_long_forgets_the_previous_one() -> None:
+    secrets = CookieSecret(random.Random(2).randbytes)
+    addr = ("10.1.2.3", 9)
+    tag = mac(secrets.cookie(addr, 0.0), b"x")
+    assert not secrets.verify_mac2(addr, b"x", tag, 1000.0)
+    assert secrets.verify_mac2(addr, b"x", mac(secrets.cookie(addr, 1000.0), b"x"), 1000.0)
