@@ -47,7 +47,8 @@ CANCEL = AlertCancel(kid=KID, cancel="79-2025-0001", issued=NOW + 5 * S)
 
 
 def pk(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
 
 
 def alert_map(alert: Alert) -> dict[str, Any]:

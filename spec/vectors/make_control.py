@@ -180,7 +180,8 @@ VALID: list[tuple[str, str, c.Message]] = [
 
 
 def pk(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
 
 
 VOLUME = pk({"t": "volume", "id": 7, "level": 80})

@@ -1,0 +1,320 @@
+"""Control connections: a session (section 3) carrying a reliable control channel (section 4), sans-I/O.
+
+:class:`DeviceConnection` and :class:`ServerConnection` are what a device and the streamer actually drive. They
+take datagrams and ``now`` (float seconds on the caller's monotonic clock), return :class:`Received` events
+with decoded control messages, and queue datagrams that the caller drains with ``datagrams_to_send()``; the
+caller calls ``handle_timeout(now)`` when ``next_timeout()`` comes. Reliable messages sent while no session
+exists wait in the channel and go out (with their original ids) as soon as one does; after a peer restart the
+receive side of the channel is reset, as section 4.3 requires.
+
+Failure semantics: ``receive_datagram`` never raises for any bytes; a datagram the session drops, or a
+plaintext that is not a valid control message, is counted in ``statistics().drops`` by error name and changes
+nothing else. Local misuse (a message that breaks the schema, an unreliable message with no session to carry
+it) raises :class:`~loa.protocol.errors.LocalProtocolError` with nothing queued.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from loa.protocol.control import Message, ReliableMessage, Side, encode, is_reliable
+from loa.protocol.cookie import Address
+from loa.protocol.errors import LocalProtocolError, RemoteProtocolError
+from loa.protocol.reliable import ReliableChannel, ReliableStatistics
+from loa.protocol.session import (
+    DeviceSession,
+    DeviceState,
+    Dropped,
+    Event,
+    Keepalive,
+    ServerEndpoint,
+    SessionLost,
+    SessionStarted,
+)
+from loa.protocol.session import Message as SessionMessage
+
+__all__ = [
+    "Connected",
+    "ConnectionStatistics",
+    "DeviceConnection",
+    "Disconnected",
+    "Received",
+    "ServerConnection",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A control message delivered once (duplicates and acks are absorbed). ``device`` is None on a device."""
+
+    device: bytes | None
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """A session is up; ``peer_restarted`` when the peer's ``boot`` changed since the last one."""
+
+    device: bytes | None
+    boot: int
+    peer_restarted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """No usable session remains (the device keeps trying; the server waits for the device)."""
+
+    device: bytes | None
+
+
+ConnectionEvent = Received | Connected | Disconnected
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatistics:
+    drops: dict[str, int]
+    channel: ReliableStatistics | None
+
+
+class DeviceConnection:
+    """The device end: initiates the session, numbers and retransmits its reliable messages."""
+
+    def __init__(
+        self,
+        *,
+        static_private: bytes,
+        server_public: bytes,
+        boot: int | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        rng: Callable[[], float] | None = None,
+        timestamp_source: Callable[[float], int] | None = None,
+    ) -> None:
+        self.session = DeviceSession(
+            static_private=static_private,
+            server_public=server_public,
+            boot=boot,
+            random_bytes=random_bytes,
+            timestamp_source=timestamp_source,
+        )
+        self.channel = ReliableChannel(side=Side.DEVICE, rng=rng)
+        self._drops: Counter[str] = Counter()
+        self._server_boot: int | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.session.state in (DeviceState.ESTABLISHED, DeviceState.REKEYING)
+
+    def connect(self, now: float) -> None:
+        self.session.connect(now)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def send(self, message: Message, now: float) -> int | None:
+        """Send a control message; returns its id if reliable (it is delivered eventually, across sessions).
+
+        An unreliable message is sent only if a session exists now (else LocalProtocolError): it is the kind of
+        message (clock probe, fetch, rtcp) that is worthless later.
+        """
+        if is_reliable(message.TYPE):
+            msg_id = self.channel.send(_as_reliable(message), now)
+            self._pump(now)
+            return msg_id
+        if not self.connected:
+            raise LocalProtocolError(f"no session to send {message.TYPE!r} on")
+        self.session.send(encode(message), now)
+        return None
+
+    def receive_datagram(self, data: bytes, now: float) -> list[ConnectionEvent]:
+        out = self._absorb(self.session.receive_datagram(data, now), now)
+        self._pump(now)
+        return out
+
+    def next_timeout(self) -> float | None:
+        times = [self.session.next_timeout()]
+        if self.connected:
+            times.append(self.channel.next_timeout())
+        return min((t for t in times if t is not None), default=None)
+
+    def handle_timeout(self, now: float) -> list[ConnectionEvent]:
+        out = self._absorb(self.session.handle_timeout(now), now)
+        self._pump(now)
+        return out
+
+    def datagrams_to_send(self) -> list[bytes]:
+        return self.session.datagrams_to_send()
+
+    def statistics(self) -> ConnectionStatistics:
+        return ConnectionStatistics(drops=dict(self._drops), channel=self.channel.statistics())
+
+    def _absorb(self, events: list[Event], now: float) -> list[ConnectionEvent]:
+        out: list[ConnectionEvent] = []
+        for event in events:
+            if isinstance(event, SessionMessage):
+                out += [Received(None, m) for m in _deliver(self.channel, event.plaintext, now, self._drops)]
+            elif isinstance(event, SessionStarted):
+                restarted = self._server_boot is not None and event.boot != self._server_boot
+                if restarted:
+                    self.channel.peer_restarted()
+                self._server_boot = event.boot
+                self.channel.retransmit_now(now)
+                out.append(Connected(None, event.boot, restarted))
+            elif isinstance(event, SessionLost):
+                out.append(Disconnected(None))
+            elif isinstance(event, Dropped):
+                self._drops[event.error] += 1
+            elif not isinstance(event, Keepalive):  # pragma: no cover - a new session event type
+                raise AssertionError(f"unhandled session event {event!r}")
+        return out
+
+    def _pump(self, now: float) -> None:
+        if not self.connected:
+            return
+        for plaintext in self.channel.outgoing(now):
+            self.session.send(plaintext, now)
+
+
+class ServerConnection:
+    """The server end: many devices, one reliable channel each, scheduled by a heap of deadlines."""
+
+    def __init__(
+        self,
+        *,
+        static_private: bytes,
+        is_enrolled: Callable[[bytes], bool],
+        boot: int | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        rng: Callable[[], float] | None = None,
+    ) -> None:
+        self.endpoint = ServerEndpoint(
+            static_private=static_private, is_enrolled=is_enrolled, boot=boot, random_bytes=random_bytes
+        )
+        self._rng = rng
+        self._channels: dict[bytes, ReliableChannel] = {}
+        self._boots: dict[bytes, int] = {}
+        self._drops: Counter[str] = Counter()
+        self._timers: list[tuple[float, bytes]] = []
+        self._unconfirmed: set[bytes] = set()
+
+    def channel(self, device: bytes) -> ReliableChannel:
+        """The device's channel (created empty the first time: messages may be queued before it connects)."""
+        channel = self._channels.get(device)
+        if channel is None:
+            channel = self._channels[device] = ReliableChannel(side=Side.SERVER, rng=self._rng)
+        return channel
+
+    def devices(self) -> list[bytes]:
+        return list(self._channels)
+
+    def is_connected(self, device: bytes) -> bool:
+        return self.endpoint.has_session(device)
+
+    def send(self, device: bytes, message: Message, now: float) -> int | None:
+        """Send to one device; reliable messages are queued until it has a session (see DeviceConnection.send)."""
+        if is_reliable(message.TYPE):
+            msg_id = self.channel(device).send(_as_reliable(message), now)
+            self._pump(device, now)
+            return msg_id
+        if not self.endpoint.has_session(device):
+            raise LocalProtocolError(f"no session to send {message.TYPE!r} on")
+        self.endpoint.send(device, encode(message), now)
+        return None
+
+    def forget(self, device: bytes) -> None:
+        """Drop the device's sessions and its channel (it was revoked or deleted)."""
+        self.endpoint.forget(device)
+        self._channels.pop(device, None)
+        self._boots.pop(device, None)
+        self._unconfirmed.discard(device)
+
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> list[ConnectionEvent]:
+        return self._absorb(self.endpoint.receive_datagram(data, address, now), now)
+
+    def next_timeout(self) -> float | None:
+        times = [self.endpoint.next_timeout()]
+        while self._timers:
+            deadline, device = self._timers[0]
+            channel = self._channels.get(device)
+            if channel is not None and self.endpoint.has_session(device) and channel.next_timeout() == deadline:
+                times.append(deadline)
+                break
+            heapq.heappop(self._timers)  # stale entry: the channel moved on or the device is gone
+        return min((t for t in times if t is not None), default=None)
+
+    def handle_timeout(self, now: float) -> list[ConnectionEvent]:
+        out = self._absorb(self.endpoint.handle_timeout(now), now)
+        while self._timers and self._timers[0][0] <= now:
+            _, device = heapq.heappop(self._timers)
+            if device in self._channels:
+                self._pump(device, now)
+        return out
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        return self.endpoint.datagrams_to_send()
+
+    def statistics(self) -> ConnectionStatistics:
+        return ConnectionStatistics(drops=dict(self._drops), channel=None)
+
+    def _absorb(self, events: list[Event], now: float) -> list[ConnectionEvent]:
+        out: list[ConnectionEvent] = []
+        for event in events:
+            if isinstance(event, SessionMessage):
+                assert event.device_pub is not None
+                device = event.device_pub
+                messages = _deliver(self.channel(device), event.plaintext, now, self._drops)
+                out += [Received(device, m) for m in messages]
+                self._pump(device, now, retransmit=self._confirmed(device))
+            elif isinstance(event, SessionStarted):
+                assert event.device_pub is not None
+                device = event.device_pub
+                channel = self.channel(device)
+                previous = self._boots.get(device)
+                restarted = previous is not None and previous != event.boot
+                if restarted:
+                    channel.peer_restarted()
+                self._boots[device] = event.boot
+                self._unconfirmed.add(device)
+                out.append(Connected(device, event.boot, restarted))
+            elif isinstance(event, Keepalive):
+                if event.device_pub is not None:
+                    self._pump(event.device_pub, now, retransmit=self._confirmed(event.device_pub))
+            elif isinstance(event, SessionLost):
+                out.append(Disconnected(event.device_pub))
+            elif isinstance(event, Dropped):
+                self._drops[event.error] += 1
+        return out
+
+    def _confirmed(self, device: bytes) -> bool:
+        """True once, at the first transport message of a new session: what waited can go now."""
+        if device in self._unconfirmed and self.endpoint.has_session(device):
+            self._unconfirmed.discard(device)
+            return True
+        return False
+
+    def _pump(self, device: bytes, now: float, *, retransmit: bool = False) -> None:
+        channel = self._channels.get(device)
+        if channel is None or not self.endpoint.has_session(device):
+            return
+        if retransmit:
+            channel.retransmit_now(now)
+        for plaintext in channel.outgoing(now):
+            self.endpoint.send(device, plaintext, now)
+        deadline = channel.next_timeout()
+        if deadline is not None:
+            heapq.heappush(self._timers, (deadline, device))
+
+
+def _deliver(channel: ReliableChannel, plaintext: bytes, now: float, drops: Counter[str]) -> list[Message]:
+    try:
+        return channel.receive(plaintext, now)
+    except RemoteProtocolError as exc:
+        drops[type(exc).__name__] += 1
+        return []
+
+
+def _as_reliable(message: Message) -> ReliableMessage:
+    return message  # type: ignore[return-value]  # is_reliable(message.TYPE) was checked by the caller
