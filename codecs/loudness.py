@@ -36,7 +36,7 @@ def measure_loudness(samples: npt.NDArray[np.floating], sample_rate: int = 48_00
     """
     if samples.shape[0] <= int(_BLOCK_S * sample_rate) or not np.any(samples):
         return None
-    import pyloudnorm  # noqa: PLC0415 - pulls in scipy (~1 s): paid only by callers that measure loudness
+    import pyloudnorm  # pulls in scipy (~1 s): paid only by callers that measure loudness
 
     meter = pyloudnorm.Meter(sample_rate)
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):

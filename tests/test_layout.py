@@ -75,7 +75,7 @@ def test_protocol_core_does_no_io() -> None:
             if isinstance(node, ast.Import | ast.ImportFrom):
                 mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 problems += [f"{path.name}: import {m}" for m in mods if m.split(".")[0] in forbidden_modules]
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                if (node.value.id, node.attr) in forbidden_calls:
-                    problems.append(f"{path.name}: {node.value.id}.{node.attr}")
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and (node.value.id, node.attr) in forbidden_calls):
+                problems.append(f"{path.name}: {node.value.id}.{node.attr}")
     assert problems == []
