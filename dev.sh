@@ -35,7 +35,10 @@ apt_install() {
 setup_system() {
     # libopus0: the Opus codec (opuslib binds it). ffmpeg: an independent RTP receiver for interop tests.
     local pkgs=(libopus0 ffmpeg ca-certificates)
-    "$PY" -c 'import venv, ensurepip' 2>/dev/null || pkgs+=(python3-venv)
+    # Debian's own python3 needs python3-venv for `python3 -m venv` (ensurepip is split out of it).
+    if [ "$(command -v "$PY")" = /usr/bin/python3 ] || ! "$PY" -c 'import ensurepip' 2>/dev/null; then
+        pkgs+=(python3-venv)
+    fi
     apt_install "${pkgs[@]}"
 }
 
