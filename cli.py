@@ -52,6 +52,7 @@ class LazyGroup(click.Group):
 
 # name -> ("module:attribute", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "streamer": ("loa.streamer.cli:streamer", "Run the streamer of a site: sessions, broadcasts, alerts, programmes."),
     "send": ("loa.streamer.send:send", "Stream a file or a test tone as standard RTP/Opus (optionally SRTP)."),
     "bench": ("loa.bench.cli:bench", "Run a benchmark; with --json the last line is one JSON object."),
 }

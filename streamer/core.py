@@ -1,0 +1,547 @@
+"""The streamer's sans-I/O core: device sessions, the registry, and the broadcasts it drives.
+
+:class:`StreamerCore` takes datagrams and ``now`` (float seconds on the caller's monotonic clock) and returns
+datagrams, like the protocol objects it is built on; the I/O service (:mod:`loa.streamer.service`) and the tests
+on the fake network are thin loops around it. Server time (PROTOCOL.md section 1) is ``epoch_ns + now * 10^9``:
+the caller picks ``epoch_ns`` once so that server time follows the wall clock at start and never steps.
+
+It is composed of :class:`~loa.streamer.sessions.DeviceSessions` (sessions, enrolment, sending; it calls back the
+``on_*`` and :meth:`send_state` hooks here), :class:`~loa.streamer.live.LiveBroadcasts` (live streams, alerts,
+key rotation) and :class:`~loa.streamer.plays.ScheduledPlays` (stored programmes).
+
+The I/O surface:
+
+* :meth:`receive_datagram`, :meth:`datagrams_to_send`, :meth:`next_timeout`, :meth:`handle_timeout`: control
+  traffic, NACK retransmissions (the same SRTP bytes, unicast) and every timer except the frame clocks;
+* :meth:`live_broadcasts`, :meth:`next_frame_time`, :meth:`produce_frame`, :meth:`destinations`,
+  :meth:`attach_sink`: the media plane, one frame clock per live broadcast; each frame is encoded, packetised
+  and protected once and the caller sends the same bytes to every destination (a fan-out mirrors them).
+
+The control plane's surface: :meth:`add_device`, :meth:`update_device`, :meth:`remove_device`,
+:meth:`issue_token`, :meth:`set_volume`, :meth:`send_command`; :meth:`start_broadcast`, :meth:`stop_broadcast`,
+:meth:`trigger_alert`, :meth:`cancel_alert`, :meth:`publish_content`, :meth:`schedule_play`,
+:meth:`allocate_bid`; observers :meth:`device_status`, :meth:`devices`, :meth:`broadcast_status`,
+:meth:`broadcasts`, :meth:`statistics`, :meth:`events`; :meth:`close`.
+
+Failure semantics: :meth:`receive_datagram` never raises for any bytes; what it cannot use is counted in
+``statistics().drops`` by error name and changes nothing. Control-plane calls validate first and raise
+``ValueError`` subclasses (``ZoneError``, ``RegistryError``, ``AlertError``, ``ContentError``) or ``KeyError``
+(unknown bid or device) with nothing changed. Nothing is sent to an address before a datagram from it
+authenticated, except the session layer's handshake answers (96 or 52 bytes to a 148-byte init).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import random
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from loa.protocol.alert import PublicKey
+from loa.protocol.control import (
+    Bye,
+    Chunk,
+    Config,
+    ConfigValues,
+    Fetch,
+    Have,
+    Message,
+    Played,
+    Rtcp,
+    State,
+    Telemetry,
+    TimeReq,
+    TimeResp,
+    Volume,
+)
+from loa.protocol.datagram import classify
+from loa.protocol.errors import RemoteProtocolError
+from loa.protocol.rtcp import GenericNack, ReceiverReport, parse_rtcp
+from loa.streamer.content import ChunkLimiter, ContentError, ContentStore
+from loa.streamer.destinations import Sink
+from loa.streamer.live import LiveBroadcasts
+from loa.streamer.plays import ScheduledPlays
+from loa.streamer.registry import DeviceEntry, Registry, RegistryError
+from loa.streamer.sessions import DeviceSessions
+from loa.streamer.settings import Settings
+from loa.streamer.sources import Source
+from loa.streamer.status import (
+    BroadcastStatus,
+    ContentReported,
+    DeviceRuntime,
+    DeviceStatus,
+    StateReported,
+    StreamerEvent,
+    StreamerStatistics,
+    TelemetryReported,
+)
+from loa.streamer.zones import ZoneError, ZoneTree
+
+__all__ = ["Settings", "StreamerCore", "parse_group"]
+
+Address = tuple[str, int]
+DEFAULT_RTT_S = 0.2
+MAX_ZONE_DEPTH = 8
+MAX_EVENTS = 65_536  # undrained events beyond this are dropped, oldest first
+_NS = 1_000_000_000
+_U32 = 0xFFFFFFFF
+
+
+def parse_group(text: str) -> Address:
+    """A multicast group ``ADDR:PORT`` (``[V6]:PORT`` for IPv6); ValueError otherwise."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if not sep or address is None or not address.is_multicast or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"a multicast group is ADDR:PORT with a multicast address, not {text!r}")
+    return (str(address), int(port))
+
+
+class StreamerCore:
+    """One streamer node: sessions with many devices, their live broadcasts, alerts and stored programmes."""
+
+    def __init__(
+        self,
+        *,
+        static_private: bytes,
+        zones: ZoneTree,
+        registry: Registry | None = None,
+        content: ContentStore | None = None,
+        authorities: Mapping[bytes, PublicKey] | None = None,
+        groups: Mapping[str, str] | None = None,
+        settings: Settings | None = None,
+        epoch_ns: int = 0,
+        send_clock: Callable[[], float] | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        rng: random.Random | None = None,
+        first_bid: int = 1,
+        boot: int | None = None,
+    ) -> None:
+        for zone in zones:
+            if len(zones.path(zone.code)) > MAX_ZONE_DEPTH:
+                raise ZoneError(f"zone {zone.code!r} lies {len(zones.path(zone.code))} levels deep; a device's "
+                                f"zone path holds at most {MAX_ZONE_DEPTH}")
+        parsed_groups: dict[str, Address] = {}
+        for code, group in (groups or {}).items():
+            zones.get(code)
+            parsed_groups[code] = parse_group(group)
+        self.zones = zones
+        self.registry = registry if registry is not None else Registry(zones.__contains__)
+        self.settings = settings or Settings()
+        self.epoch_ns = epoch_ns
+        self._send_clock = send_clock
+        rng = rng or random.SystemRandom()
+        self._next_bid = first_bid & _U32 or 1
+        self._used_bids: set[int] = set()
+        self._limiter = ChunkLimiter(rate=self.settings.chunk_rate, burst=self.settings.chunk_burst)
+        self._out: list[tuple[bytes, Address]] = []
+        self._events: deque[StreamerEvent] = deque(maxlen=MAX_EVENTS)
+        self._drops: Counter[str] = Counter()
+        self._in = self._bytes_in = self._sent = self._bytes_out = 0
+        self._chunks = self._time_resps = self._retransmitted = 0
+        self._media_flush = False
+        self.sessions = DeviceSessions(self, static_private=static_private, registry=self.registry,
+                                       server_time=self.server_time, events=self._events, drops=self._drops,
+                                       random_bytes=random_bytes, rng=rng, boot=boot)
+        self.live = LiveBroadcasts(
+            self.sessions, zones=zones, registry=self.registry, settings=self.settings, groups=parsed_groups,
+            authorities=dict(authorities or {}), server_time=self.server_time, allocate_bid=self.allocate_bid,
+            claim_bid=self._claim_bid, events=self._events, drops=self._drops, rng=rng, random_bytes=random_bytes,
+        )
+        self.plays = ScheduledPlays(self.sessions, zones=zones, registry=self.registry, settings=self.settings,
+                                    content=content, allocate_bid=self.allocate_bid, events=self._events,
+                                    server_time=self.server_time)
+
+    # -- time and identity -------------------------------------------------------------------------------------
+
+    @property
+    def public_key(self) -> bytes:
+        return self.sessions.conn.endpoint.public_key
+
+    @property
+    def content(self) -> ContentStore | None:
+        return self.plays.content
+
+    @property
+    def wants_flush(self) -> bool:
+        """True when messages or retransmissions were queued since :meth:`datagrams_to_send` last ran (a frame
+        clock checks it after producing a frame that ended a broadcast or started a rotation)."""
+        return self._media_flush or self.sessions.wants_flush
+
+    def server_time(self, now: float) -> int:
+        """Server time (ns since 1970) at ``now`` on the caller's clock."""
+        return self.epoch_ns + round(now * _NS)
+
+    def allocate_bid(self) -> int:
+        """A broadcast id never used by this server run. Ids count up from ``first_bid``: seed it from a clock
+        or a persisted counter so that a restarted server does not reuse ids (devices ignore reused ones)."""
+        bid = self._next_bid
+        while bid in self._used_bids or bid == 0:
+            bid = (bid + 1) & _U32
+        self._used_bids.add(bid)
+        self._next_bid = (bid + 1) & _U32
+        return bid
+
+    def _claim_bid(self, bid: int) -> None:
+        """Take ``bid`` (from :meth:`allocate_bid`, or an authority's signed alert); ValueError if it runs."""
+        if bid in self.live or bid in self.plays:
+            raise ValueError(f"broadcast id {bid} is in use")
+        self._used_bids.add(bid)
+
+    # -- I/O surface -------------------------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+        """Process one datagram from ``address``. Never raises for any bytes."""
+        self._in += 1
+        self._bytes_in += len(data)
+        try:
+            kind = classify(data)
+        except RemoteProtocolError as exc:
+            self._drops[type(exc).__name__] += 1
+            return
+        if kind != "loa":  # devices send RTCP inside `rtcp` control messages, never bare RTP/RTCP
+            self._drops["UnknownTypeError"] += 1
+            return
+        self.sessions.receive(data, address, now)
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Drain the queued control datagrams and NACK retransmissions, as ``(datagram, address)`` pairs."""
+        out = self.sessions.datagrams_to_send()
+        if self._out:
+            out += self._out
+            self._out = []
+        self._media_flush = False
+        self._sent += len(out)
+        self._bytes_out += sum(len(d) for d, _ in out)
+        return out
+
+    def next_timeout(self) -> float | None:
+        """When :meth:`handle_timeout` has work; the frame clocks are separate (:meth:`next_frame_time`)."""
+        times = [self.sessions.next_timeout(), self.live.next_timeout(), self.plays.next_timeout()]
+        return min((t for t in times if t is not None), default=None)
+
+    def handle_timeout(self, now: float) -> None:
+        self.sessions.handle_timeout(now)
+        self.live.handle_timeout(now)
+        self.plays.handle_timeout(now)
+
+    # -- media plane -------------------------------------------------------------------------------------------
+
+    def live_broadcasts(self) -> list[int]:
+        """The bids whose frame clocks run now (live streams and alerts)."""
+        return self.live.bids()
+
+    def next_frame_time(self, bid: int) -> float | None:
+        """When :meth:`produce_frame` is next due for ``bid``; None once it has ended (or is unknown)."""
+        return self.live.next_frame_time(bid)
+
+    def produce_frame(self, bid: int, now: float) -> list[bytes]:
+        """The datagrams of ``bid``'s due frame, for every destination (see :class:`LiveBroadcast`).
+
+        When the broadcast ends here (its source finished, or it was stopped) the closing ``SR, SDES, BYE`` is
+        returned, members are told ``leave``, and :meth:`next_frame_time` returns None afterwards. A codec
+        failure of the source ends the broadcast the same way (counted as ``source_failed``).
+        """
+        return self.live.produce(bid, now)
+
+    def destinations(self, bid: int) -> list[tuple[Hashable, tuple[Any, ...]]]:
+        """``(key, address)`` of every destination of ``bid`` now: members' session addresses and groups."""
+        return self.live.destinations(bid)
+
+    def attach_sink(self, bid: int, sink: Sink) -> None:
+        """Mirror ``bid``'s destinations into ``sink`` (a Fanout) from now on. KeyError for an unknown bid."""
+        self.live.attach_sink(bid, sink)
+
+    # -- SessionHooks ------------------------------------------------------------------------------------------
+
+    def on_online(self, device: bytes, now: float) -> None:
+        self.live.device_moved(device)
+
+    def on_offline(self, device: bytes) -> None:
+        self.live.device_offline(device)
+        self._limiter.forget(device)
+
+    def on_moved(self, device: bytes) -> None:
+        self.live.device_moved(device)
+
+    def on_acks(self, device: bytes, now: float) -> None:
+        if self.live.watching(device):
+            self.live.check_acks(device, now)
+
+    def on_enrolled(self, device: bytes, entry: DeviceEntry, now: float) -> None:
+        self._resync(device, entry, now)
+
+    def send_state(self, device: bytes, now: float) -> None:
+        """Everything a device needs after it (or the server) started (section 4.5)."""
+        entry = self.registry.entry(device)
+        values = dataclasses.replace(self.settings.config, zones=self.zones.path(entry.zone))
+        self.sessions.send(device, Config(values=values), now)
+        self.sessions.send(device, Volume(level=self.settings.volume if entry.volume is None else entry.volume),
+                           now)
+        self.live.send_state(device, entry, now)
+        self.plays.send_state(device, now)
+
+    def on_message(self, device: bytes, message: Message, now: float) -> bool:
+        """Act on one message of an enrolled device (hello and bye are the session layer's)."""
+        rt = self.sessions.runtime(device)
+        match message:
+            case TimeReq():
+                t2 = self.server_time(now)
+                t3 = self.server_time(self._send_clock()) if self._send_clock is not None else t2
+                if self.sessions.try_send(device, TimeResp(t1=message.t1, t2=t2, t3=max(t2, t3)), now):
+                    self._time_resps += 1
+            case Telemetry():
+                rt.telemetry, rt.telemetry_at = message.v, now
+                self._events.append(TelemetryReported(device, message.v))
+            case State():
+                rt.state = message
+                self._events.append(StateReported(device, message))
+            case Have():
+                rt.have[message.cid] = message.ok
+                self._events.append(ContentReported(device, message.cid, message.ok))
+                if message.ok:
+                    self.plays.on_have(device, message.cid, now)
+            case Fetch():
+                self._on_fetch(device, rt, message, now)
+            case Rtcp():
+                self._on_rtcp(device, rt, message.pkt, now)
+            case Played():
+                rt.played += len(message.log)
+            case _:
+                pass
+        return False
+
+    # -- messages from devices ---------------------------------------------------------------------------------
+
+    def _drop(self, rt: DeviceRuntime, name: str) -> None:
+        rt.drops[name] += 1
+        self._drops[name] += 1
+
+    def _on_fetch(self, device: bytes, rt: DeviceRuntime, fetch: Fetch, now: float) -> None:
+        """Answer with the piece asked for, only of content prefetched to this device, at a bounded rate."""
+        content = self.content
+        if content is None or fetch.cid not in rt.prefetched or content.get(fetch.cid) is None:
+            self._drop(rt, "fetch_refused")
+            return
+        if not self._limiter.allow(device, now):
+            self._drop(rt, "fetch_rate_limited")
+            return
+        try:
+            data = content.read(fetch.cid, fetch.off, fetch.len)
+        except ContentError:
+            self._drop(rt, "content_unreadable")
+            return
+        if self.sessions.try_send(device, Chunk(cid=fetch.cid, off=fetch.off, data=data), now):
+            rt.chunks += 1
+            self._chunks += 1
+
+    def _on_rtcp(self, device: bytes, rt: DeviceRuntime, pkt: bytes, now: float) -> None:
+        try:
+            packets = parse_rtcp(pkt)
+        except RemoteProtocolError as exc:
+            self._drop(rt, type(exc).__name__)
+            return
+        for packet in packets:
+            if isinstance(packet, GenericNack):
+                self._on_nack(device, rt, packet, now)
+            elif isinstance(packet, ReceiverReport):
+                for block in packet.reports:
+                    if self.live.ring_for(device, block.ssrc, now) is not None:
+                        rt.loss = block.fraction_lost / 256
+                        rt.cumulative_lost = block.cumulative_lost
+                        rt.jitter_ms = block.jitter / 48.0
+
+    def _on_nack(self, device: bytes, rt: DeviceRuntime, nack: GenericNack, now: float) -> None:
+        """Resend the stored SRTP bytes to this device only, each at most once per its RTT (section 5.5.3)."""
+        ring = self.live.ring_for(device, nack.media_ssrc, now)
+        address = self.sessions.online_address(device)
+        if ring is None or address is None:
+            self._drop(rt, "nack_ignored")
+            return
+        srtt = self.sessions.srtt(device)
+        interval = DEFAULT_RTT_S if srtt is None else srtt
+        for seq in nack.lost[: ring.capacity]:
+            rt.nacked += 1
+            data = ring.resend(seq, device, now, interval)
+            if data is not None:
+                self._out.append((data, address))
+                rt.retransmitted += 1
+                self._retransmitted += 1
+        self._media_flush = True
+
+    # -- registry ----------------------------------------------------------------------------------------------
+
+    def add_device(self, key: bytes, zone: str, now: float, *, name: str = "", kind: str = "speaker",
+                   enrolled: bool = True, volume: int | None = None) -> DeviceEntry:
+        """Enrol a device; it joins the broadcasts of its zone (RegistryError: known key, bad zone or kind)."""
+        entry = DeviceEntry(key, zone, name=name, kind=kind, enrolled=enrolled, volume=volume)
+        self.registry.add(entry)
+        self._resync(key, entry, now)
+        return entry
+
+    def update_device(self, key: bytes, now: float, **changes: Any) -> DeviceEntry:
+        """Change a device's ``zone``, ``name``, ``kind``, ``volume`` or ``enrolled``. Leaving a broadcast's
+        zones, or ``enrolled=False`` (revocation: its sessions end), rotates the keys it held."""
+        old, new = self.registry.update(key, **changes)
+        self._resync(key, new, now)
+        if new.enrolled and self.sessions.runtime(key).state_sent:
+            if old.zone != new.zone:
+                self.sessions.send(key, Config(values=ConfigValues(zones=self.zones.path(new.zone))), now)
+            if old.volume != new.volume and new.volume is not None:
+                self.sessions.send(key, Volume(level=new.volume), now)
+        return new
+
+    def remove_device(self, key: bytes, now: float) -> None:
+        """Forget a device: its sessions end, it leaves its broadcasts, their keys rotate. RegistryError if
+        unknown."""
+        self.registry.remove(key)
+        self._resync(key, None, now)
+
+    def _resync(self, key: bytes, entry: DeviceEntry | None, now: float) -> None:
+        if entry is None or not entry.enrolled:
+            self.sessions.forget(key, "revoked" if entry is not None else "removed")
+        self.live.resync(key, entry, now)
+        self.plays.resync(key, entry, now)
+
+    def issue_token(self, zone: str, expires_ns: int, *, kind: str = "speaker") -> str:
+        """A one-time enrolment token for ``zone``, valid until server time ``expires_ns`` (section 4.5)."""
+        return self.registry.issue_token(zone, expires_ns, kind=kind)
+
+    def set_volume(self, devices: Iterable[bytes], level: int, now: float) -> None:
+        """Set and send the volume of ``devices`` (kept for their next start). RegistryError, nothing changed,
+        if one is unknown or the level is not 0-100."""
+        keys = list(devices)
+        if not 0 <= level <= 100:
+            raise RegistryError(f"volume must be 0-100, not {level}")
+        for key in keys:
+            self.registry.entry(key)
+        for key in keys:
+            self.update_device(key, now, volume=level)
+
+    def send_command(self, key: bytes, message: Message, now: float) -> int | None:
+        """Send any server-to-device message (mute, source, fm_presets, reboot, board...) to an enrolled device;
+        reliable ones wait for its session. Returns the id of a reliable message. RegistryError for an unknown
+        device; LocalProtocolError for a message that breaks the schema or an unreliable one without session."""
+        self.registry.entry(key)
+        msg_id = self.sessions.conn.send(key, message, now)
+        self._media_flush = True
+        return msg_id
+
+    # -- broadcasts --------------------------------------------------------------------------------------------
+
+    def start_broadcast(self, source: Source, zones: Sequence[str], now: float, *, cls: int = 0, lvl: int = 0,
+                        policy: str = "resume", name: str = "", delay_ms: int | None = None) -> int:
+        """Start a live broadcast of ``source`` to ``zones`` (each with every zone below it); returns its bid.
+
+        Every enrolled speaker there is sent ``join`` now or when it next connects, and receives the stream from
+        its next frame on; the first frame leaves ``settings.start_lead_s`` after the joins.
+        """
+        return self.live.start(source, zones, now, cls=cls, lvl=lvl, policy=policy, name=name, delay_ms=delay_ms)
+
+    def stop_broadcast(self, bid: int, now: float) -> None:
+        """End a live broadcast, alert or scheduled programme now: its members get ``leave``; a live stream
+        sends its closing BYE at its next frame. KeyError if it is not running."""
+        if bid in self.plays:
+            self.plays.stop(bid, now)
+        else:
+            self.live.stop(bid, now)
+
+    def trigger_alert(self, source: Source, now: float, *, body: bytes | None = None, sig: bytes | None = None,
+                      signing_key: Ed25519PrivateKey | None = None, zones: Sequence[str] = (), cls: int = 2,
+                      lvl: int = 2, status: str = "actual", alert_id: str | None = None, text: str | None = None,
+                      ttl_s: float | None = None, preroll_ms: int = 0, policy: str = "resume",
+                      name: str = "") -> int:
+        """Send an alert and its audio; returns its bid.
+
+        Pass either ``body`` and ``sig`` signed by an authority (with a bid from :meth:`allocate_bid`), checked
+        against the configured authority keys before anything is sent, or a ``signing_key`` and ``zones`` (with
+        ``cls``, ``lvl``, ``status``, ``alert_id``, ``text``, ``ttl_s``) to sign it here. Every device in the
+        alert's zones gets ``alert``; speakers then ``amp {on, preroll_ms}`` and ``join``. The audio starts
+        ``preroll_ms`` after now, silence frames before it; it ends at the alert's expiry at the latest.
+        AlertError (refused), ZoneError or ValueError, with nothing sent.
+        """
+        return self.live.trigger_alert(source, now, body=body, sig=sig, signing_key=signing_key, zones=zones,
+                                       cls=cls, lvl=lvl, status=status, alert_id=alert_id, text=text, ttl_s=ttl_s,
+                                       preroll_ms=preroll_ms, policy=policy, name=name)
+
+    def cancel_alert(self, bid: int, now: float, *, body: bytes | None = None, sig: bytes | None = None,
+                     signing_key: Ed25519PrivateKey | None = None) -> None:
+        """Cancel alert ``bid`` with a cancel signed by its authority (given, or signed with ``signing_key``):
+        every device told of the alert gets ``alert_cancel``; its audio stops. KeyError if unknown or expired,
+        AlertError if the cancel is refused."""
+        self.live.cancel_alert(bid, now, body=body, sig=sig, signing_key=signing_key)
+
+    def publish_content(self, path: str | os.PathLike[str], *, name: str | None = None) -> bytes:
+        """Store an Ogg Opus programme (checked strictly) and return its cid. ContentError if refused."""
+        if self.content is None:
+            raise ContentError("this streamer has no content directory")
+        return self.content.publish(path, name=name).cid
+
+    def schedule_play(self, cid: bytes, zones: Sequence[str], at_ns: int, now: float, *, cls: int = 0,
+                      lvl: int = 0, policy: str = "resume", name: str | None = None) -> int:
+        """Play stored content ``cid`` at server time ``at_ns`` on every speaker of ``zones``; returns its bid.
+        Members get ``prefetch`` now and ``play`` once they hold the content, or ``settings.play_lead_s`` before
+        ``at_ns`` at the latest. ContentError for content not in the store."""
+        return self.plays.schedule(cid, zones, at_ns, now, cls=cls, lvl=lvl, policy=policy, name=name)
+
+    # -- observation -------------------------------------------------------------------------------------------
+
+    def events(self) -> list[StreamerEvent]:
+        """Drain the events since the last call (devices online/offline, reports, broadcasts ended...). At most
+        the last 65536 are kept: drain them regularly (the I/O service does, after every datagram batch and
+        timer)."""
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    def device_status(self, key: bytes) -> DeviceStatus:
+        """A snapshot of one device (enrolled, or heard from). KeyError if the streamer knows nothing of it."""
+        entry = self.registry.get(key)
+        rt = self.sessions.get(key)
+        if entry is None and rt is None:
+            raise KeyError(key)
+        return DeviceStatus.of(
+            key, rt or DeviceRuntime(), zone=entry.zone if entry else None, name=entry.name if entry else "",
+            kind=entry.kind if entry else None, enrolled=bool(entry and entry.enrolled),
+            broadcasts=tuple(sorted(self.live.memberships(key) | self.plays.memberships(key))),
+        )
+
+    def devices(self) -> list[DeviceStatus]:
+        keys = dict.fromkeys([e.public_key for e in self.registry] + self.sessions.known())
+        return [self.device_status(key) for key in keys]
+
+    def broadcast_status(self, bid: int) -> BroadcastStatus:
+        """A snapshot of a running broadcast. KeyError if there is none."""
+        if bid in self.plays:
+            return self.plays.status(bid, self.sessions.is_online)
+        return self.live.status(bid, self.sessions.is_online)
+
+    def broadcasts(self) -> list[BroadcastStatus]:
+        return [self.broadcast_status(bid) for bid in [*self.live.bids(), *self.plays.bids()]]
+
+    def statistics(self) -> StreamerStatistics:
+        drops: Counter[str] = Counter(self._drops)
+        drops.update(self.sessions.conn.endpoint.statistics().drops)
+        drops.update(self.sessions.conn.statistics().drops)
+        return StreamerStatistics(
+            self._in, self._bytes_in, self._sent, self._bytes_out, MappingProxyType(dict(drops)),
+            self.sessions.online_count(), len(self.live.bids()) + len(self.plays.bids()),
+            self._retransmitted, self._chunks, self._time_resps,
+        )
+
+    def close(self, now: float, reason: str = "server shutting down") -> None:
+        """End every live broadcast (members get ``leave``; each frame clock sends its closing BYE at its next
+        frame), then say ``bye`` to every device with a session. Flush :meth:`datagrams_to_send` afterwards."""
+        self.live.close(now)
+        for key in self.sessions.known():
+            if self.sessions.is_online(key):
+                self.sessions.try_send(key, Bye(reason=reason[:128]), now)

@@ -1,0 +1,338 @@
+"""The streamer's I/O: one non-blocking UDP socket, a receive loop, a timer loop, and a frame clock per broadcast.
+
+:class:`StreamerService` runs a :class:`~loa.streamer.core.StreamerCore` under anyio, on trio or on asyncio
+(uvloop when installed). Everything a device sends and everything sent to devices - handshakes, control, media,
+retransmissions, multicast - goes through one socket:
+
+* the receive loop waits until the socket is readable, drains up to 256 datagrams into the core, then sends
+  what the core queued;
+* the timer loop sleeps until the core's ``next_timeout()`` (or until woken by an API call) and runs it;
+* each live broadcast has its own task: it sleeps until the frame is due (``next_frame_time``, on the same
+  monotonic clock, computed from the frame count so it never drifts), takes the frame's packets from the core
+  (encoded, packetised and protected once) and hands each to a :class:`~loa.streamer.fanout.Fanout` that sends
+  the same bytes to every destination with ``sendmmsg``; it awaits only when the socket is full;
+* live RTP/Opus inputs each have a socket and a task feeding a :class:`~loa.streamer.sources.LiveRtpSource`.
+
+The core is not thread-safe: call it (and the methods here) from the service's event loop only. After calling
+the core directly, call :meth:`StreamerService.changed` so that new timers, broadcasts and messages are seen.
+The service drains the core's events after every datagram batch and timer and hands them to ``on_event``.
+
+IP multicast: with zone groups configured, the socket is given ``IP_MULTICAST_TTL`` (16), ``IP_MULTICAST_LOOP``
+and, when it is bound to a specific IPv4 address, ``IP_MULTICAST_IF`` set to that address, so groups go out of
+the interface that address belongs to. On one host (tests, a lab) bind to 127.0.0.1: Linux then delivers the
+group's packets to receivers that joined the group on 127.0.0.1, without any route. On a wildcard bind, group
+packets follow the routing table: a route for 239.0.0.0/8 (or a default route) must point at the LAN.
+
+Shutdown (:meth:`stop`, or SIGINT/SIGTERM through :func:`run`): every device with a session gets ``bye``, every
+broadcast sends its closing RTCP BYE, the queues are flushed, the advertisement is withdrawn, sockets closed.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from loa.protocol.datagram import MAX_DATAGRAM
+from loa.streamer.core import StreamerCore
+from loa.streamer.discovery import Advertiser
+from loa.streamer.fanout import Backend, Fanout
+from loa.streamer.sources import LiveRtpSource, Source
+from loa.streamer.status import StreamerEvent
+
+__all__ = ["MULTICAST_TTL", "ServiceStatistics", "StreamerService", "epoch_for", "open_udp_socket"]
+
+MULTICAST_TTL = 16
+RECEIVE_BATCH = 256
+SEND_RETRIES = 100
+FRAME_CATCH_UP = 10
+SHUTDOWN_GRACE_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatistics:
+    received: int
+    sent: int
+    send_errors: int
+    send_blocked: int
+    media_packets: int
+    receive_errors: int
+
+
+def open_udp_socket(host: str, port: int, *, multicast: bool = False) -> socket.socket:
+    """A bound, non-blocking UDP socket; with ``multicast`` set up to send to groups (see the module docstring).
+
+    Raises OSError (address in use, not an address of this host...)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.setblocking(False)
+        if multicast and family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, MULTICAST_TTL)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            if host != "0.0.0.0":  # noqa: S104 - a wildcard bind leaves the interface to the routing table
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(host))
+        elif multicast:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, MULTICAST_TTL)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class StreamerService:
+    """Runs a core on a socket (see the module docstring). Use :meth:`serve` inside a task group."""
+
+    def __init__(self, core: StreamerCore, sock: socket.socket, *, fanout_backend: Backend = "auto",
+                 advertiser: Advertiser | None = None, log: Callable[[str], None] | None = None,
+                 on_event: Callable[[StreamerEvent], object] | None = None) -> None:
+        if sock.getblocking():
+            raise ValueError("the service needs a non-blocking socket")
+        self.core = core
+        self.sock = sock
+        self._fanout_backend: Backend = fanout_backend
+        self._advertiser = advertiser
+        self._log = log or (lambda _line: None)
+        self._on_event = on_event
+        self._wakeup = anyio.Event()
+        self._stopping = anyio.Event()
+        self._pending: deque[tuple[bytes, tuple[str, int]]] = deque()
+        self._media: dict[int, anyio.CancelScope] = {}
+        self._media_done: dict[int, anyio.Event] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._received = self._sent = self._send_errors = self._blocked = self._media_packets = 0
+        self._receive_errors = 0
+
+    # -- public ------------------------------------------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.sock.getsockname()[:2]
+        return str(host), int(port)
+
+    @staticmethod
+    def now() -> float:
+        """The service's clock (the core's ``now``)."""
+        return anyio.current_time()
+
+    def changed(self) -> None:
+        """Tell the loops that the core was called: new messages, timers or broadcasts."""
+        self._wakeup.set()
+        self._sync_media()
+
+    def start_broadcast(self, source: Source, zones: Sequence[str], **options: Any) -> int:
+        bid = self.core.start_broadcast(source, zones, self.now(), **options)
+        self.changed()
+        return bid
+
+    def stop_broadcast(self, bid: int) -> None:
+        self.core.stop_broadcast(bid, self.now())
+        self.changed()
+
+    def trigger_alert(self, source: Source, **options: Any) -> int:
+        bid = self.core.trigger_alert(source, self.now(), **options)
+        self.changed()
+        return bid
+
+    def cancel_alert(self, bid: int, **options: Any) -> None:
+        self.core.cancel_alert(bid, self.now(), **options)
+        self.changed()
+
+    def schedule_play(self, cid: bytes, zones: Sequence[str], at_ns: int, **options: Any) -> int:
+        bid = self.core.schedule_play(cid, zones, at_ns, self.now(), **options)
+        self.changed()
+        return bid
+
+    async def open_live_source(self, host: str, port: int, **options: Any) -> LiveRtpSource:
+        """Listen for plain RTP/Opus on ``host:port`` (e.g. from ``ffmpeg ... -f rtp rtp://HOST:PORT``) and
+        return the source fed from it; its socket closes when the source is closed (its broadcast ended)."""
+        if self._tg is None:
+            raise RuntimeError("the service is not running")
+        sock = open_udp_socket(host, port)
+        source = LiveRtpSource(**options)
+        source.address = (str(sock.getsockname()[0]), int(sock.getsockname()[1]))
+        self._tg.start_soon(self._live_input, sock, source)
+        return source
+
+    def stop(self) -> None:
+        """Begin a clean shutdown (see the module docstring); :meth:`serve` returns when it is done."""
+        self._stopping.set()
+        self._wakeup.set()
+
+    def statistics(self) -> ServiceStatistics:
+        return ServiceStatistics(self._received, self._sent, self._send_errors, self._blocked,
+                                 self._media_packets, self._receive_errors)
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`stop`; then shut down cleanly. Cancelling it skips the goodbyes."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._receive_loop)
+            tg.start_soon(self._timer_loop)
+            if self._advertiser is not None:
+                tg.start_soon(self._advertise)
+            self._sync_media()
+            task_status.started()
+            await self._stopping.wait()
+            await self._shutdown()
+            tg.cancel_scope.cancel()
+        self._tg = None
+
+    # -- loops -------------------------------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        sock, core = self.sock, self.core
+        while True:
+            await anyio.wait_readable(sock)
+            for _ in range(RECEIVE_BATCH):
+                try:
+                    data, address = sock.recvfrom(MAX_DATAGRAM + 1)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    self._receive_errors += 1  # e.g. an ICMP error reported on the socket; nothing to read
+                    continue
+                self._received += 1
+                core.receive_datagram(data, (str(address[0]), int(address[1])), anyio.current_time())
+            await self._flush()
+
+    async def _timer_loop(self) -> None:
+        core = self.core
+        while True:
+            await self._flush()
+            deadline = core.next_timeout()
+            if not self._wakeup.is_set():
+                delay = 60.0 if deadline is None else max(0.0, deadline - anyio.current_time())
+                with anyio.move_on_after(delay):
+                    await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            now = anyio.current_time()
+            if deadline is not None and now >= deadline:
+                core.handle_timeout(now)
+            self._sync_media()
+
+    async def _flush(self) -> None:
+        """Hand the core's events on; send everything it queued, waiting for writability when the socket is
+        full (bounded)."""
+        for event in self.core.events():
+            if self._on_event is not None:
+                self._on_event(event)
+        self._pending.extend(self.core.datagrams_to_send())
+        pending, sock = self._pending, self.sock
+        retries = 0
+        while pending:
+            data, address = pending[0]
+            try:
+                sock.sendto(data, address)
+            except (BlockingIOError, InterruptedError):
+                self._blocked += 1
+                retries += 1
+                if retries > SEND_RETRIES:
+                    return  # the next flush carries on
+                await anyio.wait_writable(sock)
+                continue
+            except OSError as exc:
+                self._send_errors += 1  # unreachable destination, bad address family: that datagram only
+                if exc.errno == errno.ENOBUFS:
+                    await anyio.sleep(0.001)
+                    continue
+            else:
+                self._sent += 1
+            pending.popleft()
+
+    def _sync_media(self) -> None:
+        """Start a frame-clock task for every live broadcast that has none."""
+        if self._tg is None or self._stopping.is_set():
+            return
+        for bid in self.core.live_broadcasts():
+            if bid not in self._media:
+                scope = anyio.CancelScope()
+                self._media[bid] = scope
+                self._media_done[bid] = anyio.Event()
+                self._tg.start_soon(self._media_loop, bid, scope)
+
+    async def _media_loop(self, bid: int, scope: anyio.CancelScope) -> None:
+        core = self.core
+        fanout = Fanout(self.sock, backend=self._fanout_backend)
+        try:
+            with scope:
+                core.attach_sink(bid, fanout)
+                while (due := core.next_frame_time(bid)) is not None:
+                    if due > anyio.current_time():
+                        await anyio.sleep_until(due)
+                    for _ in range(FRAME_CATCH_UP):  # a late task catches up, a few frames at a time
+                        for packet in core.produce_frame(bid, anyio.current_time()):
+                            self._media_packets += 1
+                            try:
+                                fanout.send(packet)
+                            except OSError:
+                                self._send_errors += 1
+                                fanout.discard()
+                            if fanout.pending:
+                                await fanout.wait_sent()
+                        due = core.next_frame_time(bid)
+                        if due is None or due > anyio.current_time():
+                            break
+                    if core.wants_flush:
+                        self._wakeup.set()
+                    if due is not None and due <= anyio.current_time():
+                        await anyio.sleep(0)  # still behind: let the other tasks run before catching up more
+        finally:
+            self._media.pop(bid, None)
+            done = self._media_done.pop(bid, None)
+            if done is not None:
+                done.set()
+
+    async def _live_input(self, sock: socket.socket, source: LiveRtpSource) -> None:
+        with sock:
+            while not source.finished:
+                with anyio.move_on_after(0.5):
+                    await anyio.wait_readable(sock)
+                for _ in range(RECEIVE_BATCH):
+                    try:
+                        data = sock.recv(MAX_DATAGRAM + 1)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        continue
+                    source.feed(data)
+
+    async def _advertise(self) -> None:
+        advertiser = self._advertiser
+        assert advertiser is not None
+        problem = await anyio.to_thread.run_sync(advertiser.start, abandon_on_cancel=True)
+        if problem is None:
+            self._log(f"advertised as {advertiser.name!r} (_loa._udp) on {', '.join(advertiser.addresses())}")
+        else:
+            self._log(f"no DNS-SD advertisement: {problem}")
+
+    async def _shutdown(self) -> None:
+        now = anyio.current_time()
+        self.core.close(now)
+        done = list(self._media_done.values())
+        with anyio.move_on_after(SHUTDOWN_GRACE_S):
+            for event in done:  # each frame clock sends its closing BYE at its next frame
+                await event.wait()
+        with anyio.move_on_after(SHUTDOWN_GRACE_S):
+            await self._flush()
+        if self._advertiser is not None:
+            with anyio.move_on_after(3.0):
+                await anyio.to_thread.run_sync(self._advertiser.stop, abandon_on_cancel=True)
+
+
+def epoch_for(now: float) -> int:
+    """The core's ``epoch_ns`` so that server time equals the wall clock now, on the service clock ``now``."""
+    return time.time_ns() - math.floor(now * 1e9)
+

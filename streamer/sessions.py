@@ -1,0 +1,334 @@
+"""Device sessions at the streamer: who is online where, provisional sessions and enrolment, sending to devices.
+
+Sans-I/O, owned by the core. :class:`DeviceSessions` wraps the protocol's ``ServerConnection`` and keeps a
+:class:`~loa.streamer.status.DeviceRuntime` per device: online or not, its session address (moved by roaming,
+section 3.9), its boot, and what state messages were sent to it. It admits handshakes from enrolled keys, and
+from unknown keys as *provisional sessions* while enrolment tokens are out (section 4.5: at most 16 at a time,
+one per second per source address, closed with ``bye`` unless a ``hello`` with a valid token comes within 10 s).
+What happens to a device is reported to the core through :class:`SessionHooks`.
+
+It implements :class:`~loa.streamer.settings.DeviceLink` for the broadcast managers.
+
+Failure semantics: :meth:`DeviceSessions.receive` never raises for any bytes (drops are counted by the session
+layer); sending to a device never raises (a refused message is counted as ``send_refused``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, Protocol
+
+from loa.protocol.connection import Connected, ConnectionEvent, Disconnected, ServerConnection
+from loa.protocol.control import Bye, Hello, Message
+from loa.protocol.errors import LocalProtocolError
+from loa.protocol.reliable import ReliableChannel
+from loa.streamer.registry import DeviceEntry, Registry, RegistryError
+from loa.streamer.status import DeviceEnrolled, DeviceOffline, DeviceOnline, DeviceRuntime, HelloReceived, StreamerEvent
+
+__all__ = ["ENROLMENT_TIMEOUT_S", "MAX_PROVISIONAL", "DeviceSessions", "SessionHooks"]
+
+Address = tuple[str, int]
+ENROLMENT_TIMEOUT_S = 10.0
+MAX_PROVISIONAL = 16
+
+
+class SessionHooks(Protocol):
+    """What the core does when something happens to a device."""
+
+    def on_online(self, device: bytes, now: float) -> None:
+        """An enrolled device has a session (new, or after it enrolled by token)."""
+
+    def on_offline(self, device: bytes) -> None:
+        """An enrolled device lost its session (expired, bye, revoked)."""
+
+    def on_moved(self, device: bytes) -> None:
+        """The session address of a device changed (roaming)."""
+
+    def on_acks(self, device: bytes, now: float) -> None:
+        """A datagram of ``device`` authenticated: acknowledgements may have arrived."""
+
+    def on_message(self, device: bytes, message: Message, now: float) -> bool:
+        """A message from an enrolled device; True if the device must be sent its whole state."""
+
+    def on_enrolled(self, device: bytes, entry: DeviceEntry, now: float) -> None:
+        """A provisional session redeemed a token: ``device`` is enrolled as ``entry``."""
+
+    def send_state(self, device: bytes, now: float) -> None:
+        """Send the device everything it needs after it (or the server) started."""
+
+
+def _acked(channel: ReliableChannel, msg_id: int) -> bool:
+    """Whether reliable message ``msg_id`` has been acknowledged on ``channel``.
+
+    ReliableChannel has no public query for this yet; its in-flight map and waiting queue are read, not changed.
+    """
+    in_flight: Mapping[int, Any] = channel._in_flight
+    return msg_id not in in_flight and all(queued != msg_id for queued, _ in channel._queue)
+
+
+class DeviceSessions:
+    """Sessions with every device of one streamer (see the module docstring)."""
+
+    def __init__(self, hooks: SessionHooks, *, static_private: bytes, registry: Registry,
+                 server_time: Callable[[float], int], events: deque[StreamerEvent], drops: Counter[str],
+                 random_bytes: Callable[[int], bytes], rng: random.Random, boot: int | None) -> None:
+        self._hooks = hooks
+        self._registry = registry
+        self._server_time = server_time
+        self._events = events
+        self._drops = drops
+        self.conn = ServerConnection(static_private=static_private, is_enrolled=self._admit, boot=boot,
+                                     random_bytes=random_bytes, rng=rng.random)
+        self._runtime: dict[bytes, DeviceRuntime] = {}
+        self._by_index: dict[int, bytes] = {}
+        self._provisional_by_ip: dict[str, float] = {}
+        self._now = 0.0
+        self._address: Address | None = None
+        self.wants_flush = False
+
+    # -- queries -----------------------------------------------------------------------------------------------
+
+    def known(self) -> list[bytes]:
+        return list(self._runtime)
+
+    def get(self, key: bytes) -> DeviceRuntime | None:
+        return self._runtime.get(key)
+
+    def is_online(self, key: bytes) -> bool:
+        rt = self._runtime.get(key)
+        return rt is not None and rt.online
+
+    def online_count(self) -> int:
+        return sum(1 for rt in self._runtime.values() if rt.online)
+
+    # -- DeviceLink --------------------------------------------------------------------------------------------
+
+    def runtime(self, key: bytes) -> DeviceRuntime:
+        rt = self._runtime.get(key)
+        if rt is None:
+            rt = self._runtime[key] = DeviceRuntime()
+        return rt
+
+    def online_address(self, key: bytes) -> Address | None:
+        rt = self._runtime.get(key)
+        return rt.address if rt is not None and rt.online else None
+
+    def send(self, key: bytes, message: Message, now: float) -> int | None:
+        try:
+            msg_id = self.conn.send(key, message, now)
+        except LocalProtocolError:
+            self._drops["send_refused"] += 1
+            return None
+        self.wants_flush = True
+        return msg_id
+
+    def send_tracked(self, key: bytes, tag: Hashable, message: Message, now: float) -> int | None:
+        rt = self.runtime(key)
+        previous = rt.sent.get(tag)
+        if previous is not None and not self.acked(key, previous):
+            return previous
+        msg_id = self.send(key, message, now)
+        if msg_id is not None:
+            rt.sent[tag] = msg_id
+        return msg_id
+
+    def acked(self, key: bytes, msg_id: int) -> bool:
+        return _acked(self.conn.channel(key), msg_id)
+
+    def try_send(self, key: bytes, message: Message, now: float) -> bool:
+        """Send an unreliable message if the device has a session now; whether it was sent."""
+        if not self.conn.is_connected(key):
+            return False
+        try:
+            self.conn.send(key, message, now)
+        except LocalProtocolError:
+            self._drops["send_refused"] += 1
+            return False
+        self.wants_flush = True
+        return True
+
+    def srtt(self, key: bytes) -> float | None:
+        """The smoothed round-trip time of the device's control channel, once measured."""
+        return self.conn.channel(key).statistics().srtt
+
+    # -- I/O ---------------------------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, address: Address, now: float) -> None:
+        """One loa datagram (types 1-4) from ``address``."""
+        self._now = now
+        self._address = address
+        try:
+            events = self.conn.receive_datagram(data, address, now)
+        finally:
+            self._address = None
+        index = int.from_bytes(data[4:8], "big") if data[0] == 0x04 and len(data) >= 8 else None
+        device = self._absorb(events, now, index)
+        if device is None and index is not None:
+            device = self._by_index.get(index)
+        if device is not None:
+            self._touch(device, address, now)
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        self.wants_flush = False
+        return self.conn.datagrams_to_send()
+
+    def next_timeout(self) -> float | None:
+        times = [self.conn.next_timeout()]
+        times += [rt.provisional_until for rt in self._runtime.values() if rt.provisional_until is not None]
+        return min((t for t in times if t is not None), default=None)
+
+    def handle_timeout(self, now: float) -> None:
+        self._now = now
+        self._absorb(self.conn.handle_timeout(now), now, None)
+        for key, rt in list(self._runtime.items()):
+            if rt.provisional_until is not None and now >= rt.provisional_until:
+                self._refuse(key, now)
+        for ip in [ip for ip, t in self._provisional_by_ip.items() if now - t >= 1.0]:
+            del self._provisional_by_ip[ip]
+
+    # -- session lifecycle -------------------------------------------------------------------------------------
+
+    def _admit(self, key: bytes) -> bool:
+        """The session layer's registry check, with provisional sessions while enrolment tokens are out."""
+        if self._registry.is_enrolled(key):
+            return True
+        if key in self._registry or self._address is None:
+            return False
+        now = self._now
+        if not self._registry.tokens_outstanding(self._server_time(now)):
+            return False
+        provisional = sum(1 for rt in self._runtime.values() if rt.provisional_until is not None)
+        ip = self._address[0]
+        last = self._provisional_by_ip.get(ip)
+        if provisional >= MAX_PROVISIONAL or (last is not None and now - last < 1.0):
+            self._drops["provisional_refused"] += 1
+            return False
+        self._provisional_by_ip[ip] = now
+        return True
+
+    def _absorb(self, events: list[ConnectionEvent], now: float, index: int | None) -> bytes | None:
+        """Act on connection events; returns the device the datagram came from, if any event said."""
+        device = None
+        need_state: list[bytes] = []
+        for event in events:
+            if isinstance(event, Disconnected):
+                if event.device is not None:
+                    self._offline(event.device, "session lost")
+                continue
+            assert event.device is not None
+            device = event.device
+            if isinstance(event, Connected):
+                if index is not None:
+                    self._learn_index(device, index)
+                wants_state = self._connected(device, event, now)
+            else:
+                wants_state = self._message(device, event.message, now)
+            if wants_state and device not in need_state:
+                need_state.append(device)
+        for key in need_state:
+            if self._registry.is_enrolled(key):
+                self.runtime(key).state_sent = True
+                self._hooks.send_state(key, now)
+        return device
+
+    def _learn_index(self, device: bytes, index: int) -> None:
+        """Remember which session index is the device's, so that its datagrams that carry no message (acks,
+        keepalives) are still attributed to it."""
+        rt = self.runtime(device)
+        self._by_index[index] = device
+        rt.indexes.append(index)
+        while len(rt.indexes) > 3:  # current, next and previous session at most
+            self._by_index.pop(rt.indexes.pop(0), None)
+
+    def _touch(self, device: bytes, address: Address, now: float) -> None:
+        rt = self._runtime.get(device)
+        if rt is None or not rt.online:
+            return
+        current = self.conn.endpoint.address_of(device)
+        if current == address:
+            rt.last_seen = now
+        if current is not None and current != rt.address:
+            rt.address = current
+            self._hooks.on_moved(device)
+        self._hooks.on_acks(device, now)
+
+    def _connected(self, device: bytes, event: Connected, now: float) -> bool:
+        rt = self.runtime(device)
+        rt.online = True
+        rt.boot = event.boot
+        rt.last_seen = now
+        rt.address = self.conn.endpoint.address_of(device)
+        if not self._registry.is_enrolled(device):
+            if rt.provisional_until is None:
+                rt.provisional_until = now + ENROLMENT_TIMEOUT_S
+            return False
+        self._events.append(DeviceOnline(device, rt.address, event.boot, event.peer_restarted))
+        self._hooks.on_online(device, now)
+        return not rt.state_sent
+
+    def _message(self, device: bytes, message: Message, now: float) -> bool:
+        rt = self.runtime(device)
+        rt.last_seen = now
+        if rt.provisional_until is not None:
+            return isinstance(message, Hello) and self._enrol(device, message, now)
+        if not self._registry.is_enrolled(device):
+            return False
+        if isinstance(message, Bye):
+            self.forget(device, f"bye: {message.reason}" if message.reason else "bye")
+            return False
+        if isinstance(message, Hello):
+            rt.hello = message
+            self._events.append(HelloReceived(device, message))
+            return True
+        return self._hooks.on_message(device, message, now)
+
+    def _enrol(self, device: bytes, hello: Hello, now: float) -> bool:
+        rt = self.runtime(device)
+        try:
+            if hello.token is None:
+                raise RegistryError("no enrolment token")
+            entry = self._registry.redeem(hello.token, device, self._server_time(now), kind=hello.kind)
+        except RegistryError:
+            self._drops["enrolment_refused"] += 1
+            self._refuse(device, now)
+            return False
+        rt.provisional_until = None
+        rt.hello = hello
+        self._events.extend([DeviceEnrolled(device, entry.zone, entry.kind),
+                             DeviceOnline(device, rt.address, rt.boot or 0, False), HelloReceived(device, hello)])
+        self._hooks.on_enrolled(device, entry, now)
+        return True
+
+    def _offline(self, device: bytes, reason: str) -> None:
+        rt = self._runtime.get(device)
+        if rt is None or not rt.online:
+            return
+        rt.online = False
+        rt.provisional_until = None
+        self._hooks.on_offline(device)
+        if self._registry.is_enrolled(device):
+            self._events.append(DeviceOffline(device, reason))
+
+    def _refuse(self, device: bytes, now: float) -> None:
+        """Close a provisional session that did not enrol. Only acknowledgements went out on it, so its message
+        channel goes too."""
+        self.try_send(device, Bye(reason="enrolment refused"), now)
+        self.forget(device, "enrolment refused")
+        self._runtime.pop(device, None)
+        self.conn.forget(device)
+
+    def forget(self, device: bytes, reason: str) -> None:
+        """Drop the device's sessions (after ``bye``, or a revocation). Its message channel stays: message ids
+        never restart within a boot, and what is unacknowledged goes out again on its next session."""
+        self._offline(device, reason)
+        rt = self._runtime.get(device)
+        if rt is not None:
+            rt.online = False
+            rt.provisional_until = None
+            rt.state_sent = False
+            for index in rt.indexes:
+                self._by_index.pop(index, None)
+            rt.indexes.clear()
+        self.conn.endpoint.forget(device)

@@ -1,0 +1,197 @@
+"""What the streamer knows about each device, its events, and the frozen snapshots it reports.
+
+:class:`DeviceRuntime` is the mutable per-device record the core keeps (session, last report, counters);
+:class:`DeviceStatus` is its frozen snapshot for the control plane. Events (frozen dataclasses) are what a
+control plane wants to hear about without polling: devices coming and going, reports, content, broadcasts
+ending.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from loa.protocol.control import Hello, State
+from loa.protocol.control import TelemetryValues as Telemetry
+from loa.protocol.session import device_id
+
+__all__ = [
+    "BroadcastEnded",
+    "BroadcastStatus",
+    "ContentReported",
+    "DeviceEnrolled",
+    "DeviceOffline",
+    "DeviceOnline",
+    "DeviceRuntime",
+    "DeviceStatus",
+    "HelloReceived",
+    "StateReported",
+    "StreamerEvent",
+    "StreamerStatistics",
+    "TelemetryReported",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOnline:
+    device: bytes
+    address: tuple[str, int] | None
+    boot: int
+    restarted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOffline:
+    device: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEnrolled:
+    device: bytes
+    zone: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class HelloReceived:
+    device: bytes
+    hello: Hello
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryReported:
+    device: bytes
+    values: Telemetry
+
+
+@dataclass(frozen=True, slots=True)
+class StateReported:
+    device: bytes
+    state: State
+
+
+@dataclass(frozen=True, slots=True)
+class ContentReported:
+    device: bytes
+    cid: bytes
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastEnded:
+    bid: int
+    reason: str  # "finished", "stopped", "cancelled", "expired", "played"
+
+
+StreamerEvent = (
+    DeviceOnline | DeviceOffline | DeviceEnrolled | HelloReceived | TelemetryReported | StateReported
+    | ContentReported | BroadcastEnded
+)
+
+
+@dataclass(slots=True)
+class DeviceRuntime:
+    """The core's mutable record of one device it has heard from or addresses."""
+
+    online: bool = False
+    address: tuple[str, int] | None = None
+    last_seen: float | None = None
+    boot: int | None = None
+    hello: Hello | None = None
+    telemetry: Telemetry | None = None
+    telemetry_at: float | None = None
+    state: State | None = None
+    loss: float | None = None
+    cumulative_lost: int | None = None
+    jitter_ms: float | None = None
+    nacked: int = 0
+    retransmitted: int = 0
+    chunks: int = 0
+    played: int = 0
+    state_sent: bool = False
+    provisional_until: float | None = None
+    prefetched: set[bytes] = field(default_factory=set)
+    have: dict[bytes, bool] = field(default_factory=dict)
+    drops: Counter[str] = field(default_factory=Counter)
+    indexes: list[int] = field(default_factory=list)
+    sent: dict[Hashable, int] = field(default_factory=dict)  # state messages by tag -> last id (see send_tracked)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """A snapshot of one device as the streamer sees it (``last_seen`` on the streamer's monotonic clock)."""
+
+    public_key: bytes
+    device_id: str
+    zone: str | None
+    name: str
+    kind: str | None
+    enrolled: bool
+    online: bool
+    address: tuple[str, int] | None
+    last_seen: float | None
+    boot: int | None
+    model: str | None
+    firmware: str | None
+    caps: tuple[str, ...]
+    telemetry: Telemetry | None
+    state: State | None
+    loss: float | None
+    cumulative_lost: int | None
+    jitter_ms: float | None
+    nacked: int
+    retransmitted: int
+    chunks: int
+    broadcasts: tuple[int, ...]
+    drops: Mapping[str, int]
+
+    @classmethod
+    def of(cls, key: bytes, rt: DeviceRuntime, *, zone: str | None, name: str, kind: str | None, enrolled: bool,
+           broadcasts: tuple[int, ...]) -> DeviceStatus:
+        hello = rt.hello
+        return cls(
+            key, device_id(key), zone, name, kind, enrolled, rt.online, rt.address, rt.last_seen, rt.boot,
+            hello.model if hello else None, hello.fw if hello else None, hello.caps if hello else (),
+            rt.telemetry, rt.state, rt.loss, rt.cumulative_lost, rt.jitter_ms, rt.nacked, rt.retransmitted,
+            rt.chunks, broadcasts, MappingProxyType(dict(rt.drops)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastStatus:
+    bid: int
+    kind: str  # "live", "alert" or "play"
+    name: str
+    zones: tuple[str, ...]
+    cls: int
+    lvl: int
+    policy: str
+    members: int
+    online_members: int
+    ssrc: int | None
+    frames: int
+    silent_frames: int
+    gaps: int
+    late_frames: int
+    retransmitted: int
+    rotating: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamerStatistics:
+    """Counters since the core started: datagrams and bytes in and out (control, retransmissions, not the
+    fan-out itself), drops by error name (session, control and the core's own), and current sizes."""
+
+    datagrams_in: int
+    bytes_in: int
+    datagrams_out: int
+    bytes_out: int
+    drops: Mapping[str, int]
+    devices_online: int
+    broadcasts: int
+    retransmitted: int
+    chunks_sent: int
+    time_responses: int
