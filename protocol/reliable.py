@@ -200,6 +200,12 @@ class ReliableChannel:
         self._counts["delivered"] += 1
         return [message]
 
+    def is_acked(self, msg_id: int) -> bool:
+        """Whether reliable message ``msg_id`` (an id :meth:`send` returned) has been acknowledged."""
+        if not 0 < msg_id < self._next_id:
+            raise LocalProtocolError(f"id {msg_id} was never sent on this channel")
+        return msg_id not in self._in_flight and all(queued != msg_id for queued, _ in self._queue)
+
     def peer_restarted(self) -> None:
         """Forget which ids the peer sent (its ids start again at 1), and acknowledgements not yet sent."""
         self._floor = 0

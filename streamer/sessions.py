@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from collections.abc import Callable, Hashable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Hashable
+from typing import Protocol
 
 from loa.protocol.connection import Connected, ConnectionEvent, Disconnected, ServerConnection
 from loa.protocol.control import Bye, Hello, Message
@@ -60,12 +60,8 @@ class SessionHooks(Protocol):
 
 
 def _acked(channel: ReliableChannel, msg_id: int) -> bool:
-    """Whether reliable message ``msg_id`` has been acknowledged on ``channel``.
-
-    ReliableChannel has no public query for this yet; its in-flight map and waiting queue are read, not changed.
-    """
-    in_flight: Mapping[int, Any] = channel._in_flight
-    return msg_id not in in_flight and all(queued != msg_id for queued, _ in channel._queue)
+    """Whether reliable message ``msg_id`` has been acknowledged on ``channel``."""
+    return channel.is_acked(msg_id)
 
 
 class DeviceSessions:

@@ -436,3 +436,15 @@ class ChannelPair(RuleBasedStateMachine):
 
 ChannelPair.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 test_channel_pair_against_model = ChannelPair.TestCase
+
+
+def test_is_acked_follows_the_acknowledgement() -> None:
+    channel = ReliableChannel()
+    first = channel.send(c.Volume(level=1), 0.0)
+    second = channel.send(c.Volume(level=2), 0.0)
+    assert not channel.is_acked(first)
+    channel.receive(c.encode(c.Ack(ids=(first,))), 0.05)
+    assert channel.is_acked(first)
+    assert not channel.is_acked(second)
+    with pytest.raises(LocalProtocolError):
+        channel.is_acked(second + 1)
