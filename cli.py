@@ -52,6 +52,9 @@ class LazyGroup(click.Group):
 
 # name -> ("module:attribute", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("loa.control_plane.commands:serve", "Run loa: HTTP API and event stream; first admin on first start."),
+    "audit": ("loa.control_plane.commands:audit", "Verify the audit log's hash chain."),
+    "admin": ("loa.control_plane.admin:admin", "Administer a running loa through its HTTP API."),
     "streamer": ("loa.streamer.cli:streamer", "Run the streamer of a site: sessions, broadcasts, alerts, programmes."),
     "send": ("loa.streamer.send:send", "Stream a file or a test tone as standard RTP/Opus (optionally SRTP)."),
     "bench": ("loa.bench.cli:bench", "Run a benchmark; with --json the last line is one JSON object."),

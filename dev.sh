@@ -35,6 +35,8 @@ apt_install() {
 setup_system() {
     # libopus0: the Opus codec (opuslib binds it). ffmpeg: an independent RTP receiver for interop tests.
     local pkgs=(libopus0 ffmpeg ca-certificates)
+    # postgresql: the tests start a throwaway server of their own (initdb/pg_ctl), beside the SQLite default.
+    if [ "${1:-}" = test ]; then pkgs+=(postgresql); fi
     # Debian's own python3 needs python3-venv for `python3 -m venv` (ensurepip is split out of it).
     if [ "$(command -v "$PY")" = /usr/bin/python3 ] || ! "$PY" -c 'import ensurepip' 2>/dev/null; then
         pkgs+=(python3-venv)
@@ -58,7 +60,7 @@ setup_python() {
     fi
 }
 
-setup() { setup_system; setup_python; }
+setup() { setup_system "${1:-}"; setup_python; }
 
 cmd=${1:-run}; shift || true
 case "$cmd" in
@@ -70,7 +72,7 @@ case "$cmd" in
         exec "$VENV/bin/loa" send --tone --to 127.0.0.1:5004 --sdp loa-demo.sdp "$@"
         ;;
     test)
-        setup
+        setup test
         say "ruff"
         "$VENV/bin/ruff" check .
         say "mypy"

@@ -1,0 +1,257 @@
+"""Devices: enrolment by public key, zone assignment, disabling, live status and its history.
+
+A device is its X25519 public key; its id is :func:`loa.protocol.device_id` of the key (PROTOCOL.md section
+1). An installer enters the key (base64 or hex), or the device presents a one-time enrolment token
+(:mod:`loa.control_plane.enrolment`).
+
+Live status (online, last seen, the latest telemetry, faults) is written by the streamer integration through
+:func:`record_status`; each online/offline transition is kept in the status history and published as a
+``device.status`` event. Status updates are not audited (they are not anyone's change); enrolment, assignment,
+renaming, disabling and tokens are.
+
+Failure semantics: every function validates first and raises :class:`InvalidError`, :class:`NotFoundError` or
+:class:`ConflictError` with nothing written.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from sqlalchemy import Connection, insert, or_, select, update
+
+from loa.control_plane import audit, zones
+from loa.control_plane.auth import Actor
+from loa.control_plane.db import Tx
+from loa.control_plane.db.schema import DEVICE_KINDS, NAME_LEN, device_status_history, devices
+from loa.control_plane.errors import ConflictError, InvalidError, NotFoundError
+from loa.control_plane.events import Event
+from loa.protocol import device_id
+
+__all__ = [
+    "DEVICE_KINDS",
+    "DeviceRecord",
+    "StatusChange",
+    "add",
+    "assign",
+    "check_kind",
+    "check_name",
+    "enrol",
+    "get",
+    "history",
+    "list_devices",
+    "parse_public_key",
+    "record_status",
+    "rename",
+    "set_disabled",
+]
+
+KEY_SIZE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    id: str
+    public_key: bytes
+    kind: str
+    name: str
+    zone: str | None
+    enrolled_at: datetime
+    enrolled_by: str
+    disabled: bool
+    online: bool
+    faulty: bool
+    last_seen: datetime | None
+    status: Mapping[str, Any] | None
+    status_at: datetime | None
+    model: str | None
+    firmware: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    id: int
+    at: datetime
+    online: bool
+    reason: str | None
+
+
+def parse_public_key(text: str) -> bytes:
+    """A device key as base64 (standard or URL-safe, padding optional) or 64 hex digits -> 32 bytes.
+
+    Raises :class:`InvalidError` unless it is 32 bytes and a usable X25519 key (not of small order: such a key gives
+    an all-zero shared secret and no security).
+    """
+    raw = text.strip()
+    key = b""
+    if len(raw) == 2 * KEY_SIZE:
+        try:
+            key = bytes.fromhex(raw)
+        except ValueError:
+            key = b""
+    if not key:
+        standard = raw.replace("-", "+").replace("_", "/")
+        try:
+            key = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+    if len(key) != KEY_SIZE:
+        raise InvalidError("public_key must be a 32-byte X25519 key written as base64 or 64 hex digits")
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(key))
+    except ValueError:
+        raise InvalidError("public_key is a weak (small-order) X25519 key: not a real device key") from None
+    return key
+
+
+def check_name(name: str) -> str:
+    name = unicodedata.normalize("NFC", name).strip()
+    if len(name) > NAME_LEN or any(unicodedata.category(c) == "Cc" for c in name):
+        raise InvalidError(f"device name must be at most {NAME_LEN} characters without control characters")
+    return name
+
+
+def check_kind(kind: str) -> str:
+    if kind not in DEVICE_KINDS:
+        raise InvalidError(f"device kind must be one of {', '.join(DEVICE_KINDS)}")
+    return kind
+
+
+def _record(row: Any) -> DeviceRecord:
+    return DeviceRecord(row.id, bytes(row.public_key), row.kind, row.name, row.zone, row.enrolled_at,
+                        row.enrolled_by, row.disabled, row.online, row.faulty, row.last_seen, row.status,
+                        row.status_at, row.model, row.firmware)
+
+
+def get(conn: Connection, ident: str) -> DeviceRecord:
+    row = conn.execute(select(devices).where(devices.c.id == ident)).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no device {ident!r}")
+    return _record(row)
+
+
+def add(tx: Tx, key: bytes, *, kind: str, zone: str | None, name: str, by: str) -> DeviceRecord:
+    ident = device_id(key)
+    if tx.conn.execute(select(devices.c.id).where(devices.c.public_key == key)).first() is not None:
+        raise ConflictError(f"a device with this public key is already enrolled (id {ident})")
+    if tx.conn.execute(select(devices.c.id).where(devices.c.id == ident)).first() is not None:
+        raise ConflictError(f"device id {ident} is taken by another key")
+    if zone is not None:
+        zones.get(tx.conn, zone)
+    tx.conn.execute(insert(devices).values(id=ident, public_key=key, kind=kind, name=name, zone=zone,
+                                           enrolled_at=tx.now, enrolled_by=by))
+    return get(tx.conn, ident)
+
+
+def enrol(tx: Tx, actor: Actor, *, public_key: str | bytes, kind: str, zone: str | None,
+          name: str = "") -> DeviceRecord:
+    """Enrol a device by its public key (text as an installer types it, or 32 raw bytes)."""
+    key = parse_public_key(public_key) if isinstance(public_key, str) else public_key
+    if len(key) != KEY_SIZE:
+        raise InvalidError("public_key must be 32 bytes")
+    record = add(tx, key, kind=check_kind(kind), zone=zone, name=check_name(name), by=actor.name)
+    audit.record(tx, actor=actor.name, source=actor.source, action="device.enrol", target=record.id,
+                 details={"kind": record.kind, "zone": record.zone, "name": record.name,
+                          "public_key": base64.b64encode(key).decode()})
+    return record
+
+
+def list_devices(conn: Connection, *, within: str | None = None, zone: str | None = None, kind: str | None = None,
+                 online: bool | None = None, disabled: bool | None = None, faulty: bool | None = None,
+                 unassigned: bool | None = None, q: str | None = None, after: str | None = None,
+                 limit: int = 100) -> list[DeviceRecord]:
+    """Devices ordered by id; ``within`` limits to a zone subtree (and excludes unassigned devices), ``zone`` to
+    one zone's subtree as a filter; keyset-paginated by ``after`` (the last id seen)."""
+    query = select(devices).order_by(devices.c.id).limit(limit)
+    for subtree_of in (within, zone):
+        if subtree_of is not None:
+            query = query.where(devices.c.zone.in_(zones.subtree_codes(subtree_of)))
+    for column, value in ((devices.c.kind, kind), (devices.c.online, online), (devices.c.disabled, disabled),
+                          (devices.c.faulty, faulty)):
+        if value is not None:
+            query = query.where(column == value)
+    if unassigned is not None:
+        query = query.where(devices.c.zone.is_(None) if unassigned else devices.c.zone.is_not(None))
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(devices.c.id.like(pattern, escape="\\"), devices.c.name.like(pattern, escape="\\")))
+    if after is not None:
+        query = query.where(devices.c.id > after)
+    return [_record(r) for r in conn.execute(query)]
+
+
+def _change(tx: Tx, actor: Actor, ident: str, action: str, **values: Any) -> DeviceRecord:
+    before = get(tx.conn, ident)
+    changed = {k: v for k, v in values.items() if getattr(before, k) != v}
+    if not changed:
+        return before
+    tx.conn.execute(update(devices).where(devices.c.id == ident).values(**changed))
+    audit.record(tx, actor=actor.name, source=actor.source, action=action, target=ident,
+                 details={"before": {k: getattr(before, k) for k in changed}, "after": changed})
+    return get(tx.conn, ident)
+
+
+def assign(tx: Tx, actor: Actor, ident: str, zone: str | None) -> DeviceRecord:
+    """Move a device to ``zone`` (None: unassigned). The streamer learns the new zone path from the caller."""
+    if zone is not None:
+        zones.get(tx.conn, zone)
+    return _change(tx, actor, ident, "device.assign", zone=zone)
+
+
+def rename(tx: Tx, actor: Actor, ident: str, name: str) -> DeviceRecord:
+    return _change(tx, actor, ident, "device.rename", name=check_name(name))
+
+
+def set_disabled(tx: Tx, actor: Actor, ident: str, disabled: bool) -> DeviceRecord:
+    """Disable (its handshakes are refused and it is dropped from broadcasts) or re-enable a device."""
+    return _change(tx, actor, ident, "device.disable" if disabled else "device.enable", disabled=disabled)
+
+
+def record_status(tx: Tx, ident: str, *, online: bool | None = None, status: Mapping[str, Any] | None = None,
+                  reason: str | None = None) -> DeviceRecord:
+    """Store what the streamer learnt: ``online`` transitions (kept in history) and the latest ``status``.
+
+    ``status`` is merged into the stored status (keys absent from it keep their values). A ``faults`` entry sets
+    the device's ``faulty`` flag. Publishes ``device.status`` when online or faulty changes.
+    """
+    before = get(tx.conn, ident)
+    values: dict[str, Any] = {"last_seen": tx.now} if online is not False else {}
+    if status is not None:
+        merged = dict(before.status or {})
+        merged.update(status)
+        values.update(status=merged, status_at=tx.now, faulty=bool(merged.get("faults")))
+        if isinstance(merged.get("fw"), str):
+            values["firmware"] = merged["fw"][:64]
+        if isinstance(merged.get("model"), str):
+            values["model"] = merged["model"][:64]
+    if online is not None and online != before.online:
+        values["online"] = online
+        tx.conn.execute(insert(device_status_history).values(device_id=ident, at=tx.now, online=online,
+                                                             reason=(reason or None) and reason[:64]))
+    if values:
+        tx.conn.execute(update(devices).where(devices.c.id == ident).values(**values))
+    after = get(tx.conn, ident)
+    if (after.online, after.faulty) != (before.online, before.faulty):
+        path = zones.ancestors(tx.conn, after.zone) if after.zone is not None else None
+        faults = (after.status or {}).get("faults") or []
+        tx.emit(Event("device.status", {"device": ident, "zone": after.zone, "online": after.online,
+                                        "faulty": after.faulty, "faults": list(faults), "reason": reason,
+                                        "at": audit.format_time(tx.now)},
+                      permission="devices.read", zones=path))
+    return after
+
+
+def history(conn: Connection, ident: str, *, before: int | None = None, limit: int = 100) -> list[StatusChange]:
+    """Online/offline transitions of a device, newest first; ``before``: only those older than that change id."""
+    get(conn, ident)
+    query = (select(device_status_history).where(device_status_history.c.device_id == ident)
+             .order_by(device_status_history.c.id.desc()).limit(limit))
+    if before is not None:
+        query = query.where(device_status_history.c.id < before)
+    return [StatusChange(r.id, r.at, r.online, r.reason) for r in conn.execute(query)]

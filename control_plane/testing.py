@@ -1,0 +1,129 @@
+"""Helpers for tests and benchmarks of the control plane: cheap settings, a sample province, direct seeding.
+
+Nothing here is used by the running service.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from sqlalchemy import update
+
+from loa.control_plane import devices, users
+from loa.control_plane.auth import Actor
+from loa.control_plane.db.schema import users as users_table
+from loa.control_plane.settings import ControlPlane, Settings
+from loa.control_plane.zone_import import import_csv
+
+__all__ = ["PROVINCE_CSV", "TEST_PASSWORD", "Seed", "bearer", "fast_settings"]
+
+PROVINCE_CSV = """code,name,parent,level
+48,Thành phố Đà Nẵng,,province
+490,Quận Liên Chiểu,48,district
+491,Quận Thanh Khê,48,district
+20194,Phường Hòa Hiệp Bắc,490,commune
+20195,Phường Hòa Hiệp Nam,490,commune
+20227,Phường Tam Thuận,491,commune
+20194-01,Tổ dân phố 1,20194,hamlet
+20194-02,Tổ dân phố 2,20194,hamlet
+20227-01,Tổ dân phố 1,20227,hamlet
+"""
+TEST_PASSWORD = "correct horse battery staple"  # noqa: S105 (a test fixture)
+
+
+def fast_settings(data_dir: Path, url: str | None = None, **overrides: Any) -> Settings:
+    """Settings with cheap Argon2 parameters (never for production)."""
+    values: dict[str, Any] = {"data_dir": data_dir, "database_url": url, "argon2_time_cost": 1,
+                              "argon2_memory_kib": 256, "argon2_parallelism": 1}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Seed:
+    """Set up a control plane directly (no HTTP): zones, users with tokens, devices."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    def province(self, csv_text: str = PROVINCE_CSV) -> None:
+        with self.cp.db.write() as tx:
+            import_csv(tx, Actor("seed"), csv_text.encode())
+
+    def user(self, username: str, role: str, scope: str | None = None, *, password: str = TEST_PASSWORD,
+             must_change: bool = False) -> str:
+        """Create a user; returns an API token of theirs."""
+        with self.cp.db.write() as tx:
+            user, _ = users.create_user(tx, Actor("seed"), self.cp.passwords, username=username, role=role,
+                                        scope=scope, password=password)
+            if must_change:
+                tx.conn.execute(update(users_table).where(users_table.c.id == user.id)
+                                .values(must_change_password=True))
+            token, _ = users.issue_token(tx, user, kind="api", name="test")
+        return token
+
+    def token(self, username: str) -> str:
+        with self.cp.db.write() as tx:
+            token, _ = users.issue_token(tx, users.get_user(tx.conn, username), kind="api", name="test")
+        return token
+
+    def device(self, zone: str | None, *, kind: str = "speaker", name: str = "") -> str:
+        key = X25519PrivateKey.generate().public_key().public_bytes_raw()
+        with self.cp.db.write() as tx:
+            return devices.enrol(tx, Actor("seed"), public_key=key, kind=kind, zone=zone, name=name).id
+
+
+async def _stream_once(app: Any, path: str, headers: dict[str, str], chunks: int, timeout: float
+                       ) -> tuple[int, dict[str, str], str]:
+    import anyio
+
+    status, response_headers, body = 0, {}, []
+    done = anyio.Event()
+    sent_request = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent_request
+        if not sent_request:
+            sent_request = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status, response_headers
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            response_headers = {k.decode().lower(): v.decode() for k, v in message.get("headers", [])}
+        elif message["type"] == "http.response.body":
+            if message.get("body"):
+                body.append(message["body"].decode())
+            if len(body) >= chunks or not message.get("more_body", False):
+                done.set()
+
+    raw_path, _, query = path.partition("?")
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.1"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": raw_path, "raw_path": raw_path.encode(), "query_string": query.encode(),
+        "root_path": "", "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000), "server": ("testserver", 80), "state": {},
+    }
+    with anyio.fail_after(timeout):
+        await app(scope, receive, send)
+    return status, response_headers, "".join(body)
+
+
+def stream_request(app: Any, path: str, headers: dict[str, str] | None = None, *, chunks: int = 1,
+                   timeout: float = 10.0) -> tuple[int, dict[str, str], str]:
+    """GET a streaming endpoint (``/events``) in-process, as hypercorn calls it (ASGI 2.1): read ``chunks``
+    body chunks, then disconnect.
+
+    Returns (status, headers, body text). Test clients that buffer whole responses cannot do this.
+    """
+    import anyio
+
+    return anyio.run(_stream_once, app, path, dict(headers or {}), chunks, timeout)
