@@ -56,6 +56,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("loa.control_plane.commands:audit", "Verify the audit log's hash chain."),
     "admin": ("loa.control_plane.admin:admin", "Administer a running loa through its HTTP API."),
     "streamer": ("loa.streamer.cli:streamer", "Run the streamer of a site: sessions, broadcasts, alerts, programmes."),
+    "device": ("loa.devices.cli:device", "Run the reference speaker cluster (prints its public key on first start)."),
+    "fleet": ("loa.devices.cli:fleet", "Run N simulated speaker clusters in one process, each with its own session."),
     "send": ("loa.streamer.send:send", "Stream a file or a test tone as standard RTP/Opus (optionally SRTP)."),
     "bench": ("loa.bench.cli:bench", "Run a benchmark; with --json the last line is one JSON object."),
 }

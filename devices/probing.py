@@ -1,0 +1,91 @@
+"""Clock probes of a device (PROTOCOL.md section 4.7), sans-I/O: when to send ``time_req``, what to do with a
+``time_resp``, the round-trip time, and when a silent server calls for a new handshake.
+
+Schedule: every ``FAST_PROBE_S`` (0.25 s, the spec's limit of 4 per second) until the estimate is ready, then
+``ClockEstimator.probe_interval()`` (1 s for the first 60 exchanges, then 5 s). A ``time_resp`` counts only
+for a ``t1`` sent in the last 10 s, once. The RTT is the smoothed ``(t4 - t1) - (t3 - t2)`` (200 ms until
+measured), which NACK timing and fetch retries use. When ``PROBES_BEFORE_REHANDSHAKE`` probes in a row went
+unanswered over at least 3 s, the server has most likely restarted (section 7.6): :meth:`ClockProbe.due` says
+so, and the device handshakes again without waiting ``DEAD_AFTER``.
+"""
+
+from __future__ import annotations
+
+from loa.devices.frame import NS, ServerClock
+from loa.protocol.control import TimeReq, TimeResp
+
+__all__ = ["FAST_PROBE_S", "PROBES_BEFORE_REHANDSHAKE", "RTT_DEFAULT_S", "ClockProbe"]
+
+FAST_PROBE_S = 0.25
+ANSWER_WINDOW_S = 10.0
+PROBES_BEFORE_REHANDSHAKE = 3
+SILENCE_BEFORE_REHANDSHAKE_S = 3.0
+RTT_DEFAULT_S = 0.2
+
+
+class ClockProbe:
+    """The probing state of one session of a device; ``clock`` receives the exchanges."""
+
+    __slots__ = ("_last_answer", "_rtt", "_sent", "_unanswered", "clock", "next_at", "stale")
+
+    def __init__(self, clock: ServerClock) -> None:
+        self.clock = clock
+        self.next_at: float | None = None  # None while there is no session
+        self._sent: dict[int, float] = {}
+        self._unanswered = 0
+        self._last_answer = 0.0
+        self._rtt: float | None = None
+        self.stale = 0  # answers refused: unknown, repeated or older than 10 s
+
+    @property
+    def rtt(self) -> float:
+        return self._rtt if self._rtt is not None else RTT_DEFAULT_S
+
+    def connected(self, now: float) -> None:
+        """A session is up: probe at once, forget what was asked on the previous one."""
+        self._sent.clear()
+        self._unanswered = 0
+        self._last_answer = now
+        self.next_at = now
+
+    def disconnected(self) -> None:
+        self.next_at = None
+
+    def interval(self) -> float:
+        return FAST_PROBE_S if not self.clock.ready else self.clock.estimator.probe_interval() / NS
+
+    def due(self, now: float) -> TimeReq | None:
+        """The probe to send at ``now``, or None when the server has gone silent (handshake again, then call
+        :meth:`connected`)."""
+        if self._unanswered >= PROBES_BEFORE_REHANDSHAKE and now - self._last_answer >= SILENCE_BEFORE_REHANDSHAKE_S:
+            self._unanswered = 0
+            self.next_at = None
+            return None
+        t1 = round(now * NS)
+        for old in [t for t, sent in self._sent.items() if now - sent > ANSWER_WINDOW_S]:
+            del self._sent[old]
+        self._sent[t1] = now
+        self._unanswered += 1
+        self.next_at = now + self.interval()
+        return TimeReq(t1=t1)
+
+    def answer(self, message: TimeResp, now: float) -> bool:
+        """Take a ``time_resp``; returns True when it made the clock estimate ready."""
+        sent = self._sent.pop(message.t1, None)
+        if sent is None or now - sent > ANSWER_WINDOW_S:
+            self.stale += 1
+            return False
+        t4 = round(now * NS)
+        was_ready = self.clock.ready
+        self.clock.estimator.add(message.t1, message.t2, message.t3, t4)
+        delay = (t4 - message.t1) - (message.t3 - message.t2)
+        if delay >= 0:
+            sample = delay / NS
+            self._rtt = sample if self._rtt is None else 0.875 * self._rtt + 0.125 * sample
+        self._unanswered = 0
+        self._last_answer = now
+        if was_ready or not self.clock.ready:
+            return False
+        if self.next_at is not None:
+            self.next_at = min(self.next_at, now + self.interval())
+        return True

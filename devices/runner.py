@@ -1,0 +1,419 @@
+"""The I/O around :class:`~loa.devices.core.SpeakerCore`: UDP sockets, timers and the playout clock, on anyio.
+
+:class:`DeviceRunner` runs one device on its own non-blocking UDP socket: a receive loop drains the socket into
+the core, a timer loop honours ``next_timeout()``, a playout loop honours ``next_playout()``, and every loop
+sends what the core queued to the server address. It runs on trio and on asyncio (uvloop where installed):
+:func:`run` picks the backend. :class:`FleetHost` runs thousands of devices in one task group with one socket
+each: on Linux a single ``epoll`` object, itself waited on by anyio, tells which sockets have data, and one heap
+of deadlines drives every device's timers, so the cost grows with traffic, not with the number of tasks.
+
+Both simulate the device clock: the host's monotonic clock is the *true* time, and each device sees
+``SimulatedClock.local(true)`` (offset and drift), as a fleet of real devices would. The playout log records
+both times.
+
+Failure semantics: a datagram that cannot be sent (``EAGAIN`` past a short wait, an unreachable network) is
+dropped and counted in :attr:`IoStatistics.send_errors`; receive errors (an ICMP error reported on the
+socket) are counted and the loop goes on. Cancelling the runner's scope stops every loop; sockets are closed on
+the way out. Datagrams already handed to the kernel may or may not have been sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import ipaddress
+import math
+import select
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from loa.devices.core import Address, SpeakerCore
+from loa.devices.simclock import SimulatedClock
+
+__all__ = ["DeviceRunner", "FleetHost", "IoStatistics", "open_udp_socket", "run"]
+
+RECV_BATCH = 256  # datagrams taken from one socket before the loop yields
+SEND_WAIT_S = 0.05
+MAX_DATAGRAM = 2048
+
+
+@dataclass(slots=True)
+class IoStatistics:
+    received: int = 0
+    sent: int = 0
+    send_errors: int = 0
+    receive_errors: int = 0
+
+
+def open_udp_socket(server: Address, bind_host: str | None = None, port: int = 0) -> socket.socket:
+    """A non-blocking UDP socket of the server address's family, bound to ``bind_host:port``. Raises OSError."""
+    family = socket.AF_INET6 if ipaddress.ip_address(server[0]).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        host = bind_host if bind_host is not None else ("::" if family == socket.AF_INET6 else "0.0.0.0")  # noqa: S104
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _address(raw: Any) -> Address:
+    return (str(raw[0]).split("%")[0], int(raw[1]))
+
+
+def _send_all(sock: socket.socket, core: SpeakerCore, server: Address, stats: IoStatistics) -> list[bytes]:
+    """Send what the core queued; returns what would block (to retry after waiting for writability)."""
+    pending = core.datagrams_to_send()
+    for i, data in enumerate(pending):
+        try:
+            sock.sendto(data, server)
+            stats.sent += 1
+        except BlockingIOError:
+            return pending[i:]
+        except OSError:
+            stats.send_errors += 1
+    return []
+
+
+def _drain(sock: socket.socket, core: SpeakerCore, clock: SimulatedClock, stats: IoStatistics,
+           group: str | None = None) -> int:
+    count = 0
+    for _ in range(RECV_BATCH):
+        try:
+            data, raw = sock.recvfrom(MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:  # e.g. ECONNREFUSED: an ICMP error for an earlier send
+            stats.receive_errors += 1
+            continue
+        stats.received += 1
+        count += 1
+        core.receive_datagram(data, _address(raw), clock.local(time.monotonic()), group=group)
+    return count
+
+
+class DeviceRunner:
+    """One device on its own socket (see the module docstring). ``clock`` simulates the device clock."""
+
+    def __init__(self, core: SpeakerCore, server: Address, *, clock: SimulatedClock | None = None,
+                 sock: socket.socket | None = None, bind_host: str | None = None) -> None:
+        self.core = core
+        self.server = server
+        self.clock = clock or SimulatedClock()
+        self.sock = sock if sock is not None else open_udp_socket(server, bind_host)
+        self.stats = IoStatistics()
+        self._changed = anyio.Event()
+        self._backlog: list[bytes] = []
+        self._groups: dict[str, socket.socket] = {}
+        self._task_group: TaskGroup | None = None
+        core.log.true_time = self.clock.true
+
+    @property
+    def local_address(self) -> Address:
+        return _address(self.sock.getsockname())
+
+    def now(self) -> float:
+        return self.clock.local(time.monotonic())
+
+    def _poke(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def _flush(self) -> None:
+        self._backlog += _send_all(self.sock, self.core, self.server, self.stats)
+        for _ in range(8):  # bounded: a socket that stays full loses the rest
+            if not self._backlog:
+                return
+            with anyio.move_on_after(SEND_WAIT_S):
+                await anyio.wait_writable(self.sock)
+            data = self._backlog.pop(0)
+            try:
+                self.sock.sendto(data, self.server)
+                self.stats.sent += 1
+            except OSError:
+                self.stats.send_errors += 1
+        self.stats.send_errors += len(self._backlog)
+        self._backlog.clear()
+
+    async def _sleep_until(self, deadline: float | None) -> None:
+        """Sleep until local ``deadline`` (None: until poked) or until something changed."""
+        changed = self._changed
+        delay = math.inf if deadline is None else self.clock.true(deadline) - time.monotonic()
+        if delay <= 0:
+            await anyio.sleep(0)
+            return
+        with anyio.move_on_after(delay):
+            await changed.wait()
+
+    async def _receive_loop(self, sock: socket.socket, group: str | None = None) -> None:
+        while True:
+            await anyio.wait_readable(sock)
+            if _drain(sock, self.core, self.clock, self.stats, group):
+                await self._flush()
+                self._sync_groups()
+                self._poke()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.core.next_timeout()
+            if deadline is not None and deadline <= self.now():
+                self.core.handle_timeout(self.now())
+                await self._flush()
+                self._poke()
+                await anyio.sleep(0)
+                continue
+            await self._sleep_until(deadline)
+
+    async def _playout_loop(self) -> None:
+        while True:
+            deadline = self.core.next_playout()
+            if deadline is not None and deadline <= self.now():
+                self.core.play(self.now())
+                await self._flush()
+                await anyio.sleep(0)
+                continue
+            await self._sleep_until(deadline)
+
+    def _sync_groups(self) -> None:
+        wanted = self.core.groups()
+        for group in list(self._groups):
+            if group not in wanted:
+                self._groups.pop(group).close()
+        for group in wanted - set(self._groups):
+            if self._task_group is None:
+                return
+            with contextlib.suppress(OSError, ValueError):
+                self._groups[group] = _open_group(group)
+                self._task_group.start_soon(self._receive_loop, self._groups[group], group)
+
+    async def run(self, *, duration: float | None = None) -> None:
+        """Start the device and run until ``duration`` seconds passed (None: until cancelled)."""
+        self.core.start(self.now())
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                tg.start_soon(self._receive_loop, self.sock)
+                tg.start_soon(self._timer_loop)
+                tg.start_soon(self._playout_loop)
+                await self._flush()
+                if duration is not None:
+                    await anyio.sleep(duration)
+                    tg.cancel_scope.cancel()
+        finally:
+            with contextlib.suppress(OSError):
+                self.core.close()
+                for data in self.core.datagrams_to_send():
+                    self.sock.sendto(data, self.server)
+            self.close()
+
+    def close(self) -> None:
+        for sock in self._groups.values():
+            sock.close()
+        self._groups.clear()
+        self.sock.close()
+
+
+def _open_group(group: str) -> socket.socket:
+    """A socket that receives the IPv4 multicast group ``"a.b.c.d:port"`` (raises OSError/ValueError)."""
+    host, _, port = group.rpartition(":")
+    address = ipaddress.ip_address(host.strip("[]"))
+    if address.version != 4:
+        raise ValueError("IPv6 multicast groups are not joined by the reference device")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setblocking(False)
+        sock.bind((str(address), int(port)))
+        membership = address.packed + socket.inet_aton("0.0.0.0")  # noqa: S104 - any interface
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass(order=True, slots=True)
+class _Due:
+    at: float  # true (host monotonic) time
+    index: int = field(compare=False)
+
+
+class FleetHost:
+    """Many devices in one event loop, one socket each (see the module docstring).
+
+    ``devices`` are ``(core, clock)`` pairs; ``start_rate`` devices are started per second (a province does not
+    power up at once, and a server under a burst answers with cookies). ``on_tick`` is called every
+    ``tick`` seconds (status lines).
+    """
+
+    def __init__(self, devices: Sequence[tuple[SpeakerCore, SimulatedClock]], server: Address, *,
+                 bind_host: str | None = None, start_rate: float = 200.0) -> None:
+        self.server = server
+        self.cores = [core for core, _ in devices]
+        self.clocks = [clock for _, clock in devices]
+        self.socks: list[socket.socket] = []
+        try:
+            for core, clock in devices:
+                self.socks.append(open_udp_socket(server, bind_host))
+                core.log.true_time = clock.true
+        except OSError:
+            self.close()
+            raise
+        self._by_fd = {sock.fileno(): i for i, sock in enumerate(self.socks)}
+        self._rates = [clock.rate for clock in self.clocks]  # SimulatedClock.local, unrolled for the hot path
+        self._offsets = [clock.offset_s for clock in self.clocks]
+        self.stats = IoStatistics()
+        self.start_rate = start_rate
+        self.started = 0
+        self._heap: list[_Due] = []
+        self._scheduled: list[float | None] = [None] * len(self.cores)
+        self._changed = anyio.Event()
+
+    def _schedule(self, index: int) -> None:
+        local = self.cores[index].next_event()
+        at = None if local is None else self.clocks[index].true(local)
+        if at == self._scheduled[index]:
+            return
+        self._scheduled[index] = at
+        if at is not None:
+            heapq.heappush(self._heap, _Due(at, index))
+            if self._heap[0].index == index:
+                self._changed.set()
+                self._changed = anyio.Event()
+
+    def _after(self, index: int) -> None:
+        _send_all(self.socks[index], self.cores[index], self.server, self.stats)
+        self._schedule(index)
+
+    async def _starter(self) -> None:
+        begin = time.monotonic()
+        for i, core in enumerate(self.cores):
+            wait = begin + i / self.start_rate - time.monotonic()
+            if wait > 0:
+                await anyio.sleep(wait)
+            core.start(self.clocks[i].local(time.monotonic()))
+            self.started += 1
+            self._after(i)
+
+    async def _timers(self) -> None:
+        while True:
+            now = time.monotonic()
+            handled = 0
+            while self._heap and self._heap[0].at <= now and handled < 1024:
+                due = heapq.heappop(self._heap)
+                if self._scheduled[due.index] != due.at:
+                    continue  # superseded
+                self._scheduled[due.index] = None
+                self.cores[due.index].advance(self.clocks[due.index].local(now))
+                self._after(due.index)
+                handled += 1
+            if handled:
+                await anyio.sleep(0)
+                continue
+            changed = self._changed
+            delay = self._heap[0].at - time.monotonic() if self._heap else math.inf
+            with anyio.move_on_after(max(0.0, delay)):
+                await changed.wait()
+
+    def _receive_ready(self, fds: list[int]) -> int:
+        """One datagram from each ready socket (epoll is level-triggered: a socket with more is ready again), so
+        the common case costs one ``recvfrom`` and no ``EAGAIN``."""
+        stats, socks, cores, by_fd, started = self.stats, self.socks, self.cores, self._by_fd, self.started
+        rates, offsets = self._rates, self._offsets
+        now = time.monotonic()  # one reading per round: what arrived together is stamped together
+        count = 0
+        for fd in fds:
+            index = by_fd.get(fd)
+            if index is None or index >= started:
+                continue
+            try:
+                data, raw = socks[index].recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                stats.receive_errors += 1
+                continue
+            stats.received += 1
+            count += 1
+            core = cores[index]
+            core.receive_datagram(data, (raw[0], raw[1]), now * rates[index] + offsets[index])
+            if core.timers_changed:  # a counted media packet changes nothing that needs sending or scheduling
+                self._after(index)
+        return count
+
+    async def _receive_epoll(self) -> None:
+        poller = select.epoll()
+        try:
+            for sock in self.socks:
+                poller.register(sock.fileno(), select.EPOLLIN)
+            while True:
+                await anyio.wait_readable(poller.fileno())
+                for _ in range(64):  # bounded: yield to the timers between rounds
+                    ready = poller.poll(0, 4096)
+                    if not ready:
+                        break
+                    self._receive_ready([fd for fd, _ in ready])
+                await anyio.sleep(0)
+        finally:
+            poller.close()
+
+    async def _receive_one(self, index: int) -> None:
+        sock = self.socks[index]
+        while True:
+            await anyio.wait_readable(sock)
+            for _ in range(RECV_BATCH):
+                if not self._receive_ready([sock.fileno()]):
+                    break
+
+    async def run(self, *, duration: float | None = None, tick: float = 5.0,
+                  on_tick: Callable[[FleetHost], Awaitable[None] | None] | None = None) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._starter)
+                tg.start_soon(self._timers)
+                if hasattr(select, "epoll"):
+                    tg.start_soon(self._receive_epoll)
+                else:  # pragma: no cover - not Linux
+                    for i in range(len(self.socks)):
+                        tg.start_soon(self._receive_one, i)
+                deadline = None if duration is None else time.monotonic() + duration
+                while deadline is None or time.monotonic() < deadline:
+                    step = tick if deadline is None else min(tick, deadline - time.monotonic())
+                    await anyio.sleep(max(0.0, step))
+                    if on_tick is not None:
+                        result = on_tick(self)
+                        if result is not None:
+                            await result
+                tg.cancel_scope.cancel()
+        finally:
+            for i, core in enumerate(self.cores[: self.started]):
+                with contextlib.suppress(OSError):
+                    core.close()
+                    for data in core.datagrams_to_send():
+                        self.socks[i].sendto(data, self.server)
+            self.close()
+
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close()
+
+
+def run(main: Callable[[], Awaitable[None]], backend: str = "trio") -> None:
+    """Run ``main`` on ``backend`` (``"trio"``, or ``"asyncio"`` with uvloop when it is installed)."""
+    options: dict[str, Any] = {}
+    if backend == "asyncio":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+            pass
+        else:
+            options["use_uvloop"] = True
+    anyio.run(main, backend=backend, backend_options=options)

@@ -1,0 +1,114 @@
+"""Signed alerts at the reference device (PROTOCOL.md sections 6.4, 6.5, 8): verified before anything plays."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from serverdriver import World
+
+from loa.protocol.control import ConfigValues, SignedAlert
+
+
+def _setup(seed: int, **config: object) -> tuple[World, object, bytes]:
+    values = ConfigValues(zones=("79", "760", "26734"), telemetry_s=10, **config)  # type: ignore[arg-type]
+    world = World(seed, config=values)
+    node = world.add_device(offset_s=-3.0, drift_ppm=15)
+    world.run(10.0)
+    return world, node, world.pub(node)
+
+
+def test_refused_alerts_are_counted_by_error_and_never_play(alert_payloads: list[bytes]) -> None:
+    world, node, pub = _setup(20)
+    core = node.core  # type: ignore[attr-defined]
+    genuine = world.alert(40, alert_id="flood-1")
+    bad_sig = bytes(64)
+    forged_body = bytearray(genuine.body)
+    forged_body[-1] ^= 1  # a relay changed the broadcast id
+    stranger = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    refused = {
+        "SignatureError": [SignedAlert(body=genuine.body, sig=bad_sig),
+                           SignedAlert(body=bytes(forged_body), sig=genuine.sig)],
+        "UnknownKeyError": [world.alert(41, key=stranger)],  # signed, but not by a provisioned authority
+        "ExpiredError": [world.alert(42, issued_in=-20.0, lifetime=10.0), world.alert(43, issued_in=60.0)],
+        "WrongZoneError": [world.alert(44, zones=("01", "02"))],
+    }
+    for messages in refused.values():
+        for message in messages:
+            world.server.send(pub, message)
+    world.server.start_stream(40, [pub], cls=2, lvl=2, payloads=alert_payloads, start_in=0.1, join=True)
+    world.run(2.0)
+    refusals = core.statistics().alerts_refused
+    assert refusals == {name: len(messages) for name, messages in refused.items()}
+    drops = core.drops()  # the same counts reach telemetry `drops` (with the stream's unjoined packets)
+    assert all(drops[name] >= count for name, count in refusals.items())
+    assert core.arbiter.current is None
+    assert core.log.entries == type(core.log.entries)()  # nothing played
+    # the genuine alert plays; sent again (a replay) it is refused and counted, and plays no second time
+    world.server.send(pub, genuine)
+    world.run(2.0)
+    assert core.arbiter.current == 40
+    assert len(core.log.for_bid(40)) > 50
+    world.server.send(pub, dataclasses.replace(genuine))
+    world.run(0.5)
+    assert core.statistics().alerts_refused["ReplayError"] == 1
+    assert core.statistics().alerts_accepted == 1
+
+
+def test_emergency_join_without_an_alert_never_plays(alert_payloads: list[bytes]) -> None:
+    world, node, pub = _setup(21)
+    core = node.core  # type: ignore[attr-defined]
+    world.server.start_stream(50, [pub], cls=2, lvl=3, payloads=alert_payloads, start_in=0.1)
+    world.run(12.0)  # longer than the device waits for the alert of a join it holds
+    assert core.arbiter.current is None
+    assert core.log.for_bid(50) == []
+    assert core.statistics().alerts_refused == {"SignatureError": 1}  # section 8: counted as SignatureError
+    assert core.drops()["UnknownKeyError"] > 0  # its packets: an SSRC the device did not join
+
+
+def test_join_before_its_alert_plays_once_the_alert_is_accepted(alert_payloads: list[bytes]) -> None:
+    world, node, pub = _setup(22)
+    core = node.core  # type: ignore[attr-defined]
+    world.server.start_stream(60, [pub], cls=2, lvl=2, payloads=alert_payloads, start_in=0.1)
+    world.run(1.0)
+    assert core.arbiter.current is None
+    world.server.send(pub, world.alert(60))
+    world.run(2.0)
+    assert core.arbiter.current == 60
+    assert len(core.log.for_bid(60)) > 50
+
+
+def test_exercise_alerts_play_only_where_config_says_so(alert_payloads: list[bytes]) -> None:
+    for exercise, plays in ((False, False), (True, True)):
+        world, node, pub = _setup(23, exercise=exercise)
+        core = node.core  # type: ignore[attr-defined]
+        world.server.send(pub, world.alert(70, status="exercise"))
+        world.server.start_stream(70, [pub], cls=2, lvl=2, payloads=alert_payloads, start_in=0.1)
+        world.run(2.0)
+        assert core.statistics().alerts_accepted == 1  # accepted (and acknowledged) either way
+        assert (core.arbiter.current == 70) is plays
+        assert "SignatureError" not in core.drops()
+
+
+def test_cancel_ends_the_alert_and_expiry_too(payloads: list[bytes], alert_payloads: list[bytes]) -> None:
+    world, node, pub = _setup(24)
+    core = node.core  # type: ignore[attr-defined]
+    world.server.start_stream(1, [pub], cls=0, lvl=1, payloads=payloads, start_in=0.1)
+    world.run(1.0)
+    world.server.send(pub, world.alert(80, alert_id="storm-7"))
+    world.server.start_stream(80, [pub], cls=2, lvl=2, payloads=alert_payloads, start_in=0.1)
+    world.run(2.0)
+    assert core.arbiter.current == 80
+    world.server.send(pub, world.cancel("storm-7"))
+    world.run(1.0)
+    assert core.arbiter.current == 1  # the normal programme resumed
+    world.server.send(pub, world.alert(80, alert_id="storm-7"))  # a late copy of the cancelled alert
+    world.run(1.0)
+    assert core.statistics().alerts_refused == {"ReplayError": 1}
+    # an alert that expires ends by itself
+    world.server.send(pub, world.alert(81, lifetime=3.0))
+    world.server.start_stream(81, [pub], cls=2, lvl=2, payloads=alert_payloads, start_in=0.1)
+    world.run(1.5)
+    assert core.arbiter.current == 81
+    world.run(3.0)
+    assert core.arbiter.current == 1

@@ -1,0 +1,259 @@
+"""Live playout, preemption and resumption at the reference device (PROTOCOL.md sections 5.6, 6.2, 7.3, 7.4)."""
+
+from __future__ import annotations
+
+import numpy as np
+from serverdriver import NS, STEADY, World
+
+from loa.codecs import OpusDecoder
+from loa.protocol.control import Leave, Play, State
+
+FRAME = 0.02
+
+
+class Recorder:
+    """A decoding sink that keeps every frame."""
+
+    decode = True
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, np.ndarray | None, object]] = []
+
+    def on_frame(self, at: float, pcm: np.ndarray | None, info: object) -> None:
+        self.frames.append((at, pcm, info))
+
+    def close(self) -> None:
+        return None
+
+
+def states(world: World) -> list[tuple[int | None, str]]:
+    return [(m.bid, m.src) for m in world.server.messages_of(State)]
+
+
+def test_a_stream_plays_every_frame_at_its_instant_bit_exact(payloads: list[bytes]) -> None:
+    world = World(10, **STEADY)
+    recorder = Recorder()
+    node = world.add_device(offset_s=-4.0, drift_ppm=60, sink=recorder)
+    world.run(20.0)
+    stream = world.server.start_stream(7, [world.pub(node)], payloads=payloads[:200], start_in=0.1, frames=200,
+                                       delay_ms=300)
+    world.run(6.0)
+    log = node.core.log.for_bid(7)
+    assert [e.kind for e in log] == ["packet"] * 200
+    assert [e.seq for e in log] == [(log[0].seq + i) & 0xFFFF for i in range(200)]
+    # each frame starts 20 ms after the previous one (give or take the clock estimate's refits, < 0.1 ms), and
+    # 300 ms (delay_ms) after the server built it
+    true_starts = np.array([e.true_at for e in log])
+    assert np.allclose(np.diff(true_starts), FRAME, atol=1e-4)
+    built = stream.start + np.arange(200) * FRAME
+    assert np.abs(true_starts - built - 0.3).max() < 0.001
+    # what the speaker got is exactly what a fresh decoder makes of the packets
+    decoder = OpusDecoder()
+    expected = np.concatenate([decoder.decode(p) for p in payloads[:200]])
+    got = np.concatenate([pcm for _, pcm, _ in recorder.frames])
+    assert np.array_equal(got, expected)
+    assert states(world)[-1] == (7, "ip")
+    world.server.stop_stream(7)
+    world.run(1.0)
+    assert states(world)[-1] == (None, "idle")
+
+
+def _preemption(world: World, payloads: list[bytes], alert_payloads: list[bytes], policy: str) -> tuple:
+    node = world.add_device(offset_s=2.0, drift_ppm=20)
+    world.run(20.0)
+    pub = world.pub(node)
+    world.server.start_stream(10, [pub], cls=0, lvl=3, policy=policy, payloads=payloads, start_in=0.1)
+    world.run(3.0)
+    world.server.send(pub, world.alert(20))  # emergency, province: outranks normal/national
+    world.server.start_stream(20, [pub], cls=2, lvl=2, payloads=alert_payloads, start_in=0.1, frames=100)
+    world.run(2.7)
+    world.server.stop_stream(20)
+    world.run(3.0)
+    return node, node.core.log.for_bid(10), node.core.log.for_bid(20)
+
+
+def test_emergency_preempts_at_a_frame_boundary_and_live_resumes_at_live_position(
+    payloads: list[bytes], alert_payloads: list[bytes]
+) -> None:
+    world = World(11)
+    node, normal, alert = _preemption(world, payloads, alert_payloads, "resume")
+    assert len(alert) == 100
+    switch = alert[0].true_at
+    before = [e for e in normal if e.true_at < switch]
+    after = [e for e in normal if e.true_at >= switch]
+    # the normal programme played up to the alert's first frame: its last frame began < 20 ms before it
+    assert 0 <= switch - before[-1].true_at <= FRAME + 1e-6
+    # nothing of it played while the alert did; afterwards it resumed at its live position
+    alert_end = alert[-1].true_at + FRAME
+    assert after[0].true_at >= alert_end - 1e-6
+    assert after[0].seq != (before[-1].seq + 1) & 0xFFFF  # what was sent meanwhile was skipped, not replayed
+    resumed_server_lag = (after[0].true_at - alert_end)
+    assert resumed_server_lag < 0.5  # live position: the next frame due (the leave came 0.4 s after its end)
+    assert states(world) == [(None, "idle"), (10, "ip"), (20, "ip"), (10, "ip")]
+    assert node.core.arbiter.current == 10
+
+
+def test_preempted_programme_with_drop_policy_does_not_come_back(
+    payloads: list[bytes], alert_payloads: list[bytes]
+) -> None:
+    world = World(12)
+    node, normal, alert = _preemption(world, payloads, alert_payloads, "drop")
+    assert len(alert) == 100
+    assert max(e.true_at for e in normal) < alert[0].true_at
+    assert states(world)[-1] == (None, "idle")
+    assert node.core.arbiter.current is None
+    # the dropped stream's packets are no longer accepted (section 8: an SSRC not joined)
+    assert node.core.drops()["UnknownKeyError"] > 0
+
+
+def test_equal_rank_waits_and_plays_after(payloads: list[bytes], alert_payloads: list[bytes]) -> None:
+    world = World(13)
+    node = world.add_device()
+    world.run(10.0)
+    pub = world.pub(node)
+    world.server.start_stream(1, [pub], cls=1, lvl=1, payloads=payloads, start_in=0.1, frames=100)
+    world.run(1.0)
+    world.server.start_stream(2, [pub], cls=1, lvl=1, payloads=alert_payloads, start_in=0.1, frames=400)
+    world.run(1.5)
+    assert node.core.arbiter.current == 1
+    assert node.core.arbiter.waiting == (2,)
+    world.server.stop_stream(1)
+    world.run(1.0)
+    assert node.core.arbiter.current == 2
+    assert node.core.log.for_bid(2)[0].true_at > node.core.log.for_bid(1)[-1].true_at
+
+
+def test_stored_programme_resumes_where_it_was_preempted(
+    payloads: list[bytes], alert_payloads: list[bytes], tmp_path: object
+) -> None:
+    import hashlib
+
+    from loa.codecs import write_ogg_opus
+
+    path = f"{tmp_path}/news.opus"
+    write_ogg_opus(path, payloads, frame_ms=20)
+    with open(path, "rb") as f:
+        blob = f.read()
+    cid = hashlib.sha256(blob).digest()
+    world = World(14)
+    node = world.add_device()
+    world.run(10.0)
+    pub = world.pub(node)
+    node.core.store.write(cid, len(blob), 0, blob)
+    assert node.core.store.commit(cid)
+    at = world.server.server_time() + NS
+    world.server.send(pub, Play(bid=30, cid=cid, at=at, cls=0, lvl=0, policy="resume", zone="26734"))
+    world.run(2.0)  # one second of the programme plays
+    world.server.send(pub, world.alert(31))
+    world.server.start_stream(31, [pub], cls=2, lvl=2, payloads=alert_payloads, start_in=0.1, frames=50)
+    world.run(1.7)
+    world.server.send(pub, Leave(bid=31))
+    world.run(6.0)
+    stored = node.core.log.for_bid(30)
+    alert = node.core.log.for_bid(31)
+    assert len(alert) == 50
+    first = stored[0]
+    assert abs(first.server_at - at) < 1000  # sample 0 at server time `at`
+    positions = [e.rtp_ts for e in stored]  # stored programmes log the sample position
+    # continuous: nothing skipped, nothing repeated (the first packet loses the 312-sample pre-skip)
+    assert positions == [0] + [648 + i * 960 for i in range(len(stored) - 1)]
+    split = next(i for i, e in enumerate(stored) if e.true_at > alert[0].true_at)
+    assert stored[split].true_at >= alert[-1].true_at + FRAME - 1e-6
+    assert stored[split - 1].true_at < alert[0].true_at
+    assert len(stored) == len(payloads)  # the whole programme played, then it ended
+    assert node.core.arbiter.current is None
+
+
+def test_key_rotation_changes_ssrc_without_a_gap(payloads: list[bytes]) -> None:
+    world = World(15, **STEADY)
+    node = world.add_device()
+    world.run(10.0)
+    pub = world.pub(node)
+    stream = world.server.start_stream(8, [pub], payloads=payloads, start_in=0.1, frames=300)
+    world.run(2.0)
+    old = stream.ssrc
+    rotate = stream.rotate()  # built now; the server sends it, then continues on the new SSRC
+    world.server.send(pub, rotate)
+    world.run(5.0)
+    log = node.core.log.for_bid(8)
+    assert len(log) == 300
+    assert {e.kind for e in log} == {"packet"}
+    ssrcs = [e.ssrc for e in log]
+    switch = ssrcs.index(rotate.ssrc)
+    assert set(ssrcs[:switch]) == {old}
+    assert set(ssrcs[switch:]) == {rotate.ssrc}
+    gaps = np.diff([e.true_at for e in log])
+    assert np.allclose(gaps, FRAME, atol=2e-4)  # one timeline across the two SSRCs
+
+
+def test_amplifier_preroll_and_mute_except_for_emergencies(payloads: list[bytes], alert_payloads: list[bytes]) -> None:
+    from loa.protocol.control import Amp, Config, ConfigValues, Mute
+
+    world = World(16)
+    recorder = Recorder()
+    node = world.add_device(sink=recorder)
+    world.run(10.0)
+    pub = world.pub(node)
+    world.server.send(pub, Config(values=ConfigValues(preroll_ms=1000)))
+    world.run(0.5)
+    assert node.core.amp_state(node.clock.local(world.net.now)) == "off"
+    world.server.start_stream(1, [pub], payloads=payloads, start_in=0.1, frames=150)
+    world.run(4.0)
+    audible = [info.audible for _, _, info in recorder.frames]  # type: ignore[attr-defined]
+    # the amplifier went on with the join, about 0.6 s before the first frame (0.1 s until the server's first
+    # packet, 0.5 s delay_ms): the first 0.4 s of audio fall in its 1 s warm-up, then everything is heard
+    heard = audible.index(True)
+    assert not any(audible[:heard])
+    assert all(audible[heard:])
+    assert 18 <= heard <= 22
+    world.server.stop_stream(1)
+    world.server.send(pub, Amp(on=True, preroll_ms=1000))  # held on: it stays warm between broadcasts
+    world.server.send(pub, Mute(on=True))
+    world.run(0.5)
+    recorder.frames.clear()
+    world.server.start_stream(2, [pub], payloads=payloads, start_in=0.1, frames=50)
+    world.run(2.0)
+    assert recorder.frames
+    assert not any(info.audible for _, _, info in recorder.frames)  # type: ignore[attr-defined]
+    recorder.frames.clear()
+    world.server.send(pub, world.alert(3))
+    world.server.start_stream(3, [pub], cls=2, lvl=2, payloads=alert_payloads, start_in=0.1, frames=50)
+    world.run(2.0)
+    assert recorder.frames
+    assert all(info.audible for _, _, info in recorder.frames)  # type: ignore[attr-defined]
+
+
+def test_test_mode_reports_played_frames_with_server_times(payloads: list[bytes]) -> None:
+    from loa.protocol.control import Played
+
+    world = World(17)
+    node = world.add_device(test_mode=True)
+    world.run(10.0)
+    world.server.start_stream(4, [world.pub(node)], payloads=payloads, start_in=0.1, frames=100)
+    world.run(3.0)
+    reported = [frame for message in world.server.messages_of(Played) for frame in message.log]
+    log = node.core.log.for_bid(4)
+    assert len(reported) == 100
+    assert [(f.bid, f.ssrc, f.seq, f.rtp_ts) for f in reported] == [(e.bid, e.ssrc, e.seq, e.rtp_ts) for e in log]
+    errors = [abs(f.at - e.server_at) for f, e in zip(reported, log, strict=True)]
+    assert max(errors) < 2_000_000  # played within 2 ms of the server time the frame was meant for
+
+
+def test_multicast_group_media_is_accepted_only_for_a_joined_group(payloads: list[bytes]) -> None:
+    world = World(18)
+    node = world.add_device()
+    world.run(10.0)
+    stream = world.server.start_stream(6, [world.pub(node)], payloads=payloads, start_in=1.0, frames=20, join=False)
+    join = stream.join()
+    world.server.send(world.pub(node), type(join)(**{**{f: getattr(join, f) for f in (
+        "bid", "ssrc", "key", "cls", "lvl", "policy", "zone", "delay_ms")}, "group": "239.1.2.3:5004"}))
+    world.run(0.5)
+    core = node.core
+    assert core.groups() == {"239.1.2.3:5004"}
+    packet = stream.protector.protect(stream.packetizer.packetize(payloads[0]))  # type: ignore[union-attr]
+    elsewhere = ("198.18.0.9", 5004)  # a multicast sender's address is not the session's
+    now = node.clock.local(world.net.now)
+    core.receive_datagram(packet, elsewhere, now)
+    assert core.drops()["UnknownKeyError"] == 1
+    core.receive_datagram(packet, elsewhere, now, group="239.1.2.3:5004")
+    assert core.statistics().received == 1

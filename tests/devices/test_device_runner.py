@@ -1,0 +1,228 @@
+"""The reference device on real loopback sockets, on trio and on asyncio: the runner, the fleet host, the CLI,
+and DNS-SD discovery. The server is the test driver (serverdriver.TestServer) behind a real socket."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import wave
+from pathlib import Path
+
+import anyio
+import pytest
+from click.testing import CliRunner
+from serverdriver import TestServer, tone_payloads
+
+from loa.devices.cli import device, fleet
+from loa.devices.core import SpeakerCore
+from loa.devices.identity import encode_key
+from loa.devices.runner import DeviceRunner, FleetHost
+from loa.devices.simclock import SimulatedClock
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class LoopbackNet:
+    """What TestServer needs of a network, for a real socket: the time and an attach point."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    @property
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def attach(self, address: object, endpoint: object) -> None:
+        self.endpoint = endpoint
+
+
+class LoopbackServer:
+    """A TestServer on a UDP socket on 127.0.0.1; ``stream_on_hello`` starts a stream for each new device."""
+
+    def __init__(self, *, stream_frames: int = 0) -> None:
+        import random
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.address: tuple[str, int] = self.sock.getsockname()
+        self.net = LoopbackNet()
+        rng = random.Random(7)
+        self.server = TestServer(self.net, static_private=rng.randbytes(32), rng=rng,  # type: ignore[arg-type]
+                                 address=self.address)
+        self.payloads = tone_payloads(50)
+        self.stream_frames = stream_frames
+        self.stopped = threading.Event()
+        self._next_bid = 1
+        if stream_frames:
+            self.server.on_connect = self._stream
+
+    @property
+    def public_key(self) -> bytes:
+        return self.server.conn.endpoint.public_key
+
+    def _stream(self, device: bytes) -> None:
+        self.server.start_stream(self._next_bid, [device], payloads=self.payloads, start_in=0.2,
+                                 frames=self.stream_frames)
+        self._next_bid += 1
+
+    async def serve(self) -> None:
+        server, net = self.server, self.net
+        while not self.stopped.is_set():
+            deadline = server.next_timeout()
+            wait = 0.1 if deadline is None else min(0.1, max(0.0, deadline - net.now))
+            with anyio.move_on_after(wait):
+                await anyio.wait_readable(self.sock)
+            for _ in range(256):
+                try:
+                    data, address = self.sock.recvfrom(2048)
+                except BlockingIOError:
+                    break
+                server.receive(data, address, net.now)
+            due = server.next_timeout()
+            if due is not None and due <= net.now:
+                server.handle_timeout(net.now)
+            for data, address in server.outgoing():
+                self.sock.sendto(data, address)
+
+    def serve_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=anyio.run, args=(self.serve,), daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sock.close()
+
+
+@pytest.mark.anyio
+async def test_runner_plays_a_stream_over_loopback(anyio_backend: str) -> None:
+    loop = LoopbackServer(stream_frames=40)
+    core = SpeakerCore(static_private=bytes(range(1, 33)), server_public=loop.public_key,
+                       server_address=loop.address, timestamp_source=lambda _now: time.time_ns())
+    runner = DeviceRunner(core, loop.address, clock=SimulatedClock(drift_ppm=50.0, offset_s=-3.0),
+                          bind_host="127.0.0.1")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop.serve)
+        await runner.run(duration=3.5)
+        tg.cancel_scope.cancel()
+    loop.close()
+    stats = core.statistics()
+    assert stats.clock_ready
+    assert stats.played >= 38, stats  # 40 frames; a loaded host may be late for one or two
+    assert runner.stats.received > 40
+    entries = core.log.for_bid(1)
+    assert all(e.true_at is not None for e in entries)
+    assert loop.server.messages_of(type(loop.server.messages[0][1]))  # the server heard the device
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])  # asyncio: through `loa fleet` below
+async def test_fleet_host_runs_devices_with_their_own_sockets_and_clocks(anyio_backend: str) -> None:
+    loop = LoopbackServer(stream_frames=30)
+    devices = [
+        (SpeakerCore(static_private=bytes([i + 1]) * 32, server_public=loop.public_key, server_address=loop.address,
+                     batch=0.1), SimulatedClock(drift_ppm=20.0 * i, offset_s=2.0 * i))
+        for i in range(4)
+    ]
+    host = FleetHost(devices, loop.address, bind_host="127.0.0.1", start_rate=50.0)
+    assert len({s.getsockname() for s in host.socks}) == 4
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop.serve)
+        await host.run(duration=3.5, tick=1.0)
+        tg.cancel_scope.cancel()
+    loop.close()
+    for core, _ in devices:
+        stats = core.statistics()
+        assert stats.clock_ready
+        assert stats.played >= 28, stats
+
+
+def test_cli_device_creates_its_key_records_and_reports(tmp_path: Path) -> None:
+    loop = LoopbackServer(stream_frames=40)
+    thread = loop.serve_in_thread()
+    key_file = tmp_path / "id" / "device.key"
+    out = tmp_path / "speaker.wav"
+    args = ["--server", f"127.0.0.1:{loop.address[1]}", "--server-key", encode_key(loop.public_key),
+            "--key-file", str(key_file), "--record", str(out), "--duration", "3.5", "--backend", "asyncio"]
+    result = CliRunner().invoke(device, args)
+    loop.stopped.set()
+    thread.join()
+    loop.close()
+    assert result.exit_code == 0, result.output
+    assert "device public key: " in result.output
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    with wave.open(str(out)) as wav:
+        assert wav.getframerate() == 48_000
+        assert wav.getnframes() >= 38 * 960
+    assert "exact=" in result.output
+
+
+def test_cli_fleet_writes_keys_for_enrolment_and_a_summary(tmp_path: Path) -> None:
+    loop = LoopbackServer(stream_frames=30)
+    thread = loop.serve_in_thread()
+    args = ["--count", "3", "--full", "1", "--server", f"127.0.0.1:{loop.address[1]}",
+            "--server-key", encode_key(loop.public_key), "--keys-dir", str(tmp_path / "keys"),
+            "--record-dir", str(tmp_path / "wav"), "--duration", "3.5", "--bind", "127.0.0.1",
+            "--status-every", "2", "--backend", "asyncio"]
+    result = CliRunner().invoke(fleet, args)
+    loop.stopped.set()
+    thread.join()
+    loop.close()
+    assert result.exit_code == 0, result.output
+    toml = (tmp_path / "keys" / "devices.toml").read_text()
+    assert toml.count("[[device]]") == 3
+    assert len(list((tmp_path / "keys").glob("device-*.key"))) == 3
+    assert (tmp_path / "wav" / "sim-00000.wav").stat().st_size > 44
+    assert "connected 3/3" in result.output
+    assert "playing 3" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--server-key", "not a key!"], "--server-key is neither base64 nor hex"),
+        (["--server-key", "nope"], "--server-key is 3 bytes, not 32"),
+        (["--server-key", "A" * 43 + "=", "--server", "127.0.0.1:99999"], "bad server address"),
+        (["--server-key", "A" * 43 + "="], "give --server HOST:PORT, or --zeroconf"),
+        (["--server-key", "A" * 43 + "=", "--server", "127.0.0.1", "--record", "a.wav", "--sound-card"],
+         "either --record or --sound-card"),
+    ],
+)
+def test_cli_device_bad_arguments_are_one_line(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(device, args)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_fleet_refuses_more_full_devices_than_devices(tmp_path: Path) -> None:
+    result = CliRunner().invoke(fleet, ["--count", "2", "--full", "3", "--server", "127.0.0.1", "--server-key",
+                                        "A" * 43 + "=", "--keys-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "--full 3 is more than --count 2" in result.output
+
+
+def test_discovery_takes_only_the_provisioned_key() -> None:
+    from zeroconf import ServiceInfo, Zeroconf
+
+    from loa.devices.discovery import SERVICE_TYPE, DiscoveryError, discover_server, service_properties
+
+    key = bytes(range(32))
+    zc = Zeroconf(interfaces=["127.0.0.1"])
+    info = ServiceInfo(SERVICE_TYPE, f"loa-test.{SERVICE_TYPE}", addresses=[socket.inet_aton("127.0.0.1")],
+                       port=4433, properties=service_properties(key))
+    try:
+        zc.register_service(info)
+        assert discover_server(key, timeout=5.0, interfaces=["127.0.0.1"]) == ("127.0.0.1", 4433)
+        with pytest.raises(DiscoveryError, match="another server key"):
+            discover_server(bytes(32), timeout=2.0, interfaces=["127.0.0.1"])
+    finally:
+        zc.unregister_service(info)
+        zc.close()
