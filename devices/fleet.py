@@ -75,13 +75,13 @@ def load_fleet_keys(keys_dir: str | os.PathLike[str], count: int, *, zone: str |
 
 
 def write_devices_toml(path: Path, keys: list[bytes], *, zone: str | None = None) -> None:
-    """``[[device]]`` tables (``key`` base64, ``name``, ``id`` and ``zone`` if given: the device entries of a
-    site file), written through a temporary file."""
+    """``[[device]]`` tables (``key`` base64, ``name`` and ``zone`` if given, the device id as a comment): the
+    device entries of a site file, ready to append to one; written through a temporary file."""
     lines = ["# Simulated loa devices: enrol these public keys on the server.", ""]
     for i, key in enumerate(keys):
         public = public_key_of(key)
-        lines += ["[[device]]", f'key = "{encode_key(public)}"', f'name = "sim-{i:05d}"',
-                  f'id = "{device_id(public)}"']
+        lines += ["[[device]]", f'key = "{encode_key(public)}"  # device id {device_id(public)}',
+                  f'name = "sim-{i:05d}"']
         lines += [f'zone = "{zone}"', ""] if zone is not None else [""]
     tmp = path.with_name(f".{path.name}.tmp")
     try:
