@@ -64,6 +64,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 BENCHES: dict[str, tuple[str, str]] = {
     "codec": ("loa.bench.codec:codec", "Opus encode/decode cost per frame, ours beside PyAV's."),
+    "alert": ("loa.bench.alert:alert", "Alert delivery and first playout across a fleet in another process."),
+    "loss": ("loa.bench.loss:loss", "Exactly played frames and byte overhead at 5 % random and 20 % bursty loss."),
+    "sync": ("loa.bench.sync:sync", "Play-time skew of one frame across devices with skewed clocks."),
     "fanout": ("loa.bench.fanout:fanout", "Fan-out sender CPU per datagram: ours, a sendto loop and the C ceiling."),
 }
 

@@ -307,7 +307,7 @@ class BroadcastHandling(abc.ABC):
             self.watchdog.disarm()
         else:
             if broadcast.live is not None:
-                broadcast.live.skip_before(now, self.clock)  # a live stream plays at its live position
+                broadcast.live.skip_before(instant, self.clock)  # a live stream plays at its live position
             self.watchdog.arm(now)
         self._update_amp(now, force_on=True)
 

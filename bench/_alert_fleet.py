@@ -1,0 +1,109 @@
+"""The fleet side of `loa bench alert`, run as its own process: ``python -m loa.bench._alert_fleet SPEC RESULT``.
+
+``SPEC`` is a JSON file written by the bench: the server address and public key, the authority key, the device
+keys' seed and count, how many decode (``full``), the start rate, and a time limit. The devices run in a
+:class:`loa.devices.FleetHost` on real loopback sockets. Each records, on the host's monotonic clock (the true
+timeline, shared with the bench's process), when it accepted a signed alert and when the first media packet
+after it arrived; decoding devices also log the true start of every frame played. Once every device holds the
+alert and every decoding device has played its first frame (or at the time limit) the process writes ``RESULT``
+(JSON) and exits. A line ``ready`` on stdout says the devices are being started.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from loa.devices.content import MemoryStore
+from loa.devices.core import Address, SpeakerCore
+from loa.devices.fleet import raise_open_file_limit
+from loa.devices.runner import FleetHost, run
+from loa.devices.simclock import SimulatedClock
+from loa.devices.sinks import CounterSink
+
+
+def device_keys(seed: int, count: int) -> list[bytes]:
+    """The device private keys both processes derive from one seed."""
+    rng = random.Random(seed)
+    return [rng.randbytes(32) for _ in range(count)]
+
+
+class TimedCore(SpeakerCore):
+    """A device core that notes when it accepted an alert and when the first RTP packet after that arrived."""
+
+    accepted_at: float | None = None
+    first_packet_at: float | None = None
+
+    def receive_datagram(self, data: bytes, source: Address, now: float, *, group: str | None = None) -> None:
+        before = self.alerts_accepted
+        super().receive_datagram(data, source, now, group=group)
+        if self.accepted_at is None:
+            if self.alerts_accepted != before:
+                self.accepted_at = time.monotonic()
+        elif self.first_packet_at is None and len(data) > 12 and data[0] & 0xC0 == 0x80 and not 200 <= data[1] <= 204:
+            self.first_packet_at = time.monotonic()
+
+
+def build(spec: dict[str, Any]) -> list[tuple[SpeakerCore, SimulatedClock]]:
+    rng = random.Random(spec["seed"] + 1)
+    server: Address = (spec["host"], spec["port"])
+    out: list[tuple[SpeakerCore, SimulatedClock]] = []
+    for i, key in enumerate(device_keys(spec["seed"], spec["count"])):
+        clock = SimulatedClock(rng.uniform(-100, 100), rng.uniform(-10, 10))
+        decode = i < spec["full"]
+        core = TimedCore(
+            static_private=key, server_public=bytes.fromhex(spec["server_public"]),
+            authority_keys=[bytes.fromhex(spec["authority"])], server_address=server,
+            sink=CounterSink(decode=decode), store=MemoryStore(1 << 20), batch=0.05, count_only=not decode,
+            log_limit=2_000 if decode else 0, rng=random.Random(rng.random()),
+        )
+        out.append((core, clock))
+    return out
+
+
+def main(spec_path: str, result_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    raise_open_file_limit(spec["count"])
+    devices = build(spec)
+    cores = [core for core, _ in devices]
+    host = FleetHost(devices, (spec["host"], spec["port"]), bind_host="127.0.0.1", start_rate=spec["start_rate"])
+    full = spec["full"]
+
+    def playout(core: SpeakerCore) -> float | None:
+        starts = [e.true_at for e in core.log.entries if e.true_at is not None]
+        return min(starts) if starts else None
+
+    def done() -> bool:
+        return (all(isinstance(c, TimedCore) and c.accepted_at is not None for c in cores)
+                and all(playout(c) is not None for c in cores[:full]))
+
+    async def body() -> None:
+        print("ready", flush=True)
+        with anyio.move_on_after(spec["limit"]) as scope:
+            async def tick(_: FleetHost) -> None:
+                if done():
+                    scope.cancel()
+            await host.run(tick=0.05, on_tick=tick)
+        connected = sum(core.statistics().connected for core in cores[: host.started])
+        result = {
+            "started": host.started,
+            "connected": connected,
+            "accepted": [getattr(c, "accepted_at", None) for c in cores],
+            "first_packet": [getattr(c, "first_packet_at", None) for c in cores],
+            "playout": [playout(c) for c in cores[:full]],
+            "io": {"received": host.stats.received, "sent": host.stats.sent,
+                   "send_errors": host.stats.send_errors, "receive_errors": host.stats.receive_errors},
+        }
+        Path(result_path).write_text(json.dumps(result))
+
+    run(body, spec.get("backend", "asyncio"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,180 @@
+"""`loa bench alert`: from an alert accepted by the streamer to the last of N devices holding it, and playing it.
+
+For each N in ``--devices`` (default 1,000 and 10,000) the streamer service (:class:`loa.streamer.StreamerService`
+on anyio, asyncio with uvloop) runs in this process on a loopback UDP socket, and a fleet of N reference devices
+(:class:`loa.devices.FleetHost`, one socket and session each; the first ``--full`` decode and play, the rest only
+count packets, as ``loa fleet --full K``) runs in a child process (:mod:`loa.bench._alert_fleet`), so that the
+two sides do not share an event loop. Devices are brought up at ``--start-rate`` per second; once every one has a
+session and ``--settle`` seconds passed (clock estimates ready), the bench signs an emergency alert for their zone
+and hands it to the service; ``t0`` is read just before (``time.monotonic``: on Linux one clock for every process
+of the host, so the fleet's stamps are on the same timeline).
+
+Each device stamps when it accepted the signed alert (``alert`` verified by the device itself), and when the
+first media packet after it arrived; decoding devices log when they started the first frame of the alert audio.
+Metrics at each N (suffix ``_N``): ``p50_ms``, ``p99_ms``, ``max_ms`` (alert held), ``packet_p99_ms`` (first audio
+packet received), ``playout_p50_ms``/``playout_p99_ms`` (first frame played by the decoding devices; it includes
+the stream's playout delay, ``delay_ms`` of the join, 500 ms by default, and the pre-roll, 0 here),
+``held_fraction`` (devices that accepted the alert within the time limit), ``bringup_s``. Top level: the figures
+at the largest N that ran.
+
+If N devices cannot all connect within the bring-up limit the bench reports what it measured at the smaller
+counts and names the count that failed in ``env.failed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import click
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from loa.bench._alert_fleet import device_keys
+from loa.bench._report import emit, environment
+from loa.cli import UserError
+from loa.devices.fleet import FleetError, raise_open_file_limit
+from loa.protocol.alert import key_id
+from loa.protocol.noise import x25519_public
+from loa.streamer.core import StreamerCore
+from loa.streamer.service import StreamerService, epoch_for, open_udp_socket
+from loa.streamer.sources import ToneSource
+from loa.streamer.zones import Zone, ZoneTree
+
+ZONE = "X1"
+
+
+class BringUpError(Exception):
+    """The fleet did not come up in time."""
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(np.array(values), q)), 3) if values else None
+
+
+async def _run_count(count: int, *, full: int, start_rate: float, settle: float, seed: int,
+                     workdir: str) -> dict[str, Any]:
+    rng_seed = seed * 1_000_003 + count
+    authority = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+    core = StreamerCore(static_private=os.urandom(32), zones=ZoneTree([Zone(ZONE, "bench")]),
+                        authorities={key_id(authority.public_key()): authority.public_key()},
+                        epoch_ns=epoch_for(anyio.current_time()), send_clock=anyio.current_time)
+    keys = device_keys(rng_seed, count)
+    now = anyio.current_time()
+    for i, key in enumerate(keys):
+        core.add_device(x25519_public(key), ZONE, now, name=f"bench-{i:05d}")
+    sock = open_udp_socket("127.0.0.1", 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    service = StreamerService(core, sock)
+    bringup_limit = count / start_rate + 30.0
+    spec = {"host": "127.0.0.1", "port": 0, "server_public": core.public_key.hex(),
+            "authority": authority.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex(),
+            "seed": rng_seed, "count": count, "full": min(full, count), "start_rate": start_rate,
+            "limit": bringup_limit + settle + 30.0, "backend": "asyncio"}
+    spec_path = Path(workdir) / f"spec-{count}.json"
+    result_path = Path(workdir) / f"result-{count}.json"
+    async with anyio.create_task_group() as tg:
+        await tg.start(service.serve)
+        spec["port"] = service.address[1]
+        spec_path.write_text(json.dumps(spec))
+        log_path = Path(workdir) / f"fleet-{count}.log"
+        with log_path.open("wb") as log:
+            child = subprocess.Popen([sys.executable, "-m", "loa.bench._alert_fleet", str(spec_path),
+                                      str(result_path)], stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            began = time.monotonic()
+            while core.statistics().devices_online < count:
+                if child.poll() is not None or time.monotonic() - began > bringup_limit:
+                    raise BringUpError(f"{core.statistics().devices_online} of {count} devices connected within "
+                                       f"{time.monotonic() - began:.0f} s")
+                await anyio.sleep(0.1)
+            bringup = time.monotonic() - began
+            print(f"alert {count}: {count} sessions in {bringup:.1f} s", file=sys.stderr)
+            await anyio.sleep(settle)
+            t0 = time.monotonic()
+            service.trigger_alert(ToneSource(880.0, seconds=3.0), signing_key=authority, zones=[ZONE],
+                                  text="bench")
+            while child.poll() is None:
+                await anyio.sleep(0.1)
+        finally:
+            if child.poll() is None:
+                child.terminate()
+            while child.poll() is None:
+                await anyio.sleep(0.05)
+            errors = log_path.read_text(errors="replace")
+            service.stop()
+    sock.close()
+    if not result_path.exists():
+        raise BringUpError(f"the fleet process ended without a result: {errors.strip()[-300:]}")
+    result = json.loads(result_path.read_text())
+    held = [(t - t0) * 1000 for t in result["accepted"] if t is not None]
+    packets = [(t - t0) * 1000 for t in result["first_packet"] if t is not None]
+    played = [(t - t0) * 1000 for t in result["playout"] if t is not None]
+    return {
+        f"p50_ms_{count}": _percentile(held, 50),
+        f"p99_ms_{count}": _percentile(held, 99),
+        f"max_ms_{count}": round(max(held), 3) if held else None,
+        f"packet_p99_ms_{count}": _percentile(packets, 99),
+        f"playout_p50_ms_{count}": _percentile(played, 50),
+        f"playout_p99_ms_{count}": _percentile(played, 99),
+        f"held_fraction_{count}": round(len(held) / count, 5),
+        f"bringup_s_{count}": round(bringup, 2),
+    }
+
+
+@click.command("alert")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
+@click.option("--devices", default="1000,10000", show_default=True, help="Comma-separated fleet sizes.")
+@click.option("--full", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="Devices that decode and play (the rest count packets).")
+@click.option("--start-rate", type=click.FloatRange(10, 100_000), default=500.0, show_default=True,
+              help="Devices started per second.")
+@click.option("--settle", type=click.FloatRange(0, 120), default=3.0, show_default=True,
+              help="Seconds between the last session and the alert (clock estimates).")
+@click.option("--seed", type=int, default=1, show_default=True)
+def alert(*, as_json: bool, devices: str, full: int, start_rate: float, settle: float, seed: int) -> None:
+    """Alert delivery and first playout across a fleet in another process, on loopback sockets."""
+    try:
+        counts = sorted({int(part) for part in devices.split(",") if part.strip()})
+    except ValueError:
+        raise UserError(f"--devices must be comma-separated integers, not {devices!r}") from None
+    if not counts or counts[0] < 1 or counts[-1] > 60_000:
+        raise UserError("--devices must name counts between 1 and 60000")
+    try:
+        raise_open_file_limit(counts[-1])
+    except FleetError as exc:
+        raise UserError(str(exc)) from None
+    metrics: dict[str, Any] = {"full": full}
+    done: list[int] = []
+    failed: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="loa-alert-") as workdir:
+        for count in counts:
+            async def one(n: int = count) -> dict[str, Any]:
+                return await _run_count(n, full=full, start_rate=start_rate, settle=settle, seed=seed,
+                                        workdir=workdir)
+            try:
+                metrics.update(anyio.run(one, backend="asyncio", backend_options={"use_uvloop": True}))
+            except BringUpError as exc:
+                failed[str(count)] = str(exc)
+                print(f"alert {count}: {exc}", file=sys.stderr)
+                break
+            done.append(count)
+            print(f"alert {count}: p99 {metrics[f'p99_ms_{count}']} ms", file=sys.stderr)
+    if not done:
+        raise UserError(f"no fleet came up: {'; '.join(failed.values())}")
+    top = done[-1]
+    for key in ("p50_ms", "p99_ms", "playout_p99_ms"):
+        metrics[key] = metrics[f"{key}_{top}"]
+    metrics["devices"] = top
+    env = environment(transport="UDP loopback, streamer and fleet in two processes", backend="asyncio+uvloop",
+                      start_rate=start_rate, failed=failed or None)
+    emit("alert", metrics, as_json=as_json, env=env)
