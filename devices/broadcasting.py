@@ -69,6 +69,7 @@ class BroadcastHandling(abc.ABC):
     alerts_refused: Counter[str]
     alerts_accepted: int
     _by_ssrc: dict[int, LiveStream]
+    _handing_over: dict[int, Broadcast]
     _scheduled: dict[int, Play]
     _pending_emergency: dict[int, tuple[Join, float]]
     _draining: dict[int, float]
@@ -89,9 +90,18 @@ class BroadcastHandling(abc.ABC):
         return any(s is not None and s.bid == bid for s in (self.output.primary, self.output.secondary))
 
     def _reindex(self) -> None:
-        self._by_ssrc = {
-            ssrc: b.live for b in self.broadcasts.values() if b.live is not None for ssrc in b.live.ssrcs
-        }
+        """Index the SSRCs of every live broadcast, and of forgotten ones the output still plays out of (a
+        programme dropped by a preemption keeps receiving until the new broadcast's first frame)."""
+        live = [*self.broadcasts.values(), *self._handing_over.values()]
+        self._by_ssrc = {ssrc: b.live for b in live if b.live is not None for ssrc in b.live.ssrcs}
+
+    def _release_handovers(self) -> None:
+        """Close the forgotten broadcasts the output no longer plays out of."""
+        done = [bid for bid in self._handing_over if not self._held_by_output(bid)]
+        for bid in done:
+            self._handing_over.pop(bid).close()
+        if done:
+            self._reindex()
 
     # -- broadcasts --------------------------------------------------------------------------------------------
 
@@ -274,7 +284,9 @@ class BroadcastHandling(abc.ABC):
                     self.retired[name] += getattr(stats, name)
                 self.retired["gap_missing"] += broadcast.live.gap_missing
                 self.retired["expected"] += broadcast.live.expected
-            if not self._held_by_output(bid):
+            if self._held_by_output(bid):
+                self._handing_over[bid] = broadcast
+            else:
                 broadcast.close()
             self._reindex()
 

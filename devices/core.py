@@ -191,6 +191,7 @@ class SpeakerCore(BroadcastHandling):
         self.broadcasts: dict[int, Broadcast] = {}
         self.finished = Finished()
         self._by_ssrc: dict[int, LiveStream] = {}
+        self._handing_over: dict[int, Broadcast] = {}  # forgotten, but the output still plays out of them
         self._pending_emergency: dict[int, tuple[Join, float]] = {}
         self._scheduled: dict[int, Play] = {}
         self._deferred_alerts: list[SignedAlert | SignedAlertCancel] = []
@@ -239,7 +240,7 @@ class SpeakerCore(BroadcastHandling):
 
     def reboot(self, now: float) -> None:
         """Restart now (as ``reboot`` does after its delay): runtime state is lost, settings and content stay."""
-        for broadcast in self.broadcasts.values():
+        for broadcast in [*self.broadcasts.values(), *self._handing_over.values()]:
             broadcast.close()
         self.conn.close()
         self.reboots += 1
@@ -253,7 +254,7 @@ class SpeakerCore(BroadcastHandling):
             with contextlib.suppress(LocalProtocolError):
                 self.conn.send(Bye(reason="shutting down"), self._now)
             self._flush()
-        for broadcast in self.broadcasts.values():
+        for broadcast in [*self.broadcasts.values(), *self._handing_over.values()]:
             broadcast.close()
 
     # -- I/O surface -------------------------------------------------------------------------------------------
@@ -474,6 +475,7 @@ class SpeakerCore(BroadcastHandling):
                 break
             for event in events:
                 self._on_output(event, now)
+        self._release_handovers()
         self._flush()
 
     def _on_output(self, event: OutputEvent, now: float) -> None:
