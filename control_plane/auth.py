@@ -47,17 +47,25 @@ ACTIONS = frozenset({
     "users.read", "users.write",
     "audit.read",
     "events.read",
+    "library.read", "library.write", "library.approve",
+    "schedule.read", "schedule.write",
+    "alerts.read", "alerts.write", "alerts.trigger", "authority.read",
+    "reports.read",
 })
 PUBLIC, SELF = "public", "self"
 
 _READ = frozenset({"zones.read", "devices.read", "events.read"})
+_CONTENT = frozenset({"library.read", "schedule.read"})  # the library and the schedule, read only
+_WATCH = frozenset({"alerts.read", "reports.read"})  # alerts in force and the reports of one's area
+_ALERTING = frozenset({"alerts.write", "alerts.trigger", "authority.read"})  # compose, trigger, confirm, cancel
 PERMISSIONS: Mapping[str, frozenset[str]] = {
     "admin": ACTIONS,
-    "noc": _READ | {"devices.enrol", "devices.manage"},   # provincial operations centre: runs the fleet
-    "editor": _READ,                                       # (library items, when the library exists)
-    "approver": _READ,                                     # (approves items and alerts)
-    "scheduler": _READ,                                    # (schedules broadcasts)
-    "viewer": _READ,
+    "noc": _READ | _CONTENT | _WATCH | _ALERTING | {  # provincial operations centre: runs the fleet, alerts
+        "devices.enrol", "devices.manage", "library.write", "library.approve", "schedule.write"},
+    "editor": _READ | _CONTENT | _WATCH | {"library.write"},        # writes, edits and submits library items
+    "approver": _READ | _CONTENT | _WATCH | {"library.approve"},    # approves or rejects items
+    "scheduler": _READ | _CONTENT | _WATCH | {"schedule.write"},    # schedules approved items
+    "viewer": _READ | _CONTENT | _WATCH,
     "vendor": _READ | {"devices.enrol"},                   # installers: enrol devices in their area
 }
 assert set(PERMISSIONS) == set(ROLES)

@@ -127,3 +127,132 @@ def stream_request(app: Any, path: str, headers: dict[str, str] | None = None, *
     import anyio
 
     return anyio.run(_stream_once, app, path, dict(headers or {}), chunks, timeout)
+
+
+class FakeDispatcher:
+    """An :class:`~loa.control_plane.alerts.AlertDispatcher` that records what it is asked to send.
+
+    ``fail`` makes the next ``trigger`` raise it; ``cancel`` raises ``KeyError`` for a bid it never started, as
+    the streamer does.
+    """
+
+    def __init__(self, first_bid: int = 1000) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._next = first_bid
+        self.triggered: list[dict[str, Any]] = []
+        self.cancelled: list[tuple[int, bytes, bytes]] = []
+        self.fail: Exception | None = None
+
+    def allocate_bid(self) -> int:
+        with self._lock:
+            self._next += 1
+            return self._next
+
+    def trigger(self, body: bytes, sig: bytes, *, zones: Any, audio: Any, preroll_ms: int, text: str | None,
+                status: str) -> int:
+        from loa.protocol.alert import decode_alert
+
+        if self.fail is not None:
+            error, self.fail = self.fail, None
+            raise error
+        bid = decode_alert(body).bid
+        with self._lock:
+            self.triggered.append({"body": body, "sig": sig, "zones": tuple(zones), "audio": audio,
+                                   "preroll_ms": preroll_ms, "text": text, "status": status, "bid": bid})
+        return bid
+
+    def cancel(self, bid: int, body: bytes, sig: bytes) -> None:
+        with self._lock:
+            if bid not in {t["bid"] for t in self.triggered}:
+                raise KeyError(bid)
+            self.cancelled.append((bid, body, sig))
+
+
+__all__ += ["FakeDispatcher"]
+
+
+# -- library and schedule -----------------------------------------------------------------------------------------
+
+
+def wav_bytes(seconds: float = 0.5, freq: float = 440.0, *, rate: int = 48_000) -> bytes:
+    """A mono 16-bit WAV file of a sine tone (a stand-in for any upload ffmpeg reads)."""
+    import io
+    import math
+    import struct
+    import wave
+
+    n = round(seconds * rate)
+    frames = b"".join(struct.pack("<h", round(8000 * math.sin(2 * math.pi * freq * i / rate))) for i in range(n))
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(frames)
+    return out.getvalue()
+
+
+def library_item(cp: ControlPlane, *, zone: str | None, state: str = "approved", kind: str = "text",
+                 title: str = "Thông báo", text: str = "Loa phát thanh xã: lịch họp tổ dân phố tối thứ Sáu.",
+                 author: str = "seed-editor", reviewer: str = "seed-approver", cls: int = 0, lvl: int = 0,
+                 duration_s: float = 1.0) -> int:
+    """A library item (text, or audio of a ``duration_s`` tone) brought to ``state`` directly; returns its id."""
+    from loa.control_plane import approval, library, media
+    from loa.control_plane.content import ContentStore
+
+    store = ContentStore(cp.settings.data_dir / "content")
+    content = None
+    if kind == "audio":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            src = Path(folder) / "tone.wav"
+            src.write_bytes(wav_bytes(duration_s, 440.0 + 10 * duration_s))
+            content = media.ingest_audio(store, src, "tone.wav")
+    with cp.db.write() as tx:
+        item = library.create(tx, Actor(author), kind=kind, title=title, cls=cls, lvl=lvl, zone=zone,
+                              content=content, text=text if kind == "text" else None, store=store)
+    steps = {"draft": [], "submitted": ["submit"], "approved": ["submit", "approve"],
+             "rejected": ["submit", "reject"]}[state]
+    for step in steps:
+        with cp.db.write() as tx:
+            who = author if step == "submit" else reviewer
+            approval.transition(tx, Actor(who), item.id, step, reason="chưa đạt" if step == "reject" else None)
+    return item.id
+
+
+class FakeBroadcaster:
+    """A :class:`~loa.control_plane.scheduler.Broadcaster` that records calls; a repeated ``key`` returns the
+    broadcast it already started (as a broadcaster that outlives the scheduler must)."""
+
+    def __init__(self, first_bid: int = 1) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._next = first_bid
+        self.prefetches: list[tuple[Path, tuple[str, ...], Any]] = []
+        self.plays: list[dict[str, Any]] = []
+        self.by_key: dict[str, int] = {}
+        self.fail: Exception | None = None
+
+    def prefetch(self, content_path: Path, zones: Any, at: Any) -> None:
+        with self._lock:
+            self.prefetches.append((content_path, tuple(zones), at))
+
+    def play(self, content_path: Path, zones: Any, at: Any, cls: Any, lvl: Any, policy: Any, *, key: str,  # noqa: PLR0917
+             duration: Any) -> int:
+        with self._lock:
+            self.plays.append({"path": content_path, "zones": tuple(zones), "at": at, "cls": cls, "lvl": lvl,
+                               "policy": policy, "key": key, "duration": duration})
+            if self.fail is not None:
+                error, self.fail = self.fail, None
+                raise error
+            if key not in self.by_key:
+                self.by_key[key] = self._next
+                self._next += 1
+            return self.by_key[key]
+
+
+__all__ += ["FakeBroadcaster", "library_item", "wav_bytes"]

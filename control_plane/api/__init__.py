@@ -18,9 +18,13 @@ from fastapi import FastAPI
 import loa
 from loa.control_plane.api import problems
 from loa.control_plane.api.metrics import Metrics, MetricsMiddleware
+from loa.control_plane.api.routes_alerts import router as alerts_router
 from loa.control_plane.api.routes_audit import router as audit_router
 from loa.control_plane.api.routes_auth import router as auth_router
 from loa.control_plane.api.routes_devices import router as devices_router
+from loa.control_plane.api.routes_library import router as library_router
+from loa.control_plane.api.routes_reports import router as reports_router
+from loa.control_plane.api.routes_schedule import router as schedule_router
 from loa.control_plane.api.routes_system import router as system_router
 from loa.control_plane.api.routes_users import router as users_router
 from loa.control_plane.api.routes_zones import router as zones_router
@@ -28,7 +32,8 @@ from loa.control_plane.settings import ControlPlane, Settings
 
 __all__ = ["ROUTERS", "create_app"]
 
-ROUTERS = (auth_router, users_router, zones_router, devices_router, audit_router, system_router)
+ROUTERS = (auth_router, users_router, zones_router, devices_router, audit_router, system_router, alerts_router,
+           reports_router, library_router, schedule_router)
 
 
 def create_app(settings: Settings | None = None, *, control_plane: ControlPlane | None = None) -> FastAPI:

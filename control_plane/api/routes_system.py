@@ -20,7 +20,7 @@ from loa.control_plane.api.problems import PROBLEM_RESPONSES
 from loa.control_plane.events import Event, Overflow
 
 router = APIRouter(responses=PROBLEM_RESPONSES)
-TOPICS = ("audit", "device.status")
+TOPICS = ("audit", "device.status", "alert", "library.item", "schedule.entry", "schedule.firing")
 TopicList = Annotated[str | None, Query(max_length=200, pattern=r"^[a-z.]+(,[a-z.]+)*$",
                                         description=f"Comma-separated topics, of: {', '.join(TOPICS)}")]
 
@@ -47,7 +47,7 @@ def _frame(event: str, data: object, ident: str | None = None) -> str:
 
 
 @router.get("/events", tags=["events"], response_class=StreamingResponse,
-            responses={200: {"description": "A text/event-stream of `audit`, `device.status` and `overflow` events",
+            responses={200: {"description": "A text/event-stream: `audit`, `device.status`, `alert`, `overflow` events",
                              "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
             **guard("events.read"))
 async def events(request: Request, cp: CP, caller: Caller, topics: TopicList = None,

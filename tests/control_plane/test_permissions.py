@@ -13,6 +13,7 @@ import base64
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,10 @@ from sqlalchemy import select
 
 from loa.control_plane import audit, enrolment, users
 from loa.control_plane.api import ROUTERS, create_app
-from loa.control_plane.auth import PERMISSIONS, ROLES, Actor
+from loa.control_plane.auth import PERMISSIONS, ROLES, Actor, Principal
 from loa.control_plane.db.schema import audit_head
 from loa.control_plane.settings import ControlPlane
-from loa.control_plane.testing import TEST_PASSWORD, Seed, bearer, fast_settings, stream_request
+from loa.control_plane.testing import TEST_PASSWORD, FakeDispatcher, Seed, bearer, fast_settings, stream_request
 
 IN, OUT = "490", "491"          # the caller's scope in the "in" and "out" variants
 HOME = "20194"                   # where every test object lives (inside 490, outside 491)
@@ -43,12 +44,15 @@ class Request:
     params: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Any] | None = None
     stream: bool = False
+    data: dict[str, Any] | None = None  # form fields sent with files
+    audited: bool = True                # False: a POST that only checks (changes nothing, so no audit entry)
 
 
 @dataclass
 class World:
     cp: ControlPlane
     seed: Seed
+    operators: list[Principal] = field(default_factory=list)
 
     def fresh(self) -> str:
         return f"t{next(_numbers)}"
@@ -75,6 +79,30 @@ class World:
         with self.cp.db.write() as tx:
             _, record = enrolment.create_token(tx, Actor("seed"), zone=HOME, ttl=timedelta(hours=1))
         return record.id
+
+
+    def alert(self, state: str = "draft") -> int:
+        """An alert on HOME that seed NOC operators left as a draft, pending approval, or active."""
+        from loa.control_plane import alerts
+
+        while len(self.operators) < 2:
+            principal = users.resolve_token(self.cp.db, self.seed.user(self.fresh(), "noc"))
+            assert principal is not None
+            self.operators.append(principal)
+        first, second = self.operators
+        authority, dispatcher = self.cp.authority, self.cp.alert_dispatcher
+        draft = alerts.AlertDraft(zones=(HOME,), status="exercise", audio=alerts.AlertAudio(ALERT_AUDIO))
+        with self.cp.db.write() as tx:
+            alert_id = alerts.create(tx, first, None, draft).id
+        if state != "draft":
+            alerts.trigger(self.cp.db, first, None, alert_id, two_person=True, authority=authority,
+                           dispatcher=dispatcher)
+        if state == "active":
+            alerts.confirm(self.cp.db, second, None, alert_id, authority=authority, dispatcher=dispatcher)
+        return alert_id
+
+
+ALERT_AUDIO = "ab" * 32
 
 
 def _key() -> str:
@@ -139,8 +167,123 @@ RECIPES: dict[tuple[str, str], tuple[str, Recipe]] = {
     ("GET", "/metrics"): ("none", lambda w, who: Request("/metrics")),
     ("GET", "/events"): ("list", lambda w, who: Request("/events", stream=True)),
     ("GET", "/openapi.json"): ("none", lambda w, who: Request("/openapi.json")),
+    ("GET", "/api/v1/alerts"): ("list", lambda w, who: Request("/api/v1/alerts")),
+    ("POST", "/api/v1/alerts"): ("object", lambda w, who: Request(
+        "/api/v1/alerts", json={"zones": [HOME], "status": "exercise", "content_id": ALERT_AUDIO,
+                                "text": "Diễn tập phòng chống bão"})),
+    ("GET", "/api/v1/alerts/{alert_id}"): ("object", lambda w, who: Request(f"/api/v1/alerts/{w.alert()}")),
+    ("POST", "/api/v1/alerts/{alert_id}/trigger"): ("object", lambda w, who: Request(
+        f"/api/v1/alerts/{w.alert()}/trigger")),
+    ("POST", "/api/v1/alerts/{alert_id}/confirm"): ("object", lambda w, who: Request(
+        f"/api/v1/alerts/{w.alert('pending_approval')}/confirm")),
+    ("POST", "/api/v1/alerts/{alert_id}/cancel"): ("object", lambda w, who: Request(
+        f"/api/v1/alerts/{w.alert('active')}/cancel")),
+    ("GET", "/api/v1/authority"): ("list", lambda w, who: Request("/api/v1/authority")),
+    ("GET", "/api/v1/reports/as-played"): ("list", lambda w, who: Request("/api/v1/reports/as-played")),
+    ("GET", "/api/v1/reports/uptime"): ("list", lambda w, who: Request("/api/v1/reports/uptime")),
+    ("GET", "/api/v1/reports/broadcast-hours"): ("list", lambda w, who: Request("/api/v1/reports/broadcast-hours")),
 }
 
+
+# -- library, approval, playlists, schedule ----------------------------------------------------------------------
+
+_AUDIO: dict[int, int] = {}  # one audio item per world (encoding is the slow part), shared by the playlist recipes
+
+
+def _item(w: World, state: str = "approved") -> int:
+    from loa.control_plane.testing import library_item
+
+    return library_item(w.cp, zone=HOME, state=state)
+
+
+def _audio(w: World) -> int:
+    from loa.control_plane.testing import library_item
+
+    if id(w.cp) not in _AUDIO:
+        _AUDIO[id(w.cp)] = library_item(w.cp, zone=HOME, kind="audio", duration_s=0.2)
+    return _AUDIO[id(w.cp)]
+
+
+def _playlist(w: World) -> int:
+    from loa.control_plane import library
+
+    member = _audio(w)
+    with w.cp.db.write() as tx:
+        return library.create(tx, Actor("seed-editor"), kind="playlist", title="Sáng", cls=0, lvl=0, zone=HOME,
+                              members=[member]).id
+
+
+def _entry_body(w: World, **extra: Any) -> dict[str, Any]:
+    return {"title": "Bản tin", "item": _item(w), "zones": [HOME], "start": f"2099-01-01T{next(_numbers) % 24:02}:00",
+            "duration_ms": 1000, **extra}
+
+
+def _entry(w: World) -> int:
+    from loa.control_plane import recurrence, schedule
+
+    body = _entry_body(w)
+    spec = schedule.EntrySpec(title="Bản tin", item_id=body["item"], targets=(HOME,), duration_ms=1000,
+                              timing=recurrence.make(datetime.fromisoformat(body["start"])))
+    with w.cp.db.write() as tx:
+        return schedule.create(tx, Actor("seed-scheduler"), spec, force=True)[0].id
+
+
+def _upload(name: str, blob: bytes, kind: str) -> dict[str, Any]:
+    return {"file": (name, io.BytesIO(blob), kind)}
+
+
+_FORM = {"title": "Bản tin", "zone": HOME, "level": "commune"}
+_PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")
+_WINDOW = {"since": "2099-01-01T00:00:00+07:00", "until": "2099-01-02T00:00:00+07:00"}
+
+RECIPES.update({
+    ("GET", "/api/v1/library"): ("list", lambda w, who: Request("/api/v1/library")),
+    ("POST", "/api/v1/library/audio"): ("object", lambda w, who: Request(
+        "/api/v1/library/audio", files=_upload("a.wav", _wav(), "audio/wav"), data=_FORM)),
+    ("POST", "/api/v1/library/images"): ("object", lambda w, who: Request(
+        "/api/v1/library/images", files=_upload("a.png", _PNG, "image/png"), data=_FORM)),
+    ("POST", "/api/v1/library/texts"): ("object", lambda w, who: Request(
+        "/api/v1/library/texts", json={"title": "Thông báo", "text": "Họp tổ dân phố", "zone": HOME,
+                                       "level": "commune"})),
+    ("GET", "/api/v1/library/{item_id}"): ("object", lambda w, who: Request(f"/api/v1/library/{_item(w)}")),
+    ("PATCH", "/api/v1/library/{item_id}"): ("object", lambda w, who: Request(
+        f"/api/v1/library/{_item(w, 'draft')}", json={"title": "Tên mới"})),
+    ("DELETE", "/api/v1/library/{item_id}"): ("object", lambda w, who: Request(f"/api/v1/library/{_item(w)}")),
+    ("GET", "/api/v1/library/{item_id}/content"): ("object", lambda w, who: Request(
+        f"/api/v1/library/{_item(w)}/content")),
+    ("POST", "/api/v1/library/{item_id}/submit"): ("object", lambda w, who: Request(
+        f"/api/v1/library/{_item(w, 'draft')}/submit")),
+    ("POST", "/api/v1/library/{item_id}/approve"): ("object", lambda w, who: Request(
+        f"/api/v1/library/{_item(w, 'submitted')}/approve")),
+    ("POST", "/api/v1/library/{item_id}/reject"): ("object", lambda w, who: Request(
+        f"/api/v1/library/{_item(w, 'submitted')}/reject", json={"reason": "Sai chính tả"})),
+    ("GET", "/api/v1/playlists"): ("list", lambda w, who: Request("/api/v1/playlists")),
+    ("POST", "/api/v1/playlists"): ("object", lambda w, who: Request(
+        "/api/v1/playlists", json={"title": "Sáng", "items": [_audio(w)], "zone": HOME, "level": "commune"})),
+    ("GET", "/api/v1/playlists/{playlist_id}"): ("object", lambda w, who: Request(
+        f"/api/v1/playlists/{_playlist(w)}")),
+    ("PATCH", "/api/v1/playlists/{playlist_id}"): ("object", lambda w, who: Request(
+        f"/api/v1/playlists/{_playlist(w)}", json={"title": "Chiều"})),
+    ("GET", "/api/v1/schedule"): ("list", lambda w, who: Request("/api/v1/schedule")),
+    ("POST", "/api/v1/schedule"): ("object", lambda w, who: Request(
+        "/api/v1/schedule", json=_entry_body(w, force=True))),
+    ("POST", "/api/v1/schedule/check"): ("object", lambda w, who: Request(
+        "/api/v1/schedule/check", json=_entry_body(w), audited=False)),
+    ("GET", "/api/v1/schedule/occurrences"): ("list", lambda w, who: Request(
+        "/api/v1/schedule/occurrences", params=_WINDOW)),
+    ("GET", "/api/v1/schedule/{entry_id}"): ("object", lambda w, who: Request(f"/api/v1/schedule/{_entry(w)}")),
+    ("PATCH", "/api/v1/schedule/{entry_id}"): ("object", lambda w, who: Request(
+        f"/api/v1/schedule/{_entry(w)}", json={"title": "Bản tin tối", "force": True})),
+    ("DELETE", "/api/v1/schedule/{entry_id}"): ("object", lambda w, who: Request(f"/api/v1/schedule/{_entry(w)}")),
+    ("GET", "/api/v1/schedule/{entry_id}/firings"): ("object", lambda w, who: Request(
+        f"/api/v1/schedule/{_entry(w)}/firings")),
+})
+
+
+def _wav() -> bytes:
+    from loa.control_plane.testing import wav_bytes
+
+    return wav_bytes(0.2)
 
 def _declared_routes() -> dict[tuple[str, str], str]:
     """(method, path) -> permission, for every route the routers declare."""
@@ -195,6 +338,7 @@ def test_every_route_has_a_recipe_and_a_permission(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, TestClient]]:
     cp = ControlPlane(fast_settings(tmp_path_factory.mktemp("matrix"), module_db_url))
+    cp.alert_dispatcher = FakeDispatcher()
     seed = Seed(cp)
     seed.province()
     app = create_app(control_plane=cp)
@@ -229,12 +373,13 @@ def test_permission_matrix(world: tuple[World, TestClient], method: str, path: s
         text = ""
     else:
         response = client.request(method, request.path, json=request.json, params=request.params,
-                                  files=request.files, headers=headers)
+                                  files=request.files, data=request.data, headers=headers)
         status, text = response.status_code, response.text
     want = expected(DECLARED[(method, path)], kind, role, variant)
     if want is None:
         assert 200 <= status < 300, f"{method} {path} as {role}/{variant}: {status} {text[:300]}"
-        if method != "GET":  # every change is audited, with who and from where, in its own transaction
+        if method != "GET" and request.audited:  # every change is audited, with who and from where, in its own
+            # transaction
             with state.cp.db.read() as conn:
                 new = audit.entries(conn, limit=10)
             new = [e for e in new if e.seq > head]
