@@ -3,7 +3,8 @@ instant, within 1 ms, once their clock estimates have converged.
 
 A device's estimator fits drift from at least 10 s of samples (protocol/clock.py, MIN_DRIFT_SPAN_NS); before that,
 two devices at +100 and -100 ppm part by 0.2 ms every second. The test therefore waits until every estimate's
-drift is within 5 ppm of the device's true drift, as a device does after start, before it measures."""
+drift is within 20 ppm of the device's true drift (then two devices part by at most 0.04 ms a second), as a device
+does after start, before it measures."""
 
 from __future__ import annotations
 
@@ -26,13 +27,13 @@ CLOCKS = [SimulatedClock(100.0, 10.0), SimulatedClock(-100.0, -10.0), SimulatedC
 async def test_devices_with_offset_and_drift_play_each_frame_within_1_ms(anyio_backend: str,
                                                                         tmp_path: Path) -> None:
     site = Site(tmp_path, seed=31)
-    with anyio.fail_after(60):
+    with anyio.fail_after(90):
         async with anyio.create_task_group() as tg:
             await site.start_server(tg)
             devices = [site.add_device("A", clock=clock, record=False) for clock in CLOCKS]
             await wait_for(lambda: all(d.core.statistics().clock_ready for d in devices), 10, "clock sync")
-            await wait_for(lambda: all(abs(d.core.clock.estimator.estimate().drift_ppm - clock.drift_ppm) < 5.0
-                                       for d, clock in zip(devices, CLOCKS, strict=True)), 30, "drift fitted")
+            await wait_for(lambda: all(abs(d.core.clock.estimator.estimate().drift_ppm - clock.drift_ppm) < 20.0
+                                       for d, clock in zip(devices, CLOCKS, strict=True)), 60, "drift fitted")
             bid = site.service.start_broadcast(ToneSource(440.0), ["A"])
             await wait_for(lambda: all(sum(e.bid == bid for e in d.core.log.entries) >= 250 for d in devices), 12,
                            "5 s of programme")
