@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from typing import Final
 
 import av
@@ -31,7 +32,7 @@ from loa.codecs.audio import Audio, SampleType, normalised
 from loa.codecs.errors import ConfigError, IngestError
 from loa.codecs.opus import SAMPLE_RATE
 
-__all__ = ["load_audio"]
+__all__ = ["STREAM_PROTOCOLS", "decode_stream", "load_audio"]
 
 _MAX_BAD_FRACTION: Final = 0.1
 
@@ -118,6 +119,48 @@ def _decode(path: str, limit: int | None) -> npt.NDArray[np.float32]:
         raise IngestError(path, f"damaged audio ({bad} of {good + bad} packets undecodable)")
     samples = np.concatenate(chunks) if len(chunks) != 1 else chunks[0]
     return samples[:limit] if limit is not None else samples
+
+
+STREAM_PROTOCOLS: Final = ("http", "https", "rtsp", "rtp", "udp", "tcp", "tls", "hls")
+
+
+def decode_stream(url: str, *, timeout_s: float = 10.0) -> Iterator[npt.NDArray[np.float32]]:
+    """Decode a live stream (``http(s)://``, ``rtsp://``, ``rtp://``, ``udp://``, HLS) to 48 kHz mono float32
+    chunks as they arrive, for relaying; no loudness normalisation (a live stream has no end to measure).
+
+    Only network protocols are allowed (no local files, no ``concat:``), and a read that stalls for
+    ``timeout_s`` ends the stream. Raises :class:`IngestError` naming the URL when it cannot be opened or has no
+    audio; a stream that breaks later just ends (the iterator stops).
+    """
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme not in STREAM_PROTOCOLS:
+        raise IngestError(url, f"not a stream URL (expected one of {', '.join(STREAM_PROTOCOLS)})")
+    options = {"protocol_whitelist": ",".join((*STREAM_PROTOCOLS, "crypto", "data")),
+               "rw_timeout": str(int(timeout_s * 1_000_000)), "timeout": str(int(timeout_s * 1_000_000))}
+    try:
+        container = av.open(url, "r", options=options, timeout=timeout_s)
+    except av.error.FFmpegError as exc:
+        raise IngestError(url, f"cannot open the stream ({_why(exc)})") from exc
+    with container:
+        if not container.streams.audio:
+            raise IngestError(url, "the stream has no audio")
+        stream = container.streams.audio[0]
+        resampler = _Resampler()
+        chunks: list[npt.NDArray[np.float32]] = []
+        try:
+            for packet in container.demux(stream):
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError:
+                    continue
+                for frame in decoded:
+                    resampler.push(frame, chunks)
+                yield from chunks
+                chunks.clear()
+        except (av.error.FFmpegError, ValueError, OSError):
+            return
+        resampler.push(None, chunks)
+        yield from chunks
 
 
 class _Resampler:

@@ -17,6 +17,7 @@ __all__ = ["audit", "serve"]
 
 DEFAULT_DATA_DIR = "loa-data"
 DEFAULT_HTTP = "127.0.0.1:8080"
+DEFAULT_UDP = "127.0.0.1:4433"
 
 
 def _database_url(data_dir: Path | None, url: str | None, *, must_exist: bool) -> str:
@@ -75,11 +76,11 @@ def verify(data_dir: Path | None, url: str | None, expect_head: str | None) -> N
         sys.exit(1)
 
 
-def _bind(text: str) -> tuple[str, int]:
+def _bind(text: str, option: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise click.BadParameter(f"expected HOST:PORT, got {text!r}", param_hint="--http")
+        raise click.BadParameter(f"expected HOST:PORT, got {text!r}", param_hint=option)
     return host, int(port)
 
 
@@ -89,23 +90,41 @@ def _bind(text: str) -> tuple[str, int]:
 @click.option("--db", "url", metavar="URL", help="Database URL instead of the embedded one (postgresql://...).")
 @click.option("--http", "http", default=DEFAULT_HTTP, show_default=True, metavar="HOST:PORT",
               help="Address of the HTTP API and event stream (port 0: any free port, printed).")
+@click.option("--udp", "udp", default=DEFAULT_UDP, show_default=True, metavar="HOST:PORT",
+              help="Address devices reach the streamer on (0.0.0.0:4433 to serve the LAN).")
+@click.option("--zeroconf", is_flag=True, help="Advertise the streamer on the LAN by DNS-SD (_loa._udp).")
 @click.option("--backend", type=click.Choice(["trio", "asyncio"]), default="trio", show_default=True,
               help="Event loop the server runs on.")
-def serve(data_dir: Path | None, url: str | None, http: str, backend: str) -> None:
-    """Run the control plane: migrate the database, create the first admin on first start, serve the API."""
+def serve(*, data_dir: Path | None, url: str | None, http: str, udp: str, zeroconf: bool, backend: str) -> None:
+    """Run loa: the control plane's HTTP API, the scheduler and the streamer, in one process.
+
+    On first start it creates the database, the first administrator (printing a one-time password), the
+    server key devices are provisioned with, and the alert authority key."""
     from loa.control_plane import users
+    from loa.control_plane.authority import AuthorityError
+    from loa.control_plane.dataplane import DataPlane, DataPlaneSettings
     from loa.control_plane.db import StorageError
     from loa.control_plane.settings import ControlPlane, Settings
+    from loa.streamer.content import ContentError
+    from loa.streamer.keys import KeyFileError, public_base64
 
-    host, port = _bind(http)
+    host, port = _bind(http, "--http")
+    udp_host, udp_port = _bind(udp, "--udp")
     directory = data_dir or Path(os.environ.get("LOA_DATA_DIR", DEFAULT_DATA_DIR))
     listener = _listen(host, port)
     try:
         cp = ControlPlane(Settings(data_dir=directory, database_url=url))
-    except StorageError as exc:
+    except (StorageError, AuthorityError) as exc:
         listener.close()
         raise click.ClickException(str(exc)) from None
     try:
+        try:
+            dataplane = DataPlane(cp, DataPlaneSettings(udp=(udp_host, udp_port), zeroconf=zeroconf))
+            sock = dataplane.open_socket()
+        except (KeyFileError, ContentError) as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve devices on udp {udp}: {exc.strerror or exc}") from None
         first = users.ensure_first_admin(cp.db, cp.passwords)
         if first is not None:
             click.echo("loa: created the first administrator; its password is shown only now:")
@@ -115,8 +134,13 @@ def serve(data_dir: Path | None, url: str | None, http: str, backend: str) -> No
         bound = listener.getsockname()
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         click.echo(f"loa: control plane API on http://{shown}:{bound[1]} (database: {cp.db.dialect})", err=True)
+        udp_bound = sock.getsockname()
+        click.echo(f"loa: devices on udp {udp_bound[0]}:{udp_bound[1]}; server public key "
+                   f"{public_base64(dataplane.public_key)}", err=True)
+        click.echo(f"loa: alert authority public key {cp.authority.public_base64}", err=True)
         sys.stdout.flush()
-        _run(cp, listener, backend)
+        with sock:
+            _run(cp, listener, backend, dataplane, sock)
     finally:
         listener.close()
         cp.close()
@@ -139,33 +163,54 @@ def _listen(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _run(cp: object, listener: socket.socket, backend: str) -> None:
+def _run(cp: object, listener: socket.socket, backend: str, dataplane: object, sock: socket.socket) -> None:
     import anyio
     from hypercorn.config import Config
 
     from loa.control_plane.api import create_app
+    from loa.control_plane.content import ContentStore
+    from loa.control_plane.dataplane import DataPlane
+    from loa.control_plane.scheduler import Scheduler
     from loa.control_plane.settings import ControlPlane
 
     assert isinstance(cp, ControlPlane)
+    assert isinstance(dataplane, DataPlane)
     app = create_app(control_plane=cp)
+    app.state.dataplane = dataplane
     config = Config()
     config.bind = [f"fd://{listener.detach()}"]  # hypercorn takes the socket over
     config.graceful_timeout = 5.0
     config.accesslog = None
+    scheduler = Scheduler(cp.db, ContentStore(cp.settings.data_dir / "content"), dataplane)
 
     async def shutdown_trigger() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
+                dataplane.stop()  # bye to every device; the API stops beside it
                 return
 
     async def main() -> None:
-        if backend == "trio":
-            from hypercorn.trio import serve as serve_trio
+        async with anyio.create_task_group() as tg:
+            await tg.start(dataplane.run, sock)
+            tg.start_soon(scheduler.run)
+            if backend == "trio":
+                from hypercorn.trio import serve as serve_trio
 
-            await serve_trio(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
-        else:
-            from hypercorn.asyncio import serve as serve_asyncio
+                await serve_trio(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+            else:
+                from hypercorn.asyncio import serve as serve_asyncio
 
-            await serve_asyncio(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+                await serve_asyncio(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+            with anyio.move_on_after(5.0):
+                await dataplane.wait_stopped()
+            tg.cancel_scope.cancel()
 
-    anyio.run(main, backend=backend)
+    anyio.run(main, backend=backend, backend_options=_backend_options(backend))
+
+
+def _backend_options(backend: str) -> dict[str, object]:
+    import importlib.util
+
+    if backend == "asyncio" and importlib.util.find_spec("uvloop") is not None:
+        return {"use_uvloop": True}
+    return {}

@@ -1,7 +1,8 @@
 """Content-addressed store of stored programmes (PROTOCOL.md sections 4.9 and 5.8), and fetch rate limits.
 
-A programme is an Ogg Opus file named by its content id ``cid`` = SHA-256 of the whole file. The store is one
-directory holding ``<hex cid>.opus`` files; :meth:`ContentStore.publish` checks a file strictly (mono Ogg Opus,
+A programme is an Ogg Opus file named by its content id ``cid`` = SHA-256 of the whole file; an e-board image
+(PNG or JPEG) is named the same way. The store is one directory holding ``<hex cid>.opus`` and ``.img``
+files; :meth:`ContentStore.publish` checks a file strictly (mono Ogg Opus,
 CRCs, page sequence, end of stream) and copies it in atomically. :meth:`ContentStore.read` serves the byte ranges
 devices ``fetch`` with positioned reads from a small cache of open files, so a large library costs no memory.
 
@@ -25,6 +26,7 @@ from loa.codecs.atomic import atomic_write
 __all__ = ["CHUNK_MAX", "ChunkLimiter", "ContentError", "ContentInfo", "ContentStore"]
 
 CHUNK_MAX = 1024
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
 _OPEN_FILES = 16
 
 
@@ -79,13 +81,47 @@ class ContentStore:
         self._index[cid] = entry
         return entry
 
+    def publish_image(self, path: str | os.PathLike[str], *, name: str | None = None) -> ContentInfo:
+        """Store a PNG or JPEG (for e-boards) under its cid, as :meth:`publish` does a programme."""
+        source = os.fspath(path)
+        try:
+            blob = Path(source).read_bytes()
+        except OSError as exc:
+            raise ContentError(f"cannot read {source!r}: {exc.strerror or exc}") from None
+        if not blob.startswith(IMAGE_MAGIC):
+            raise ContentError(f"{source!r} is not a PNG or JPEG image")
+        cid = hashlib.sha256(blob).digest()
+        target = self.directory / f"{cid.hex()}.img"
+        if not target.exists():
+            try:
+                atomic_write(target, blob)
+            except OSError as exc:
+                raise ContentError(f"cannot store {source!r} in {str(self.directory)!r}: "
+                                   f"{exc.strerror or exc}") from None
+        entry = ContentInfo(cid, len(blob), name if name is not None else Path(source).name[:128], 0, str(target))
+        self._index[cid] = entry
+        return entry
+
     def get(self, cid: bytes) -> ContentInfo | None:
-        """The stored programme ``cid`` (found in the directory if it was published by an earlier run)."""
+        """The stored programme or image ``cid`` (found in the directory if published by an earlier run)."""
         entry = self._index.get(cid)
         if entry is not None:
             return entry
+        if len(cid) != 32:
+            return None
+        image = self.directory / f"{cid.hex()}.img"
+        if image.is_file():
+            try:
+                blob = image.read_bytes()
+            except OSError:
+                return None
+            if hashlib.sha256(blob).digest() != cid:
+                return None
+            entry = ContentInfo(cid, len(blob), image.name, 0, str(image))
+            self._index[cid] = entry
+            return entry
         target = self.directory / f"{cid.hex()}.opus"
-        if len(cid) != 32 or not target.is_file():
+        if not target.is_file():
             return None
         try:
             info, _ = read_ogg_opus(target)

@@ -63,6 +63,7 @@ from loa.protocol.control import (
 from loa.protocol.datagram import classify
 from loa.protocol.errors import RemoteProtocolError
 from loa.protocol.rtcp import GenericNack, ReceiverReport, parse_rtcp
+from loa.streamer.boards import BoardItems
 from loa.streamer.content import ChunkLimiter, ContentError, ContentStore
 from loa.streamer.destinations import Sink
 from loa.streamer.live import LiveBroadcasts
@@ -160,6 +161,8 @@ class StreamerCore:
         self.plays = ScheduledPlays(self.sessions, zones=zones, registry=self.registry, settings=self.settings,
                                     content=content, allocate_bid=self.allocate_bid, events=self._events,
                                     server_time=self.server_time)
+        self.boards = BoardItems(self.sessions, zones=zones, registry=self.registry, content=content,
+                                 server_time=self.server_time)
 
     # -- time and identity -------------------------------------------------------------------------------------
 
@@ -226,13 +229,15 @@ class StreamerCore:
 
     def next_timeout(self) -> float | None:
         """When :meth:`handle_timeout` has work; the frame clocks are separate (:meth:`next_frame_time`)."""
-        times = [self.sessions.next_timeout(), self.live.next_timeout(), self.plays.next_timeout()]
+        times = [self.sessions.next_timeout(), self.live.next_timeout(), self.plays.next_timeout(),
+                 self.boards.next_timeout()]
         return min((t for t in times if t is not None), default=None)
 
     def handle_timeout(self, now: float) -> None:
         self.sessions.handle_timeout(now)
         self.live.handle_timeout(now)
         self.plays.handle_timeout(now)
+        self.boards.handle_timeout(now)
 
     # -- media plane -------------------------------------------------------------------------------------------
 
@@ -289,6 +294,7 @@ class StreamerCore:
                            now)
         self.live.send_state(device, entry, now)
         self.plays.send_state(device, now)
+        self.boards.send_state(device, entry, now)
 
     def on_message(self, device: bytes, message: Message, now: float) -> bool:
         """Act on one message of an enrolled device (hello and bye are the session layer's)."""
@@ -411,6 +417,30 @@ class StreamerCore:
             self.sessions.forget(key, "revoked" if entry is not None else "removed")
         self.live.resync(key, entry, now)
         self.plays.resync(key, entry, now)
+        self.boards.resync(key, entry, now)
+
+    def remove_zone(self, code: str) -> None:
+        """Forget a zone with no zones and no devices in it, and no broadcast aimed at it. ZoneError otherwise."""
+        if any(entry.zone == code for entry in self.registry):
+            raise ZoneError(f"zone {code!r} still has devices")
+        if any(code in b.zones for b in self.broadcasts()) or code in self.boards.target_zones():
+            raise ZoneError(f"zone {code!r} is a target of a running broadcast")
+        self.zones.remove(code)
+
+    def move_zone(self, code: str, parent: str | None, now: float) -> None:
+        """Move a zone (and what lies below it) under ``parent``; its devices get their new zone path and
+        join or leave broadcasts accordingly. ZoneError for an unknown zone, a cycle or too deep a tree."""
+        moved = self.zones.subtree(code)
+        old = self.zones.get(code).parent
+        self.zones.move(code, parent)
+        if any(len(self.zones.path(c)) > MAX_ZONE_DEPTH for c in moved):
+            self.zones.move(code, old)
+            raise ZoneError(f"moving {code!r} under {parent!r} makes the tree deeper than {MAX_ZONE_DEPTH}")
+        for key in sorted(self.registry.in_zones(moved, kinds=("speaker", "board"))):
+            entry = self.registry.entry(key)
+            self._resync(key, entry, now)
+            if entry.enrolled and self.sessions.runtime(key).state_sent:
+                self.sessions.send(key, Config(values=ConfigValues(zones=self.zones.path(entry.zone))), now)
 
     def issue_token(self, zone: str, expires_ns: int, *, kind: str = "speaker") -> str:
         """A one-time enrolment token for ``zone``, valid until server time ``expires_ns`` (section 4.5)."""
@@ -492,6 +522,28 @@ class StreamerCore:
         Members get ``prefetch`` now and ``play`` once they hold the content, or ``settings.play_lead_s`` before
         ``at_ns`` at the latest. ContentError for content not in the store."""
         return self.plays.schedule(cid, zones, at_ns, now, cls=cls, lvl=lvl, policy=policy, name=name)
+
+    def prefetch_content(self, cid: bytes, zones: Sequence[str], now: float) -> int:
+        """Offer stored content ``cid`` to every enrolled speaker of ``zones`` ahead of a :meth:`schedule_play`
+        (``prefetch``; devices fetch it in the background). Returns how many were offered. ContentError for
+        content not in the store, ZoneError for an unknown zone."""
+        return self.plays.prefetch(cid, zones, now)
+
+    def show_board(self, item: int, zones: Sequence[str], now: float, *, cls: int = 0, lvl: int = 0,
+                   text: str | None = None, cid: bytes | None = None, until_ns: int | None = None) -> None:
+        """Show a text and/or stored image on every enrolled e-board of ``zones`` (and later-joining ones) until
+        server time ``until_ns`` (None: until :meth:`clear_board`); see :mod:`loa.streamer.boards`."""
+        self.boards.show(item, zones, now, cls=cls, lvl=lvl, text=text, cid=cid, until_ns=until_ns)
+
+    def clear_board(self, item: int, now: float) -> None:
+        """Take a board item down everywhere. KeyError if unknown."""
+        self.boards.clear(item, now)
+
+    def publish_image(self, path: str | os.PathLike[str], *, name: str | None = None) -> bytes:
+        """Store a PNG or JPEG image for e-boards and return its cid. ContentError if refused."""
+        if self.content is None:
+            raise ContentError("this streamer has no content directory")
+        return self.content.publish_image(path, name=name).cid
 
     # -- observation -------------------------------------------------------------------------------------------
 

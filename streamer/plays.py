@@ -81,7 +81,7 @@ class ScheduledPlays:
     def schedule(self, cid: bytes, zones: Sequence[str], at_ns: int, now: float, *, cls: int, lvl: int,
                  policy: str, name: str | None) -> int:
         info = self.content.get(cid) if self.content is not None else None
-        if info is None:
+        if info is None or info.path.endswith(".img"):
             raise ContentError(f"no stored programme with cid {cid.hex()}")
         targets = check_target(self._zones, zones, cls, lvl, policy)
         bid = self._allocate_bid()
@@ -94,6 +94,20 @@ class ScheduledPlays:
         for key in sorted(self._registry.in_zones(play.covering, kinds=("speaker",))):
             self._add_member(play, key, now)
         return bid
+
+    def prefetch(self, cid: bytes, zones: Sequence[str], now: float) -> int:
+        """Offer ``cid`` to every enrolled speaker of ``zones`` (ahead of its :meth:`schedule`); how many."""
+        info = self.content.get(cid) if self.content is not None else None
+        if info is None or info.path.endswith(".img"):
+            raise ContentError(f"no stored programme with cid {cid.hex()}")
+        keys = sorted(self._registry.in_zones(self._zones.covering(zones), kinds=("speaker",)))
+        message = Prefetch(cid=cid, size=info.size, name=info.name)
+        for key in keys:
+            rt = self._link.runtime(key)
+            rt.prefetched.add(cid)
+            if not rt.have.get(cid):
+                self._link.send_tracked(key, ("prefetch", cid), message, now)
+        return len(keys)
 
     def _add_member(self, play: _Play, key: bytes, now: float) -> None:
         play.members[key] = member_zone(self._zones, play.zones, self._registry.entry(key))

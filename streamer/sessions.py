@@ -304,7 +304,7 @@ class DeviceSessions:
         rt.online = False
         rt.provisional_until = None
         self._hooks.on_offline(device)
-        if self._registry.is_enrolled(device):
+        if device in self._registry:  # enrolled, or revoked just now (provisional sessions are nobody yet)
             self._events.append(DeviceOffline(device, reason))
 
     def _refuse(self, device: bytes, now: float) -> None:

@@ -93,6 +93,30 @@ class ZoneTree:
         if zone.parent is not None:
             self._children[zone.parent].append(zone.code)
 
+    def remove(self, code: str) -> Zone:
+        """Remove a zone that has no zones below it. ZoneError if unknown or not a leaf."""
+        zone = self.get(code)
+        if self._children[code]:
+            raise ZoneError(f"zone {code!r} still has zones below it")
+        del self._zones[code], self._children[code]
+        if zone.parent is not None:
+            self._children[zone.parent].remove(code)
+        return zone
+
+    def move(self, code: str, parent: str | None) -> Zone:
+        """Put ``code`` (and everything below it) under ``parent`` (None: a root). ZoneError for an unknown zone
+        or a move below itself."""
+        zone = self.get(code)
+        if parent is not None and code in self.path(parent):
+            raise ZoneError(f"zone {code!r} cannot move below itself ({parent!r})")
+        if zone.parent is not None:
+            self._children[zone.parent].remove(code)
+        moved = Zone(zone.code, zone.name, parent, zone.level)
+        self._zones[code] = moved
+        if parent is not None:
+            self._children[parent].append(code)
+        return moved
+
     def get(self, code: str) -> Zone:
         try:
             return self._zones[code]
