@@ -51,20 +51,21 @@ ACTIONS = frozenset({
     "schedule.read", "schedule.write",
     "alerts.read", "alerts.write", "alerts.trigger", "authority.read",
     "reports.read",
+    "broadcasts.read", "broadcasts.live",
 })
 PUBLIC, SELF = "public", "self"
 
 _READ = frozenset({"zones.read", "devices.read", "events.read"})
 _CONTENT = frozenset({"library.read", "schedule.read"})  # the library and the schedule, read only
-_WATCH = frozenset({"alerts.read", "reports.read"})  # alerts in force and the reports of one's area
+_WATCH = frozenset({"alerts.read", "reports.read", "broadcasts.read"})  # alerts, broadcasts, reports of one's area
 _ALERTING = frozenset({"alerts.write", "alerts.trigger", "authority.read"})  # compose, trigger, confirm, cancel
 PERMISSIONS: Mapping[str, frozenset[str]] = {
     "admin": ACTIONS,
     "noc": _READ | _CONTENT | _WATCH | _ALERTING | {  # provincial operations centre: runs the fleet, alerts
-        "devices.enrol", "devices.manage", "library.write", "library.approve", "schedule.write"},
+        "devices.enrol", "devices.manage", "library.write", "library.approve", "schedule.write", "broadcasts.live"},
     "editor": _READ | _CONTENT | _WATCH | {"library.write"},        # writes, edits and submits library items
     "approver": _READ | _CONTENT | _WATCH | {"library.approve"},    # approves or rejects items
-    "scheduler": _READ | _CONTENT | _WATCH | {"schedule.write"},    # schedules approved items
+    "scheduler": _READ | _CONTENT | _WATCH | {"schedule.write", "broadcasts.live"},  # schedules; goes live
     "viewer": _READ | _CONTENT | _WATCH,
     "vendor": _READ | {"devices.enrol"},                   # installers: enrol devices in their area
 }

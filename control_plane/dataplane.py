@@ -206,6 +206,7 @@ class DataPlane:
                                     public_key=core.public_key)
         self.service = StreamerService(core, sock, advertiser=advertiser, on_event=self._on_event)
         self.cp.alert_dispatcher = self
+        self.cp.live = self
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._sync_loop)
@@ -217,6 +218,7 @@ class DataPlane:
                 tg.cancel_scope.cancel()
         finally:
             self.cp.alert_dispatcher = None
+            self.cp.live = None
             self._stopped.set()
 
     async def wait_stopped(self) -> None:

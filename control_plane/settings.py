@@ -11,6 +11,7 @@ from pathlib import Path
 from loa.control_plane.alerts import AlertDispatcher
 from loa.control_plane.auth import Passwords
 from loa.control_plane.authority import KEY_FILE, load_authority
+from loa.control_plane.broadcasts import LiveBroadcaster
 from loa.control_plane.db import Database, default_url, utc_now
 from loa.control_plane.events import EventBus
 from loa.control_plane.ratelimit import LimitPolicy, LoginLimiter
@@ -56,6 +57,7 @@ class ControlPlane:
         self.settings = settings
         self.authority = load_authority(settings.authority_key_path())
         self.alert_dispatcher: AlertDispatcher | None = None
+        self.live: LiveBroadcaster | None = None  # the streamer's live broadcasts, when one runs here
         self.bus = EventBus()
         self.db = database or Database.open(settings.url(), clock=settings.clock)
         self.db.publish = self.bus.publish

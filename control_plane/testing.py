@@ -173,6 +173,47 @@ class FakeDispatcher:
 __all__ += ["FakeDispatcher"]
 
 
+class FakeLive:
+    """A :class:`~loa.control_plane.broadcasts.LiveBroadcaster` that logs each broadcast it "starts" the way the
+    data plane does (a broadcast log row) and ends it on ``stop_broadcast`` (KeyError if not running)."""
+
+    def __init__(self, cp: ControlPlane, first_bid: int = 50_000) -> None:
+        import threading
+
+        self.cp = cp
+        self._lock = threading.Lock()
+        self._next = first_bid
+        self.running: set[int] = set()
+        self.started: list[dict[str, Any]] = []
+
+    def start_live(self, source: Any, zones: Any, *, cls: int, lvl: int, policy: str,
+                   title: str) -> tuple[int, tuple[str, int] | None]:
+        from loa.control_plane import asplayed
+
+        with self._lock:
+            self._next += 1
+            bid = self._next
+            self.running.add(bid)
+        with self.cp.db.write() as tx:
+            asplayed.broadcast_started(tx, asplayed.BroadcastStart(
+                bid=bid, kind="relay" if source.url else "live", zones=tuple(zones), at=tx.now, title=title,
+                cls=cls, lvl=lvl))
+        self.started.append({"bid": bid, "source": source, "zones": tuple(zones), "cls": cls, "lvl": lvl,
+                             "policy": policy, "title": title})
+        return bid, (None if source.url else ("127.0.0.1", source.port or 40_000))
+
+    def stop_broadcast(self, bid: int) -> None:
+        from loa.control_plane import asplayed
+
+        with self._lock:
+            self.running.remove(bid)  # KeyError if not running
+        with self.cp.db.write() as tx:
+            asplayed.broadcast_ended(tx, bid, at=tx.now, reason="stopped")
+
+
+__all__ += ["FakeLive"]
+
+
 # -- library and schedule -----------------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from loa.control_plane.api.metrics import Metrics, MetricsMiddleware
 from loa.control_plane.api.routes_alerts import router as alerts_router
 from loa.control_plane.api.routes_audit import router as audit_router
 from loa.control_plane.api.routes_auth import router as auth_router
+from loa.control_plane.api.routes_broadcasts import router as broadcasts_router
 from loa.control_plane.api.routes_devices import router as devices_router
 from loa.control_plane.api.routes_library import router as library_router
 from loa.control_plane.api.routes_reports import router as reports_router
@@ -33,7 +34,7 @@ from loa.control_plane.settings import ControlPlane, Settings
 __all__ = ["ROUTERS", "create_app"]
 
 ROUTERS = (auth_router, users_router, zones_router, devices_router, audit_router, system_router, alerts_router,
-           reports_router, library_router, schedule_router)
+           reports_router, library_router, schedule_router, broadcasts_router)
 
 
 def create_app(settings: Settings | None = None, *, control_plane: ControlPlane | None = None) -> FastAPI:

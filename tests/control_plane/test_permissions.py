@@ -29,7 +29,15 @@ from loa.control_plane.api import ROUTERS, create_app
 from loa.control_plane.auth import PERMISSIONS, ROLES, Actor, Principal
 from loa.control_plane.db.schema import audit_head
 from loa.control_plane.settings import ControlPlane
-from loa.control_plane.testing import TEST_PASSWORD, FakeDispatcher, Seed, bearer, fast_settings, stream_request
+from loa.control_plane.testing import (
+    TEST_PASSWORD,
+    FakeDispatcher,
+    FakeLive,
+    Seed,
+    bearer,
+    fast_settings,
+    stream_request,
+)
 
 IN, OUT = "490", "491"          # the caller's scope in the "in" and "out" variants
 HOME = "20194"                   # where every test object lives (inside 490, outside 491)
@@ -277,7 +285,24 @@ RECIPES.update({
     ("DELETE", "/api/v1/schedule/{entry_id}"): ("object", lambda w, who: Request(f"/api/v1/schedule/{_entry(w)}")),
     ("GET", "/api/v1/schedule/{entry_id}/firings"): ("object", lambda w, who: Request(
         f"/api/v1/schedule/{_entry(w)}/firings")),
+    ("GET", "/api/v1/broadcasts"): ("list", lambda w, who: Request("/api/v1/broadcasts")),
+    ("GET", "/api/v1/broadcasts/{bid}"): ("object", lambda w, who: Request(f"/api/v1/broadcasts/{_live(w)}")),
+    ("POST", "/api/v1/broadcasts"): ("object", lambda w, who: Request(
+        "/api/v1/broadcasts", json={"zones": [HOME], "title": "Đài tỉnh", "url": "http://127.0.0.1:9/live.mp3"})),
+    ("POST", "/api/v1/broadcasts/{bid}/stop"): ("object", lambda w, who: Request(
+        f"/api/v1/broadcasts/{_live(w)}/stop")),
 })
+
+
+def _live(world: World) -> int:
+    """A relay running to HOME."""
+    from loa.control_plane.dataplane import LiveSource
+
+    live = world.cp.live
+    assert live is not None
+    bid, _ = live.start_live(LiveSource(url="http://127.0.0.1:9/x.mp3"), [HOME], cls=0, lvl=0, policy="resume",
+                             title="Đài tỉnh")
+    return bid
 
 
 def _wav() -> bytes:
@@ -339,6 +364,7 @@ def test_every_route_has_a_recipe_and_a_permission(tmp_path: Path) -> None:
 def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, TestClient]]:
     cp = ControlPlane(fast_settings(tmp_path_factory.mktemp("matrix"), module_db_url))
     cp.alert_dispatcher = FakeDispatcher()
+    cp.live = FakeLive(cp)
     seed = Seed(cp)
     seed.province()
     app = create_app(control_plane=cp)
