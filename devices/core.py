@@ -104,7 +104,8 @@ class SpeakerCore(BroadcastHandling):
     ``static_private`` is the device's X25519 key; ``server_public`` the server's; ``authority_keys`` the Ed25519
     public keys alerts must be signed with; ``server_address`` the address media may come from. ``sink``
     receives the output (default: a :class:`~loa.devices.sinks.CounterSink`); ``store`` holds content
-    (default: in memory); ``test_mode`` sends ``played`` reports (the conformance hook). ``lead`` plays frames
+    (default: in memory); ``kind`` and ``caps`` are what ``hello`` says (an e-board: ``"board"``, ``("text",
+    "image")``); ``test_mode`` sends ``played`` reports (the conformance hook). ``lead`` plays frames
     that many seconds before their instant (a sound card's buffer); ``batch`` lets frames be handed out up to
     that late in one go (cheap fleets: counting needs no punctuality). ``count_only`` makes a load-generating
     device for big fleets: RTP packets of joined SSRCs are counted (packets, bytes, sequence gaps) without
@@ -124,6 +125,7 @@ class SpeakerCore(BroadcastHandling):
         model: str = MODEL,
         fw: str = __version__,
         caps: tuple[str, ...] = DEFAULT_CAPS,
+        kind: str = "speaker",
         token: str | None = None,
         test_mode: bool = False,
         lead: float = 0.0,
@@ -145,6 +147,7 @@ class SpeakerCore(BroadcastHandling):
         self.fetcher = Fetcher(self.store)
         self.log = PlayoutLog(log_limit, true_time=true_time)
         self.model, self.fw, self.caps, self.token = model, fw, caps, token
+        self.kind = kind
         self.test_mode = test_mode
         self.lead, self.batch = lead, batch
         self.count_only = count_only
@@ -234,7 +237,7 @@ class SpeakerCore(BroadcastHandling):
         self.boot_at = now
         self.report = ReportSchedule(float(self.settings.get("telemetry_s") or 60), now)
         self.conn.connect(now)
-        self._send(Hello(kind="speaker", model=self.model, fw=self.fw, caps=self.caps, token=self.token), now)
+        self._send(Hello(kind=self.kind, model=self.model, fw=self.fw, caps=self.caps, token=self.token), now)
         self._plan(now)
         self._flush()
 
