@@ -12,6 +12,9 @@ the broadcaster allocated, and hands ``(body, sig)`` to the broadcaster (:class:
 travels inside the signed body and beside it: a relay cannot turn an exercise into an actual alert, and devices
 play exercise and test alerts only where their ``config`` says ``exercise: true`` (PROTOCOL.md 6.4 step 6).
 
+A draft, or a failed alert, can be edited (:func:`edit`); a failed one returns to draft and must be triggered
+(and confirmed) again. Any other state refuses the edit: cancel the alert and compose another.
+
 Cancelling is never gated by a second person: an approved or active alert gets a signed cancel, sent to the
 broadcaster *before* anything is written, so a cancel is as fast as signing and one call; then it is recorded.
 
@@ -61,6 +64,7 @@ __all__ = [
     "cancel",
     "confirm",
     "create",
+    "edit",
     "expire_due",
     "get",
     "list_alerts",
@@ -83,13 +87,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HEX = frozenset("0123456789abcdef")
 
 # state -> event -> next state. "submit": a trigger under the two-person rule; "trigger": one without it;
-# "confirm": the second person's approval; "dispatched"/"dispatch_failed": the broadcaster's answer.
+# "confirm": the second person's approval; "dispatched"/"dispatch_failed": the broadcaster's answer; "edit": a
+# change of the composition (a failed alert returns to draft).
 TRANSITIONS: Mapping[str, Mapping[str, str]] = {
-    "draft": {"submit": "pending_approval", "trigger": "approved", "cancel": "cancelled"},
+    "draft": {"submit": "pending_approval", "trigger": "approved", "cancel": "cancelled", "edit": "draft"},
     "pending_approval": {"confirm": "approved", "cancel": "cancelled"},
     "approved": {"dispatched": "active", "dispatch_failed": "failed", "cancel": "cancelled"},
     "active": {"cancel": "cancelled", "expire": "expired"},
-    "failed": {"submit": "pending_approval", "trigger": "approved", "cancel": "cancelled"},
+    "failed": {"submit": "pending_approval", "trigger": "approved", "cancel": "cancelled", "edit": "draft"},
     "cancelled": {},
     "expired": {},
 }
@@ -401,6 +406,66 @@ def create(tx: Tx, who: Principal, source: str | None, draft: AlertDraft) -> Ale
            lvl=record.lvl, title=record.title, text=record.text, ttl_s=record.ttl_s, preroll_ms=record.preroll_ms,
            content_id=audio.content_id, library_item=audio.library_item, live_port=audio.live_port)
     return record
+
+
+EDITABLE = frozenset({"zones", "status", "cls", "title", "text", "audio", "ttl_s", "preroll_ms"})
+# Set when an alert is approved and dispatched: cleared when a failed alert is edited back to a draft.
+_APPROVAL_FIELDS = ("triggered_by", "triggered_at", "approved_by", "approved_at", "wire_id", "kid", "bid",
+                    "issued_at", "expires_at", "body", "sig", "dispatch_error")
+
+
+def _draft_of(record: AlertRecord) -> AlertDraft:
+    return AlertDraft(zones=record.zones, status=record.status, audio=record.audio, cls=record.cls,
+                      title=record.title, text=record.text, ttl_s=record.ttl_s, preroll_ms=record.preroll_ms)
+
+
+def _flat(draft: AlertDraft) -> dict[str, Any]:
+    return {"zones": list(draft.zones), "status": draft.status, "cls": draft.cls, "title": draft.title,
+            "text": draft.text, "content_id": draft.audio.content_id, "library_item": draft.audio.library_item,
+            "live_port": draft.audio.live_port, "ttl_s": draft.ttl_s, "preroll_ms": draft.preroll_ms}
+
+
+def edit(tx: Tx, who: Principal, source: str | None, alert_id: int, changes: Mapping[str, Any]) -> AlertRecord:
+    """Change the composition of a draft or failed alert: ``changes`` maps :class:`AlertDraft` fields (zones,
+    status, cls, title, text, audio, ttl_s, preroll_ms) to new values; the others stay. The result is checked as
+    :func:`create` checks a draft, and every target zone (old and new) must be in ``who``'s scope.
+
+    A failed alert returns to ``draft``: its signed body, signature, broadcast id, approval and dispatch error
+    are cleared (the audit log keeps them), so it must be triggered, and confirmed, again. In any other state
+    :class:`ConflictError` names the state; on any error nothing is written. The edit is audited
+    (``alert.edit``, with each changed field before and after) and published; a draft edited to what it already
+    says is left as it is, with no audit entry.
+    """
+    unknown = sorted(set(changes) - EDITABLE)
+    if unknown:
+        raise InvalidError(f"these alert fields cannot be edited: {', '.join(unknown)}")
+    record = get(tx.conn, alert_id, for_update=True)
+    require_control(tx.conn, who, record)
+    state = record.state_at(tx.now)
+    if "edit" not in TRANSITIONS[state]:
+        raise ConflictError(f"alert {alert_id} is {state.replace('_', ' ')}: only a draft or a failed alert can be "
+                            "edited; cancel it and compose a new one", extra={"state": state})
+    before = _draft_of(record)
+    draft = _check_draft(replace(before, **changes))
+    draft = replace(draft, zones=tuple(sorted(draft.zones)))  # stored and read back in this order
+    for code in draft.zones:
+        if code not in record.zones:
+            zones.get(tx.conn, code)
+            auth.require_zone(tx.conn, who, code)
+    old, new = _flat(before), _flat(draft)
+    changed = {key: {"before": old[key], "after": new[key]} for key in old if old[key] != new[key]}
+    if not changed and state == "draft":
+        return record
+    if "zones" in changed:
+        tx.conn.execute(alert_zones.delete().where(alert_zones.c.alert_id == alert_id))
+        tx.conn.execute(insert(alert_zones), [{"alert_id": alert_id, "zone": code} for code in draft.zones])
+    values: dict[str, Any] = {key: new[key] for key in ("status", "cls", "title", "text", "content_id",
+                                                       "library_item", "live_port", "ttl_s", "preroll_ms")}
+    if record.state == "failed":
+        values.update(dict.fromkeys(_APPROVAL_FIELDS))
+    edited = _move(tx, record, "edit", **values)
+    _audit(tx, who.username, source, "alert.edit", edited, was=record.state, changes=changed)
+    return edited
 
 
 def trigger(db: Database, who: Principal, source: str | None, alert_id: int, *, two_person: bool,

@@ -25,7 +25,18 @@ from sqlalchemy import update as sql_update
 from loa.control_plane import audit
 from loa.control_plane.auth import Actor
 from loa.control_plane.db import Tx
-from loa.control_plane.db.schema import CODE_LEN, NAME_LEN, devices, enrolment_tokens, users, zones
+from loa.control_plane.db.schema import (
+    CODE_LEN,
+    NAME_LEN,
+    alert_zones,
+    alerts,
+    devices,
+    enrolment_tokens,
+    library_items,
+    schedule_targets,
+    users,
+    zones,
+)
 from loa.control_plane.errors import ConflictError, InvalidError, NotFoundError
 
 __all__ = [
@@ -41,6 +52,7 @@ __all__ = [
     "delete",
     "get",
     "list_zones",
+    "references",
     "subtree",
     "subtree_codes",
     "update",
@@ -123,9 +135,10 @@ def ancestors(conn: Connection, code: str) -> tuple[str, ...]:
 
 
 def subtree_codes(code: str) -> Select[tuple[str]]:
-    """A SELECT of ``code`` and every zone code below it (for ``IN (...)`` filters)."""
+    """A SELECT of ``code`` and every zone code below it (for ``IN (...)`` filters). Its CTE is nested inside
+    it, so that one query may hold several (a scope and a ``zone`` filter) without their names clashing."""
     start = select(zones.c.code, literal(0).label("depth")).where(zones.c.code == code)
-    down = start.cte("down", recursive=True)
+    down = start.cte("down", recursive=True, nesting=True)
     child = zones.alias("c")
     down = down.union_all(
         select(child.c.code, down.c.depth + 1)
@@ -235,21 +248,48 @@ def _count(conn: Connection, column: Any, code: str) -> int:
     return int(conn.execute(select(func.count()).where(column == code)).scalar_one())
 
 
-def delete(tx: Tx, actor: Actor, code: str) -> None:
-    """Delete an empty zone: one with no child zones, devices, users or enrolment tokens."""
-    current = get(tx.conn, code)
-    uses = {
-        "child zones": _count(tx.conn, zones.c.parent, code),
-        "devices": _count(tx.conn, devices.c.zone, code),
-        "users": _count(tx.conn, users.c.scope, code),
-        "enrolment tokens": _count(tx.conn, enrolment_tokens.c.zone, code),
+# Alerts in these states still act on their zones; cancelled and expired ones are records that outlive a zone.
+OPEN_ALERT_STATES = ("draft", "pending_approval", "approved", "failed")
+
+
+def references(conn: Connection, code: str, now: datetime) -> dict[str, int]:
+    """What still refers to zone ``code``, counted per kind (every kind, zeros included): child zones, devices,
+    users (scope), enrolment tokens, library items (owner zone), schedule entries (a target) and open alerts (a
+    target of a draft, pending, approved, failed or unexpired active alert)."""
+    open_alerts = (select(func.count(func.distinct(alert_zones.c.alert_id)))
+                   .select_from(alert_zones.join(alerts, alerts.c.id == alert_zones.c.alert_id))
+                   .where(alert_zones.c.zone == code,
+                          or_(alerts.c.state.in_(OPEN_ALERT_STATES),
+                              and_(alerts.c.state == "active", alerts.c.expires_at > now))))
+    return {
+        "child zones": _count(conn, zones.c.parent, code),
+        "devices": _count(conn, devices.c.zone, code),
+        "users": _count(conn, users.c.scope, code),
+        "enrolment tokens": _count(conn, enrolment_tokens.c.zone, code),
+        "library items": _count(conn, library_items.c.zone, code),
+        "schedule entries": _count(conn, schedule_targets.c.zone, code),
+        "alerts": int(conn.execute(open_alerts).scalar_one()),
     }
-    in_use = [f"{n} {what}" for what, n in uses.items() if n]
-    if in_use:
-        raise ConflictError(f"zone {code!r} still has {', '.join(in_use)}: move or remove them first")
+
+
+def delete(tx: Tx, actor: Actor, code: str) -> None:
+    """Delete a zone nothing refers to (:func:`references`). Otherwise :class:`ConflictError` whose detail names
+    each kind with its count, also given as ``used_by`` (kind -> count, only kinds with a count)."""
+    current = get(tx.conn, code)
+    uses = {what: n for what, n in references(tx.conn, code, tx.now).items() if n}
+    if uses:
+        listed = ", ".join(f"{n} {_singular(what) if n == 1 else what}" for what, n in uses.items())
+        hint = " (cancel or finish the alerts)" if "alerts" in uses else ""
+        raise ConflictError(f"zone {code!r} is still referred to by {listed}: move or remove them first{hint}",
+                            extra={"used_by": uses})
     tx.conn.execute(zones.delete().where(zones.c.code == code))
     audit.record(tx, actor=actor.name, source=actor.source, action="zone.delete", target=code,
                  details=current.as_dict())
+
+
+def _singular(kind: str) -> str:
+    return {"child zones": "child zone", "devices": "device", "users": "user", "enrolment tokens": "enrolment token",
+            "library items": "library item", "schedule entries": "schedule entry", "alerts": "alert"}[kind]
 
 
 def apply_rows(tx: Tx, rows: Sequence[ZoneRecord], existing: dict[str, Any]) -> tuple[int, int, int]:

@@ -52,6 +52,58 @@ class AlertCreate(m.Strict):
         return self
 
 
+AUDIO_FIELDS = frozenset({"content_id", "library_item", "live_port"})
+
+
+class AlertPatch(m.Strict):
+    """A change to a draft or failed alert: fields left out stay as they are. The audio is replaced as a whole
+    when any of ``content_id``, ``library_item``, ``live_port`` is given; ``text`` null (explicitly) removes the
+    board text."""
+
+    zones: Annotated[list[m.Code], Field(min_length=1, max_length=alerts.MAX_ZONES)] | None = None
+    status: Status | None = None
+    cls: ClassName | None = Field(None, alias="class")
+    title: m.Label | None = None
+    text: Annotated[str | None, Field(max_length=alerts.MAX_TEXT_BYTES,
+                                      description="E-board text, at most 512 bytes of UTF-8")] = None
+    content_id: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
+    library_item: Annotated[int | None, Field(ge=1, le=2**31 - 1)] = None
+    live_port: Annotated[int | None, Field(ge=1, le=65_535)] = None
+    expires_in_s: Annotated[int | None, Field(ge=alerts.MIN_TTL_S, le=alerts.MAX_TTL_S)] = None
+    preroll_ms: Annotated[int | None, Field(ge=0, le=alerts.MAX_PREROLL_MS)] = None
+
+    @model_validator(mode="after")
+    def _one_audio(self) -> AlertPatch:
+        if self.model_fields_set & AUDIO_FIELDS:
+            if (self.content_id is None) == (self.live_port is None):
+                raise ValueError("to replace the audio give content_id (with library_item, if any) or live_port")
+            if self.live_port is not None and self.library_item is not None:
+                raise ValueError("library_item goes with content_id")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The :class:`~loa.control_plane.alerts.AlertDraft` fields this patch sets."""
+        given = self.model_fields_set
+        out: dict[str, Any] = {}
+        if self.zones is not None:
+            out["zones"] = tuple(self.zones)
+        if self.status is not None:
+            out["status"] = self.status
+        if self.cls is not None:
+            out["cls"] = alerts.CLASSES.index(self.cls)
+        if self.title is not None:
+            out["title"] = self.title
+        if "text" in given:
+            out["text"] = self.text
+        if given & AUDIO_FIELDS:
+            out["audio"] = alerts.AlertAudio(self.content_id, self.library_item, self.live_port)
+        if self.expires_in_s is not None:
+            out["ttl_s"] = self.expires_in_s
+        if self.preroll_ms is not None:
+            out["preroll_ms"] = self.preroll_ms
+        return out
+
+
 class AlertOut(BaseModel):
     id: int
     state: State = Field(description="As of now: an active alert past its expiry shows as expired")
@@ -165,6 +217,17 @@ def get_alert(alert_id: AlertId, cp: CP, caller: Caller) -> AlertOut:
     with cp.db.read() as conn:
         record = alerts.get(conn, alert_id)
         alerts.require_visible(conn, caller, record)
+    return _out(cp, record)
+
+
+@router.patch("/api/v1/alerts/{alert_id}", response_model=AlertOut, response_model_by_alias=True,
+              **guard("alerts.write"))
+def patch_alert(alert_id: AlertId, body: AlertPatch, cp: CP, caller: Caller, source: Source) -> AlertOut:
+    """Edit a draft (or failed) alert whose zones, old and new, are all in my scope; fields left out stay. A
+    failed alert returns to draft (its signature and dispatch record cleared): trigger it again. Any other
+    state: 409 naming it (cancel the alert and compose another)."""
+    with cp.db.write() as tx:
+        record = alerts.edit(tx, caller, source, alert_id, body.changes())
     return _out(cp, record)
 
 

@@ -90,7 +90,8 @@ def patch_zone(code: ZoneCode, body: m.ZonePatch, cp: CP, caller: Caller, source
 
 @router.delete("/{code}", status_code=204, response_class=Response, **guard("zones.write"))
 def delete_zone(code: ZoneCode, cp: CP, caller: Caller, source: Source) -> Response:
-    """Delete a zone that has no child zones, devices, users or enrolment tokens."""
+    """Delete a zone nothing refers to. Otherwise 409 naming what does, with a count per kind (child zones,
+    devices, users, enrolment tokens, library items, schedule entries, open alerts), also as ``used_by``."""
     with cp.db.write() as tx:
         zones.get(tx.conn, code)
         auth.require_zone(tx.conn, caller, code)

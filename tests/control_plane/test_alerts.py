@@ -22,7 +22,7 @@ from loa.control_plane.api import create_app
 from loa.control_plane.auth import Principal
 from loa.control_plane.db.schema import alerts as alerts_table
 from loa.control_plane.db.schema import broadcast_log
-from loa.control_plane.errors import ConflictError
+from loa.control_plane.errors import ConflictError, InvalidError
 from loa.control_plane.settings import ControlPlane
 from loa.control_plane.testing import FakeDispatcher, Seed, bearer, fast_settings
 from loa.protocol.alert import should_play, verify_alert, verify_cancel
@@ -425,6 +425,127 @@ def test_alert_events_reach_the_bus(env: Env) -> None:
     assert seen[-1].data["bid"] == active["bid"]
 
 
+# -- editing drafts ---------------------------------------------------------------------------------------------
+
+def _head(env: Env) -> int:
+    with env.cp.db.read() as conn:
+        return audit.verify(conn).head_seq
+
+
+def test_a_draft_is_edited_field_by_field_and_audited(env: Env) -> None:
+    draft = env.create(**{"class": "priority"}, expires_in_s=600)
+    response = env.client.patch(f"/api/v1/alerts/{draft['id']}", headers=env.as_("minh"), json={
+        "zones": ["20195", "20194", "20194"], "status": "exercise", "title": "Diễn tập bão", "preroll_ms": 3000})
+    assert response.status_code == 200, response.text
+    edited = response.json()
+    assert edited["zones"] == ["20194", "20195"]
+    assert (edited["status"], edited["title"], edited["preroll_ms"]) == ("exercise", "Diễn tập bão", 3000)
+    assert (edited["class"], edited["expires_in_s"], edited["text"]) == ("priority", 600, TEXT)  # left out: kept
+    assert (edited["content_id"], edited["state"], edited["created_by"]) == (CONTENT, "draft", "lan")
+    with env.cp.db.read() as conn:
+        entry = audit.entries(conn, target=f"alert:{draft['id']}", limit=1)[0]
+        assert audit.verify(conn).ok
+    assert (entry.action, entry.actor) == ("alert.edit", "minh")
+    assert entry.details["changes"] == {
+        "zones": {"before": ["20194"], "after": ["20194", "20195"]},
+        "status": {"before": "actual", "after": "exercise"},
+        "title": {"before": "Bão số 3", "after": "Diễn tập bão"},
+        "preroll_ms": {"before": 0, "after": 3000}}
+    head = _head(env)
+    same = env.client.patch(f"/api/v1/alerts/{draft['id']}", headers=env.as_("lan"), json={"status": "exercise"})
+    assert same.status_code == 200
+    assert _head(env) == head  # nothing changed: no audit entry
+    live = env.client.patch(f"/api/v1/alerts/{draft['id']}", headers=env.as_("lan"),
+                            json={"live_port": 5004, "text": None}).json()
+    assert (live["content_id"], live["library_item"], live["live_port"], live["text"]) == (None, None, 5004, None)
+    stored = env.client.patch(f"/api/v1/alerts/{draft['id']}", headers=env.as_("lan"),
+                              json={"content_id": CONTENT, "library_item": 9}).json()
+    assert (stored["content_id"], stored["library_item"], stored["live_port"]) == (CONTENT, 9, None)
+    active = env.post(draft["id"], "trigger", "lan")
+    assert env.post(active["id"], "confirm", "minh")["state"] == "active"
+    sent = env.dispatcher.triggered[-1]
+    assert sent["zones"] == ("20194", "20195")
+    assert sent["status"] == "exercise"
+    assert sent["audio"] == alerts.AlertAudio(CONTENT, 9, None)
+
+
+def test_only_a_draft_or_failed_alert_can_be_edited(env: Env) -> None:
+    pending = env.create(trigger=True)
+    active = env.active(expires_in_s=600)
+    cancelled = env.create()
+    env.post(cancelled["id"], "cancel", "lan")
+    expiring = env.active(expires_in_s=60)
+    env.clock.advance(seconds=61)
+    head = _head(env)
+    for alert_id, state in ((pending["id"], "pending approval"), (active["id"], "active"),
+                            (cancelled["id"], "cancelled"), (expiring["id"], "expired")):
+        response = env.client.patch(f"/api/v1/alerts/{alert_id}", headers=env.as_("lan"), json={"text": "khác"})
+        assert response.status_code == 409, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert f"alert {alert_id} is {state}:" in response.json()["detail"]
+        assert response.json()["state"] == state.replace(" ", "_")
+        assert env.client.get(f"/api/v1/alerts/{alert_id}", headers=env.as_("lan")).json()["text"] == TEXT
+    assert _head(env) == head
+
+
+def test_a_failed_alert_edited_returns_to_draft_and_is_signed_afresh(env: Env) -> None:
+    env.dispatcher.fail = RuntimeError("streamer unreachable")
+    pending = env.create(trigger=True)
+    failed = env.post(pending["id"], "confirm", "minh")
+    assert failed["state"] == "failed"
+    edited = env.client.patch(f"/api/v1/alerts/{failed['id']}", headers=env.as_("lan"),
+                              json={"text": "Bão đã đổi hướng: tiếp tục theo dõi thông báo."}).json()
+    assert edited["state"] == "draft"
+    for field in ("triggered_by", "approved_by", "wire_id", "kid", "bid", "body", "sig", "dispatch_error",
+                  "issued_at", "expires_at"):
+        assert edited[field] is None, field
+    assert _audit_actions(env, failed["id"])[-1] == ("alert.edit", "lan")
+    with env.cp.db.read() as conn:
+        entry = audit.entries(conn, target=f"alert:{failed['id']}", limit=1)[0]
+    assert entry.details["was"] == "failed"
+    env.post(failed["id"], "confirm", "minh", 409)  # a draft again: the two-person rule starts over
+    env.post(failed["id"], "trigger", "lan")
+    active = env.post(failed["id"], "confirm", "minh")
+    assert active["state"] == "active"
+    assert active["bid"] != failed["bid"]
+    sent = verify_alert(base64.b64decode(active["body"]), base64.b64decode(active["sig"]), _trusted(env),
+                        now=int(START.timestamp()) * 10**9, zone_path=("48", "490", "20194"), seen_ids=set())
+    assert sent.text == "Bão đã đổi hướng: tiếp tục theo dõi thông báo."
+
+
+@pytest.mark.parametrize(("who", "body", "status"), [
+    ("khe", {"text": "x"}, 403),                                   # the alert's zone is outside 491
+    ("xa", {"zones": ["20194", "20227"]}, 403),                    # a new zone outside the editor's scope
+    ("nhin", {"text": "x"}, 403),                                  # a viewer: no alerts.write
+    ("lan", {"zones": []}, 422),
+    ("lan", {"zones": ["nowhere"]}, 404),
+    ("lan", {"content_id": CONTENT, "live_port": 5004}, 422),
+    ("lan", {"library_item": 3}, 422),                             # a library item goes with its content id
+    ("lan", {"live_port": 5004, "library_item": 3}, 422),
+    ("lan", {"text": "đ" * 300}, 422),                             # 600 bytes of UTF-8
+    ("lan", {"text": "a\x00b"}, 422),
+    ("lan", {"expires_in_s": 10}, 422),
+    ("lan", {"state": "active"}, 422),                             # not a field of a composition
+    ("lan", {"status": "urgent"}, 422),
+])
+def test_edits_are_checked_and_refusals_change_nothing(env: Env, who: str, body: dict[str, Any], status: int) -> None:
+    draft = env.create(who="xa")
+    head = _head(env)
+    response = env.client.patch(f"/api/v1/alerts/{draft['id']}", headers=env.as_(who), json=body)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert _head(env) == head
+    assert env.client.get(f"/api/v1/alerts/{draft['id']}", headers=env.as_("root")).json() == draft
+    missing = env.client.patch("/api/v1/alerts/999999", headers=env.as_("lan"), json={"text": "x"})
+    assert missing.status_code == 404
+
+
+def test_the_domain_edit_refuses_fields_outside_a_composition(env: Env) -> None:
+    draft = env.create()
+    with pytest.raises(InvalidError, match="cannot be edited: bid"), env.cp.db.write() as tx:
+        alerts.edit(tx, env.principal("lan"), None, draft["id"], {"bid": 7})
+
+
 # -- the state table --------------------------------------------------------------------------------------------
 
 EVENTS = sorted({event for moves in alerts.TRANSITIONS.values() for event in moves})
@@ -438,6 +559,8 @@ def test_the_state_table() -> None:
     assert into_approved == {("draft", "trigger"), ("failed", "trigger"), ("pending_approval", "confirm")}
     into_active = {(s, e) for s, moves in alerts.TRANSITIONS.items() for e, t in moves.items() if t == "active"}
     assert into_active == {("approved", "dispatched")}
+    editable = {s: moves["edit"] for s, moves in alerts.TRANSITIONS.items() if "edit" in moves}
+    assert editable == {"draft": "draft", "failed": "draft"}
 
 
 @given(st.lists(st.sampled_from(EVENTS), max_size=12))

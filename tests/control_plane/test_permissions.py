@@ -180,6 +180,8 @@ RECIPES: dict[tuple[str, str], tuple[str, Recipe]] = {
         "/api/v1/alerts", json={"zones": [HOME], "status": "exercise", "content_id": ALERT_AUDIO,
                                 "text": "Diễn tập phòng chống bão"})),
     ("GET", "/api/v1/alerts/{alert_id}"): ("object", lambda w, who: Request(f"/api/v1/alerts/{w.alert()}")),
+    ("PATCH", "/api/v1/alerts/{alert_id}"): ("object", lambda w, who: Request(
+        f"/api/v1/alerts/{w.alert()}", json={"text": "Diễn tập sơ tán", "preroll_ms": 2000})),
     ("POST", "/api/v1/alerts/{alert_id}/trigger"): ("object", lambda w, who: Request(
         f"/api/v1/alerts/{w.alert()}/trigger")),
     ("POST", "/api/v1/alerts/{alert_id}/confirm"): ("object", lambda w, who: Request(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -212,3 +213,97 @@ def test_a_large_province_imports_quickly(db: Database) -> None:
     assert report.created == 1 + 10 + 200 + 4000
     with db.read() as conn:
         assert len(zones.subtree(conn, "d3", limit=10_000)) == 1 + 20 + 400
+
+
+def test_a_zone_in_use_names_every_kind_that_refers_to_it(cp: Any, seed: Any, client: Any) -> None:
+    from loa.control_plane.testing import FakeDispatcher, bearer, library_item
+
+    seed.province()
+    root = bearer(seed.user("root", "admin"))
+    cp.alert_dispatcher = FakeDispatcher()
+    devices = [seed.device("20195"), seed.device("20195")]
+    owned = library_item(cp, zone="20195")
+    programme = library_item(cp, zone="490")
+    entry = client.post("/api/v1/schedule", headers=root, json={
+        "title": "Bản tin", "item": programme, "zones": ["20195", "20194"], "start": "2099-01-01T06:00",
+        "duration_ms": 1000}).json()["entry"]["id"]
+    alert_body = {"zones": ["20195"], "status": "exercise", "live_port": 5004}
+    open_alert = client.post("/api/v1/alerts", headers=root, json=alert_body).json()["id"]
+    closed = client.post("/api/v1/alerts", headers=root, json=alert_body).json()["id"]
+    assert client.post(f"/api/v1/alerts/{closed}/cancel", headers=root).status_code == 200
+
+    def refused() -> dict[str, Any]:
+        response = client.delete("/api/v1/zones/20195", headers=root)
+        assert response.status_code == 409, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        return dict(response.json())
+
+    first = refused()
+    assert first["detail"] == ("zone '20195' is still referred to by 2 devices, 1 library item, 1 schedule entry, "
+                               "1 alert: move or remove them first (cancel or finish the alerts)")
+    assert first["used_by"] == {"devices": 2, "library items": 1, "schedule entries": 1, "alerts": 1}
+    for device in devices:
+        assert client.patch(f"/api/v1/devices/{device}", headers=root, json={"zone": "20194"}).status_code == 200
+    assert client.delete(f"/api/v1/library/{owned}", headers=root).status_code == 204
+    assert refused()["used_by"] == {"schedule entries": 1, "alerts": 1}
+    assert client.post(f"/api/v1/alerts/{open_alert}/trigger", headers=root).status_code == 200
+    assert refused()["used_by"] == {"schedule entries": 1, "alerts": 1}  # pending approval: still open
+    assert client.post(f"/api/v1/alerts/{open_alert}/cancel", headers=root).status_code == 200
+    assert refused()["detail"] == ("zone '20195' is still referred to by 1 schedule entry: "
+                                   "move or remove them first")
+    assert client.delete(f"/api/v1/schedule/{entry}", headers=root).status_code == 204
+    assert client.delete("/api/v1/zones/20195", headers=root).status_code == 204
+    with cp.db.read() as conn:
+        assert audit.entries(conn, limit=1)[0].action == "zone.delete"
+        assert audit.verify(conn).ok
+        assert "20195" not in {z.code for z in zones.list_zones(conn)}
+
+
+def test_references_count_every_kind_and_active_alerts_until_they_expire(db: Database) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from loa.control_plane.db.schema import alert_zones, alerts
+
+    _import(db, CSV)
+    with db.write() as tx:
+        now = tx.now
+        for state, expires in (("active", now + timedelta(minutes=5)), ("active", now - timedelta(seconds=1)),
+                               ("expired", now - timedelta(minutes=5)), ("failed", None)):
+            alert_id = tx.conn.execute(insert(alerts).values(
+                state=state, status="test", cls=2, lvl=3, live_port=5004, ttl_s=60, preroll_ms=0,
+                created_by="t", created_at=now, updated_at=now, expires_at=expires)).inserted_primary_key[0]
+            tx.conn.execute(insert(alert_zones).values(alert_id=alert_id, zone="491"))
+    with db.read() as conn:
+        counts = zones.references(conn, "491", now)
+        assert set(counts) == {"child zones", "devices", "users", "enrolment tokens", "library items",
+                               "schedule entries", "alerts"}
+        assert counts["alerts"] == 2  # the unexpired active one and the failed one
+        assert sum(counts.values()) == 2
+        assert zones.references(conn, "490", now)["child zones"] == 1
+
+
+def test_a_scoped_user_can_filter_by_a_zone_in_every_list(cp: Any, seed: Any, client: Any) -> None:
+    """Two subtree filters (the caller's scope and ``zone``) in one query: each CTE is nested in its own
+    subquery, so their names do not clash (this was a 500 on three routes)."""
+    from loa.control_plane.testing import FakeDispatcher, bearer
+
+    seed.province()
+    cp.alert_dispatcher = FakeDispatcher()
+    noc = bearer(seed.user("noc", "noc", "48"))
+    inside = seed.device("20194-01")
+    seed.device("20195")
+    seed.device("20227-01")
+    alert = client.post("/api/v1/alerts", headers=noc, json={"zones": ["20194-02"], "status": "test",
+                                                              "live_port": 5004}).json()["id"]
+    client.post("/api/v1/alerts", headers=noc, json={"zones": ["491"], "status": "test", "live_port": 5004})
+    devices = client.get("/api/v1/devices", params={"zone": "20194"}, headers=noc)
+    assert devices.status_code == 200, devices.text
+    assert [d["id"] for d in devices.json()["items"]] == [inside]
+    assert len(client.get("/api/v1/devices", params={"zone": "490"}, headers=noc).json()["items"]) == 2
+    alerts = client.get("/api/v1/alerts", params={"zone": "20194"}, headers=noc)
+    assert alerts.status_code == 200, alerts.text
+    assert [a["id"] for a in alerts.json()["items"]] == [alert]
+    played = client.get("/api/v1/reports/as-played", params={"zone": "20194"}, headers=noc)
+    assert played.status_code == 200, played.text
