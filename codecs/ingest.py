@@ -83,7 +83,8 @@ def _why(exc: av.error.FFmpegError) -> str:
 def _decode(path: str, limit: int | None) -> npt.NDArray[np.float32]:
     """Decode the first audio stream to one float32 48 kHz mono array (at most ``limit`` samples)."""
     try:
-        container = av.open("file:" + os.path.abspath(path), "r", options={"protocol_whitelist": "file"})
+        container = av.open("file:" + os.path.abspath(path), "r", options={"protocol_whitelist": "file"},
+                            metadata_errors="replace")  # tags are the file's bytes: never fail on their encoding
     except av.error.FFmpegError as exc:
         raise IngestError(path, f"not an audio file ({_why(exc)})") from exc
     chunks: list[npt.NDArray[np.float32]] = []
@@ -138,7 +139,7 @@ def decode_stream(url: str, *, timeout_s: float = 10.0) -> Iterator[npt.NDArray[
     options = {"protocol_whitelist": ",".join((*STREAM_PROTOCOLS, "crypto", "data")),
                "rw_timeout": str(int(timeout_s * 1_000_000)), "timeout": str(int(timeout_s * 1_000_000))}
     try:
-        container = av.open(url, "r", options=options, timeout=timeout_s)
+        container = av.open(url, "r", options=options, timeout=timeout_s, metadata_errors="replace")
     except av.error.FFmpegError as exc:
         raise IngestError(url, f"cannot open the stream ({_why(exc)})") from exc
     with container:

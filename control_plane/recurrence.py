@@ -128,6 +128,8 @@ def check_rrule(text: str, start_local: datetime, tz: str) -> str:
                            f"{MAX_RULE_LEN} characters")
     if "DTSTART" in rule_text or "TZID" in rule_text:
         raise InvalidError("rrule: give the start as `start`, not inside the rule")
+    if any(p.startswith("INTERVAL=") and not (p[9:].isdigit() and int(p[9:]) > 0) for p in rule_text.split(";")):
+        raise InvalidError("rrule: INTERVAL must be a positive whole number")  # dateutil loops forever on 0
     start = start_local.replace(tzinfo=ZoneInfo(check_tz(tz)))
     rule = _parse(rule_text, start)
     if _parts(rule_text).get("FREQ") not in _FREQS:

@@ -144,8 +144,8 @@ def _parse(data: bytes) -> tuple[list[ImportRow], _Errors, set[str]]:
             row = _row(line, cells, columns, errors)
             if row is not None:
                 rows.append(row)
-            elif cells and cells[0].strip():
-                bad_codes.add(cells[(columns or {}).get("code", 0)].strip() if columns else cells[0].strip())
+            elif cells and cells[0].strip() and (at := columns["code"] if columns else 0) < len(cells):
+                bad_codes.add(cells[at].strip())
     except csv.Error as exc:
         errors.add(first_line, f"malformed CSV: {exc}")
     if not rows and not errors.total:

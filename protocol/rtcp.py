@@ -12,7 +12,7 @@ and returns nothing on failure (a compound packet is accepted whole or not at al
 * ``MalformedError`` for a version other than 2, or padding on a packet that is not the last;
 * ``UnknownTypeError`` for a packet type outside 200..207, or PT 205 with a FMT other than 1;
 * ``BadLengthError`` when a length field disagrees with the content (report count, SDES chunks, NACK with no
-  FCI, trailing bytes) or a padding count is zero or too large.
+  FCI or a partial one, trailing bytes) or a padding count is zero or too large.
 
 The builders raise :class:`~loa.protocol.errors.LocalProtocolError` for values that do not fit their fields.
 """
@@ -319,8 +319,8 @@ def _parse_one(count: int, packet_type: int, body: memoryview) -> RtcpPacket:
     if packet_type == PT_RTPFB:
         if count != FMT_GENERIC_NACK:
             raise UnknownTypeError(f"RTPFB FMT {count} is not generic NACK (1)")
-        if len(body) < 12:
-            raise BadLengthError(f"generic NACK of {len(body)} body bytes has no FCI")
+        if len(body) < 12 or len(body) % 4:
+            raise BadLengthError(f"generic NACK of {len(body)} body bytes has no FCI or a partial one")
         sender, media = _TWO_SSRC.unpack_from(body)
         pairs = [_PAIR.unpack_from(body, off) for off in range(8, len(body), 4)]
         return GenericNack(sender, media, lost_from_pairs(pairs))

@@ -6,8 +6,8 @@ accepts bare LF.
 
 Failure semantics: :func:`parse_sdp` raises ``MalformedError`` for a text that is not this dialect (missing,
 extra or reordered lines, unknown attributes) and ``FieldError`` for a value out of range (port, payload type,
-key length, address). :func:`write_sdp` raises :class:`~loa.protocol.errors.LocalProtocolError` for a
-description that cannot be written.
+key length, address, an empty or unprintable session name). :func:`write_sdp` raises
+:class:`~loa.protocol.errors.LocalProtocolError` for a description that cannot be written.
 """
 
 from __future__ import annotations
@@ -121,6 +121,8 @@ def parse_sdp(text: str) -> SdpDescription:
     session_id = _int(origin[0], 0, 2**64 - 1, "session id")
     session_version = _int(origin[1], 0, 2**64 - 1, "session version")
     name = _expect(lines, "s=")
+    if not name or not name.isprintable():
+        raise FieldError(f"session name {name!r} is empty or not printable")
     conn = _expect(lines, "c=IN ").split(" ")
     if len(conn) != 2:
         raise MalformedError("connection line must be 'c=IN <family> <address>'")

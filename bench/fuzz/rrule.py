@@ -1,0 +1,68 @@
+"""Fuzz target ``rrule``: schedule recurrence text (:mod:`loa.control_plane.recurrence`).
+
+The input gives a time zone (one byte, among a few with and without daylight saving), a start (four bytes:
+minutes after 2000-01-01, so years 2000-2200 and beyond), a validity window (two bytes each, in days), and the
+RRULE text (the rest, decoded as Latin-1). The rule is checked with :func:`~loa.control_plane.recurrence.make`
+as the API does; an accepted rule is then expanded over one :data:`~loa.control_plane.recurrence.HORIZON`
+from its start and from a later time, as the scheduler does.
+
+Accepted errors: :class:`~loa.control_plane.errors.InvalidError`. Oracles: occurrences come strictly
+ascending, inside the asked window and the validity window; :meth:`first` is the first of them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+from loa.bench.fuzz._common import Reader
+from loa.control_plane.errors import InvalidError
+from loa.control_plane.recurrence import HORIZON, make
+
+MAX_LEN = 600
+ZONES = ("Asia/Ho_Chi_Minh", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC")
+EPOCH = datetime(2000, 1, 1)
+
+
+def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name libFuzzer and atheris use
+    reader = Reader(data)
+    tz = ZONES[reader.byte() % len(ZONES)]
+    start = EPOCH + timedelta(minutes=reader.uint(4) % (201 * 366 * 24 * 60))
+    from_days, until_days = reader.uint(2), reader.uint(2)
+    text = reader.rest().decode("latin-1")
+    valid_from = (start + timedelta(days=from_days % 4000 - 2000)).replace(tzinfo=UTC) if from_days else None
+    valid_until = (start + timedelta(days=until_days % 4000)).replace(tzinfo=UTC) if until_days else None
+    try:
+        recurrence = make(start, tz=tz, rrule_text=text, valid_from=valid_from, valid_until=valid_until)
+    except InvalidError:
+        return
+    first_start = recurrence.start_local.replace(tzinfo=recurrence.zone).astimezone(UTC)
+    for since in (first_start, first_start + timedelta(days=400)):
+        window = recurrence.between(since, since + HORIZON)
+        if any(b <= a for a, b in itertools.pairwise(window)):
+            raise AssertionError(f"occurrences not strictly ascending: {window}")
+        lower = max(since, valid_from) if valid_from is not None else since
+        upper = min(since + HORIZON, valid_until) if valid_until is not None else since + HORIZON
+        if any(not lower <= t < upper for t in window):
+            raise AssertionError(f"an occurrence outside {lower}..{upper}: {window}")
+        if window and recurrence.first(since) != window[0]:
+            raise AssertionError(f"first() is {recurrence.first(since)}, not {window[0]}")
+
+
+def seeds() -> dict[str, bytes]:
+    def entry(tz: int, minutes: int, rule: str, valid_from: int = 0, valid_until: int = 0) -> bytes:
+        return bytes((tz,)) + minutes.to_bytes(4, "big") + valid_from.to_bytes(2, "big") \
+            + valid_until.to_bytes(2, "big") + rule.encode("latin-1")
+
+    june_2025 = 13_300_000
+    return {
+        "daily": entry(0, june_2025, "FREQ=DAILY;BYHOUR=6,18;BYMINUTE=0"),
+        "weekly": entry(1, june_2025, "RRULE:FREQ=WEEKLY;BYDAY=MO,WE,FR;INTERVAL=2"),
+        "monthly.last": entry(2, june_2025, "FREQ=MONTHLY;BYMONTHDAY=-1;COUNT=12"),
+        "yearly.leap": entry(3, june_2025, "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29"),
+        "hourly.until": entry(4, june_2025, "FREQ=HOURLY;INTERVAL=3;UNTIL=20260101T000000Z", 2001, 30),
+        "setpos": entry(0, june_2025, "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1"),
+        "never": entry(0, june_2025, "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"),
+        "minutely": entry(0, june_2025, "FREQ=MINUTELY"),
+        "weekno": entry(1, june_2025, "FREQ=YEARLY;BYWEEKNO=53;BYDAY=TH"),
+    }

@@ -1,0 +1,74 @@
+"""Fuzz target ``srtp``: SRTP and SRTCP unprotect (libsrtp through pylibsrtp), raw and behind a real key.
+
+The first byte picks a mode:
+
+* 0, 1 - the rest is taken as SRTP (0) or SRTCP (1) and unprotected under the vectors' key;
+* 2, 3 - the rest is protected as RTP (2) or RTCP (3) with that key (inputs ``protect`` refuses end there),
+  unprotected by a fresh receiver, which must give back exactly the input, then parsed: this reaches the RTP
+  and RTCP parsers with packets that passed authentication, as a member of a stream would see them;
+* 4, 5 - as 2, 3, but one byte of the protected packet is then changed (position and XOR mask from the
+  input): unprotecting it must fail, so a forged packet never passes.
+
+Accepted errors: :class:`~loa.protocol.errors.RemoteProtocolError` subclasses from unprotect and the parsers,
+:class:`~loa.protocol.errors.LocalProtocolError` from ``protect`` only (the input is then not a packet we
+would send).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from loa.bench.fuzz._common import Reader, vectors
+from loa.protocol.errors import LocalProtocolError, RemoteProtocolError
+from loa.protocol.rtcp import parse_rtcp
+from loa.protocol.rtp import parse_rtp
+from loa.protocol.srtp import StreamProtector, StreamUnprotector
+
+MAX_LEN = 1300
+KEY = bytes.fromhex(vectors("media")["context"]["key"])
+
+
+def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name libFuzzer and atheris use
+    reader = Reader(data)
+    mode = reader.byte() % 6
+    if mode in (4, 5):
+        position, mask = reader.uint(2), reader.byte() or 1
+    rtcp = mode % 2 == 1
+    packet = reader.rest()
+    receiver = StreamUnprotector(KEY)
+    unprotect = receiver.unprotect_rtcp if rtcp else receiver.unprotect
+    if mode < 2:
+        with contextlib.suppress(RemoteProtocolError):
+            unprotect(packet)
+        return
+    sender = StreamProtector(KEY)
+    try:
+        protected = sender.protect_rtcp(packet) if rtcp else sender.protect(packet)
+    except LocalProtocolError:
+        return
+    if mode >= 4:
+        forged = bytearray(protected)
+        forged[position % len(forged)] ^= mask
+        try:
+            unprotect(bytes(forged))
+        except RemoteProtocolError:
+            return
+        raise AssertionError(f"a changed byte at {position % len(forged)} still passed authentication")
+    plain = unprotect(protected)
+    if plain != packet:
+        raise AssertionError("unprotect did not give back the packet that was protected")
+    with contextlib.suppress(RemoteProtocolError):
+        parse_rtcp(plain) if rtcp else parse_rtp(plain)
+
+
+def seeds() -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for v in vectors("media")["vectors"]:
+        layer = v["context"]["layer"]
+        if layer in ("srtp", "srtcp"):
+            out[v["id"]] = bytes((0 if layer == "srtp" else 1,)) + bytes.fromhex(v["hex"])
+        elif layer in ("rtp", "rtcp") and "error" not in v:
+            mode = 2 if layer == "rtp" else 3
+            out[v["id"]] = bytes((mode,)) + bytes.fromhex(v["hex"])
+            out[v["id"] + ".forged"] = bytes((mode + 2, 0, 20, 1)) + bytes.fromhex(v["hex"])
+    return out
