@@ -18,6 +18,20 @@ With :mod:`loa.protocol.srtp` available, a fourth figure adds to ours the making
 makes it (sequence and timestamp advanced, one SRTP protection per frame), amortised over the N sends
 (``with_srtp_us_per_pkt_N``).
 
+Peers added with ``--peers`` (default ``streamer,gstreamer``), on the same destinations and payload:
+
+* ``streamer``: the whole streamer service (:mod:`loa.bench._streamer_load`), sessions made through the real
+  handshake in memory, a live test tone encoded, protected and fanned out by the service's frame clock, on trio
+  (``trio_us_per_pkt_N``) and on asyncio with uvloop (``asyncio_us_per_pkt_N``), for ``--stream-seconds`` per
+  measurement: CPU of the service's thread per datagram sent;
+* ``gstreamer``: ``gst-launch-1.0 filesrc ! multiudpsink clients=...`` (one ``multiudpsink`` per 4,000 clients,
+  behind a ``tee``) sending the same payload; its CPU is the child's ``getrusage`` (all its threads) for a run of
+  F frames minus the median of runs of one frame (start-up and plugin loading), per datagram of the F - 1 frames
+  (``gst_us_per_pkt_N``). Without GStreamer (``./dev.sh bench`` installs it) ``env.gstreamer`` says "not
+  installed" and its metrics are absent.
+
+Each peer P also has ``P_ratio_to_ceiling_N`` (ceiling cost / P's, median of per-repeat ratios).
+
 Metrics per N: ``us_per_pkt_N``, ``sendto_us_per_pkt_N``, ``ceiling_us_per_pkt_N`` (median CPU microseconds per
 datagram), ``pps_N``/``ceiling_pps_N`` (datagrams per CPU-second), ``ratio_to_ceiling_N`` (ceiling cost / ours,
 median of the per-repeat ratios; 1.0 means as cheap as C), ``sendto_ratio_to_ceiling_N``, ``spread_pct_N`` (max -
@@ -40,7 +54,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import click
 
@@ -190,6 +204,67 @@ def measure_ceiling(rx: Receivers, frames: int, payload: bytes, binary: str) -> 
     return cpu, sent
 
 
+GST_LAUNCH = "gst-launch-1.0"
+GST_MIN_PACKETS = 20_000
+GST_CHUNK_FRAMES = 2000
+GST_CLIENTS_PER_SINK = 4000  # keeps one argument well under the kernel's 128 KiB limit per argument
+
+
+def gstreamer_available() -> str | None:
+    """Why GStreamer cannot be measured here, or None when gst-launch and multiudpsink are present."""
+    launcher = shutil.which(GST_LAUNCH)
+    if launcher is None:
+        return f"not installed ({GST_LAUNCH} not found; ./dev.sh bench installs gstreamer1.0-tools)"
+    inspect = shutil.which("gst-inspect-1.0")
+    if inspect is not None:
+        done = subprocess.run([inspect, "multiudpsink"], capture_output=True, check=False, timeout=30)
+        if done.returncode != 0:
+            return "not installed (multiudpsink missing: gstreamer1.0-plugins-good)"
+    return None
+
+
+def _gst_run(rx: Receivers, frames: int, payload: bytes, workdir: str) -> int:
+    """One gst-launch run sending ``frames`` copies of ``payload`` to every destination; the child's CPU ns."""
+    source = Path(workdir) / "payload.bin"
+    source.write_bytes(payload * frames)
+    pipeline = ["filesrc", f"location={source}", f"blocksize={len(payload)}", "!"]
+    groups = [rx.addresses[i:i + GST_CLIENTS_PER_SINK] for i in range(0, len(rx.addresses), GST_CLIENTS_PER_SINK)]
+    sinks = [["multiudpsink", "clients=" + ",".join(f"{h}:{p}" for h, p in group), "sync=false", "async=false"]
+             for group in groups]
+    if len(sinks) == 1:
+        pipeline += sinks[0]
+    else:
+        pipeline += ["tee", "name=t"]
+        for sink in sinks:
+            pipeline += ["t.", "!", "queue", "!", *sink]
+    child = subprocess.Popen([GST_LAUNCH, "-q", *pipeline], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, status, usage = os.wait4(child.pid, 0)
+    finally:
+        child.returncode = 0  # reaped above
+        errors = child.stderr.read().decode(errors="replace") if child.stderr else ""
+        if child.stderr:
+            child.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise UserError(f"gst-launch-1.0 failed: {errors.strip()[:300]}")
+    return round((usage.ru_utime + usage.ru_stime) * 1e9)
+
+
+def measure_gstreamer(rx: Receivers, frames: int, payload: bytes, workdir: str) -> tuple[int, int]:
+    """GStreamer's multiudpsink: (marginal CPU ns, datagrams) over ``frames`` frames, start-up subtracted."""
+    base = statistics.median(_gst_run(rx, 1, payload, workdir) for _ in range(3))
+    rx.drain(3, payload)
+    cpu = sent = 0
+    frames = max(frames, -(-GST_MIN_PACKETS // len(rx.addresses)))  # start-up noise stays small beside it
+    while frames > 0:  # each sample receiver holds a few thousand datagrams: drained between runs
+        step = max(min(frames, GST_CHUNK_FRAMES), 2)
+        frames -= step
+        cpu += max(_gst_run(rx, step, payload, workdir) - round(base), 0)
+        sent += (step - 1) * len(rx.addresses)
+        rx.drain(step, payload)
+    return cpu, sent
+
+
 def srtp_frames(payload: bytes) -> Callable[[], bytes] | None:
     """Per call, the next RTP packet of a stream (sequence and timestamp advanced) protected as SRTP.
 
@@ -232,8 +307,16 @@ def _payload(size: int) -> bytes:
               help="Destinations with their own receiver, to confirm delivery.")
 @click.option("--backend", type=click.Choice(["auto", "sendmmsg", "sendto"]), default="auto", show_default=True,
               help="Fan-out backend measured as ours.")
-def fanout(*, as_json: bool, devices: str, packets: int, repeat: int, size: int, samples: int, backend: str) -> None:
+@click.option("--peers", default="streamer,gstreamer", show_default=True,
+              help="Extra senders: streamer (the service on trio and asyncio), gstreamer (multiudpsink); or none.")
+@click.option("--stream-seconds", type=click.FloatRange(0.1, 30), default=1.0, show_default=True,
+              help="Seconds of streaming per measurement of the streamer peer.")
+def fanout(*, as_json: bool, devices: str, packets: int, repeat: int, size: int, samples: int, backend: str,
+           peers: str, stream_seconds: float) -> None:
     """Fan-out sender CPU per datagram: ours, a plain sendto loop and a C sendmmsg ceiling, on loopback."""
+    chosen = {part.strip() for part in peers.split(",") if part.strip()} - {"none"}
+    if chosen - set(PEERS):
+        raise UserError(f"--peers must name some of {', '.join(PEERS)} (or none), not {peers!r}")
     try:
         counts = sorted({int(part) for part in devices.split(",") if part.strip()})
     except ValueError:
@@ -243,21 +326,57 @@ def fanout(*, as_json: bool, devices: str, packets: int, repeat: int, size: int,
     payload = _payload(size)
     srtp = srtp_frames(payload) is not None
     metrics: dict[str, Any] = {"size": size, "repeat": repeat}
+    gst = gstreamer_available() if "gstreamer" in chosen else "not measured (--peers)"
+    extra = {name for name in chosen if name != "gstreamer" or gst is None}
     with tempfile.TemporaryDirectory(prefix="loa-fanout-") as workdir:
         binary = compile_ceiling(workdir)
         for count in counts:
             metrics.update(_measure_count(count, packets=packets, repeat=repeat, samples=samples, payload=payload,
-                                          backend=cast(Backend, backend), binary=binary, srtp=srtp))
+                                          backend=cast(Backend, backend), binary=binary, srtp=srtp, peers=extra,
+                                          workdir=workdir, stream_seconds=stream_seconds))
     top = counts[-1]
     metrics["ratio_to_ceiling"] = metrics[f"ratio_to_ceiling_{top}"]
     metrics["pps"] = metrics[f"pps_{top}"]
     metrics["ceiling_pps"] = metrics[f"ceiling_pps_{top}"]
-    env = environment(backend=DEFAULT_BACKEND if backend == "auto" else backend, srtp=srtp)
+    env = environment(backend=DEFAULT_BACKEND if backend == "auto" else backend, srtp=srtp,
+                      gstreamer=gst or _gst_version(), peers=sorted(extra))
     emit("fanout", metrics, as_json=as_json, env=env)
 
 
+PEERS = ("streamer", "gstreamer")
+
+
+def _gst_version() -> str | None:
+    try:
+        done = subprocess.run([GST_LAUNCH, "--version"], capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.splitlines()[0].strip() if done.stdout else None
+
+
+def _streamer_senders(rx: Receivers, count: int, seconds: float,
+                      stack: ExitStack) -> dict[str, Callable[[Receivers, int], tuple[int, int]]]:
+    """The streamer service on trio and on asyncio, sending to the destinations of ``rx``."""
+    from loa.bench._streamer_load import StreamerLoad, leaf
+    from loa.streamer.service import open_udp_socket
+
+    load = StreamerLoad(rx.addresses, leaf_size=count)
+    sock = stack.enter_context(open_udp_socket("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+
+    def run(backend: Literal["trio", "asyncio"]) -> Callable[[Receivers, int], tuple[int, int]]:
+        def measure(rx: Receivers, frames: int) -> tuple[int, int]:
+            out = load.measure(sock, [[leaf(0)]], seconds=seconds if frames > 1 else 0.1, backend=backend)
+            rx.drain(CHUNK_FRAMES, None)
+            return out
+        return measure
+
+    return {"trio": run("trio"), "asyncio": run("asyncio")}
+
+
 def _measure_count(count: int, *, packets: int, repeat: int, samples: int, payload: bytes, backend: Backend,
-                   binary: str, srtp: bool) -> dict[str, Any]:
+                   binary: str, srtp: bool, peers: set[str] | frozenset[str] = frozenset(), workdir: str = "",
+                   stream_seconds: float = 1.0) -> dict[str, Any]:
     frames = max(1, packets // count)
     senders: dict[str, Callable[[Receivers, int], tuple[int, int]]] = {
         "ours": lambda rx, n: measure_ours(rx, n, payload, backend),
@@ -266,9 +385,14 @@ def _measure_count(count: int, *, packets: int, repeat: int, samples: int, paylo
     }
     if srtp:
         senders["srtp"] = lambda rx, n: measure_ours(rx, n, payload, backend, srtp_frames(payload))
-    figures: dict[str, list[float]] = {name: [] for name in senders}
+    if "gstreamer" in peers:
+        senders["gst"] = lambda rx, n: measure_gstreamer(rx, n, payload, workdir)
+    figures: dict[str, list[float]] = {}
     with ExitStack() as stack:
         rx = Receivers(stack, count, samples)
+        if "streamer" in peers:
+            senders.update(_streamer_senders(rx, count, stream_seconds, stack))
+        figures = {name: [] for name in senders}
         for measure in senders.values():  # warm-up, untimed
             measure(rx, max(1, frames // 10))
         rx.expected = rx.received = 0
@@ -294,6 +418,12 @@ def _measure_count(count: int, *, packets: int, repeat: int, samples: int, paylo
     }
     if with_srtp:
         out[f"with_srtp_us_per_pkt_{count}"] = round(statistics.median(with_srtp), 4)
+    for name in ("trio", "asyncio", "gst"):
+        values = figures.get(name)
+        if values and min(values) > 0:
+            out[f"{name}_us_per_pkt_{count}"] = round(statistics.median(values), 4)
+            out[f"{name}_ratio_to_ceiling_{count}"] = round(
+                statistics.median(c / v for c, v in zip(ceiling, values, strict=True)), 4)
     return out
 
 
