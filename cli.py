@@ -57,7 +57,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "admin": ("loa.control_plane.admin:admin", "Administer a running loa through its HTTP API."),
     "streamer": ("loa.streamer.cli:streamer", "Run the streamer of a site: sessions, broadcasts, alerts, programmes."),
     "device": ("loa.devices.cli:device", "Run the reference speaker cluster (prints its public key on first start)."),
+    "board": ("loa.devices.board:board", "Run the reference e-board (what it shows, as a PNG), or render offline."),
     "fleet": ("loa.devices.cli:fleet", "Run N simulated speaker clusters in one process, each with its own session."),
+    "conformance": ("loa.devices.conformance.cli:conformance", "Test a device against spec/PROTOCOL.md."),
     "send": ("loa.streamer.send:send", "Stream a file or a test tone as standard RTP/Opus (optionally SRTP)."),
     "bench": ("loa.bench.cli:bench", "Run a benchmark; with --json the last line is one JSON object."),
 }
@@ -68,6 +70,11 @@ BENCHES: dict[str, tuple[str, str]] = {
     "loss": ("loa.bench.loss:loss", "Exactly played frames and byte overhead at 5 % random and 20 % bursty loss."),
     "sync": ("loa.bench.sync:sync", "Play-time skew of one frame across devices with skewed clocks."),
     "fanout": ("loa.bench.fanout:fanout", "Fan-out sender CPU per datagram: ours, a sendto loop and the C ceiling."),
+    "api": ("loa.bench.api:api", "Control plane API rate and p99: device status reads, alert triggers, /healthz."),
+    "fuzz": ("loa.bench.fuzz.run:fuzz", "Coverage-guided fuzzing of every parser (atheris); crash inputs kept."),
+    "sessions": ("loa.bench.sessions:sessions", "Server memory per device session; handshakes/s beside bare crypto."),
+    "scale": ("loa.bench.scale:scale", "Fan-out cost against devices and streams; frame sizes; multicast."),
+    "all": ("loa.bench.all:all_benches", "Every benchmark with its peers: results.json, report.md and plots."),
 }
 
 
@@ -96,3 +103,7 @@ def run() -> None:
 
 def _debug() -> bool:
     return os.environ.get("LOA_DEBUG") == "1"
+
+
+if __name__ == "__main__":  # `python -m loa.cli`, as the benchmarks run each other
+    run()

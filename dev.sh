@@ -34,9 +34,12 @@ apt_install() {
 
 setup_system() {
     # libopus0: the Opus codec (opuslib binds it). ffmpeg: an independent RTP receiver for interop tests.
-    local pkgs=(libopus0 ffmpeg ca-certificates)
+    # fonts-dejavu-core: DejaVu Sans, the e-board's font (every Vietnamese letter with its marks).
+    local pkgs=(libopus0 ffmpeg ca-certificates fonts-dejavu-core)
     # postgresql: the tests start a throwaway server of their own (initdb/pg_ctl), beside the SQLite default.
     if [ "${1:-}" = test ]; then pkgs+=(postgresql); fi
+    # GStreamer: a peer of the fan-out benchmark (multiudpsink), for `./dev.sh bench` only.
+    if [ "${1:-}" = bench ]; then pkgs+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good); fi
     # Debian's own python3 needs python3-venv for `python3 -m venv` (ensurepip is split out of it).
     if [ "$(command -v "$PY")" = /usr/bin/python3 ] || ! "$PY" -c 'import ensurepip' 2>/dev/null; then
         pkgs+=(python3-venv)
@@ -81,7 +84,7 @@ case "$cmd" in
         "$VENV/bin/python" -m pytest "$@"
         ;;
     bench)
-        setup
+        setup bench
         exec "$VENV/bin/loa" bench "$@"
         ;;
     *) say "usage: ./dev.sh [run|test|setup|bench NAME]"; exit 2 ;;

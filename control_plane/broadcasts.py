@@ -6,9 +6,9 @@ zones inside the operator's scope, class ``normal`` or ``priority`` (an emergenc
 and it is issued at the operator's level. Every start and stop is audited. Any running broadcast in one's scope
 (live, relay or scheduled) can be stopped; an alert ends only by its signed cancel.
 
-Failure semantics: :class:`InvalidError` (bad zone, class, URL), :class:`ForbiddenError` (outside the scope),
-:class:`ConflictError` (no streamer in this process; the broadcast is an alert or has ended), :class:`NotFoundError`, :class:`ForbiddenError` (a broadcast outside one's scope); nothing is started or
-recorded then. What the streamer refuses is reported as
+Failure semantics: :class:`InvalidError` (bad zone, class, URL), :class:`ForbiddenError` (a zone or broadcast
+outside one's scope), :class:`ConflictError` (no streamer in this process; the broadcast is an alert or has
+ended), :class:`NotFoundError`; nothing is started or recorded then. What the streamer refuses is reported as
 :class:`InvalidError` with its reason.
 """
 

@@ -192,7 +192,13 @@ def _run(cp: object, listener: socket.socket, backend: str, dataplane: object, s
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             await tg.start(dataplane.run, sock)
-            tg.start_soon(scheduler.run)
+            scheduling = anyio.CancelScope()
+
+            async def run_scheduler() -> None:
+                with scheduling:
+                    await scheduler.run()
+
+            tg.start_soon(run_scheduler)
             if backend == "trio":
                 from hypercorn.trio import serve as serve_trio
 
@@ -201,9 +207,12 @@ def _run(cp: object, listener: socket.socket, backend: str, dataplane: object, s
                 from hypercorn.asyncio import serve as serve_asyncio
 
                 await serve_asyncio(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
-            with anyio.move_on_after(5.0):
+            scheduling.cancel()
+            dataplane.stop()  # devices are told bye (already asked for if a signal ended the API)
+            with anyio.move_on_after(5.0) as waited:
                 await dataplane.wait_stopped()
-            tg.cancel_scope.cancel()
+            if waited.cancelled_caught:
+                tg.cancel_scope.cancel()
 
     anyio.run(main, backend=backend, backend_options=_backend_options(backend))
 

@@ -368,6 +368,10 @@ class BroadcastHandling(abc.ABC):
             setting = Watchdog.fallback(str(self.settings.get("fallback") or "fm"), has_fm="fm" in self.caps,
                                         has_content=bool(self.store.cids()))
             self._set_state(current, {"local": "local", "fm": "fm"}.get(setting, "idle"), now, now)
+        elif (broadcast := self.broadcasts.get(current)) is not None and broadcast.stored is not None:
+            # A stored programme whose time came: it would play from its instant (the state a real one sends).
+            start = self.clock.to_local(broadcast.at) if broadcast.at is not None else None
+            self._set_state(current, "local", now if start is None else min(start, now), now)
 
     def _idle_source(self, now: float) -> Source | None:
         src, khz = self.settings.source, self.settings.source_khz
