@@ -70,9 +70,9 @@ case "$cmd" in
     setup) setup ;;
     run)
         setup
-        say "streaming a test programme as RTP/Opus to 127.0.0.1:5004 (SDP in loa-demo.sdp); play it with:"
-        say "    ffplay -protocol_whitelist file,udp,rtp loa-demo.sdp"
-        exec "$VENV/bin/loa" send --tone --to 127.0.0.1:5004 --sdp loa-demo.sdp "$@"
+        say "starting loa serve: API and event stream on http://127.0.0.1:8080, devices on udp 127.0.0.1:4433,"
+        say "data in ./loa-data (the first start prints the administrator's one-time password); Ctrl-C to stop"
+        exec "$VENV/bin/loa" serve --data-dir loa-data "$@"
         ;;
     test)
         setup test
