@@ -56,7 +56,7 @@ class RelaySource:
 
     @staticmethod
     def _pcm(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
-        scaled: npt.NDArray[np.float32] = np.minimum(np.maximum(samples * 32768.0, -32768.0), 32767.0)
+        scaled: npt.NDArray[np.float32] = (samples * np.float32(32768.0)).clip(-32768.0, 32767.0)
         pcm: npt.NDArray[np.int16] = scaled.astype(np.int16)
         return pcm
 
