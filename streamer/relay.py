@@ -56,7 +56,9 @@ class RelaySource:
 
     @staticmethod
     def _pcm(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
-        scaled: npt.NDArray[np.float32] = (samples * np.float32(32768.0)).clip(-32768.0, 32767.0)
+        scaled = samples.astype(np.float64) * 32768.0
+        scaled[scaled > 32767.0] = 32767.0
+        scaled[scaled < -32768.0] = -32768.0
         pcm: npt.NDArray[np.int16] = scaled.astype(np.int16)
         return pcm
 
