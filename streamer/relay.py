@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -56,10 +57,8 @@ class RelaySource:
 
     @staticmethod
     def _pcm(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
-        scaled = samples.astype(np.float64) * 32768.0
-        scaled[scaled > 32767.0] = 32767.0
-        scaled[scaled < -32768.0] = -32768.0
-        pcm: npt.NDArray[np.int16] = scaled.astype(np.int16)
+        scaled: Any = samples.astype(np.float64) * 32768.0  # Any: numpy's stubs disagree across versions here
+        pcm: npt.NDArray[np.int16] = scaled.clip(-32768.0, 32767.0).astype(np.int16)
         return pcm
 
     def _run(self) -> None:
