@@ -183,7 +183,7 @@ MUTANTS: dict[str, Mutant] = _mutants([
      {"5.1.1"}),
     # 25 ms early in true time: its played reports (at = what it believes) arrive before the instants they name
     ("clock-offset", "its clock estimate is off by a constant 25 ms", ClockOffset,
-     {"4.7.2", "4.7.4", "5.1.1", "5.1.2", "5.2.1", "5.4.1", "5.5.1", "5.5.2", "5.6.1", "7.2.1", "7.2.2"}),
+     {"4.7.2", "4.7.4", "5.1.1", "5.1.2", "5.2.1", "5.3.1", "5.4.1", "5.5.1", "5.5.2", "5.6.1", "7.2.1", "7.2.2"}),
     ("no-clock-telemetry", "omits clk_offset_ns, clk_drift_ppm and clk_err_ns from telemetry", NoClockTelemetry,
      {"4.7.2", "4.7.4", "4.8.1"}),
     ("no-nack", "never sends NACKs", NoNack, {"5.5.2"}),
