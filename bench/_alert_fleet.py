@@ -2,11 +2,18 @@
 
 ``SPEC`` is a JSON file written by the bench: the server address and public key, the authority key, the device
 keys' seed and count, how many decode (``full``), the start rate, and a time limit. The devices run in a
-:class:`loa.devices.FleetHost` on real loopback sockets. Each records, on the host's monotonic clock (the true
-timeline, shared with the bench's process), when it accepted a signed alert and when the first media packet
-after it arrived; decoding devices also log the true start of every frame played. Once every device holds the
-alert and every decoding device has played its first frame (or at the time limit) the process writes ``RESULT``
-(JSON) and exits. A line ``ready`` on stdout says the devices are being started.
+:class:`loa.devices.FleetHost` on real loopback sockets, with kernel receive timestamps. Each device records,
+on the host's monotonic clock (the true timeline, shared with the bench's process):
+
+* ``arrival``: when the kernel received the datagram that delivered the signed alert it accepted;
+* ``own``: the CPU time (``time.thread_time``) the device itself spent on that datagram: decryption, decoding,
+  the Ed25519 verification, the zone, expiry and replay checks, and queueing its answers;
+* ``accepted``: ``arrival + own``, when a device with a processor of its own would hold the alert;
+* ``first_packet``: when the kernel received the first media packet handled after that;
+
+decoding devices also log the true start of every frame played. Once every device holds the alert and every
+decoding device has played its first frame (or at the time limit) the process writes ``RESULT`` (JSON) and
+exits. A line ``ready`` on stdout says the devices are being started.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +35,8 @@ from loa.devices.runner import FleetHost, run
 from loa.devices.simclock import SimulatedClock
 from loa.devices.sinks import CounterSink
 
+STATUS_EVERY_S = 0.5
+
 
 def device_keys(seed: int, count: int) -> list[bytes]:
     """The device private keys both processes derive from one seed."""
@@ -35,19 +45,32 @@ def device_keys(seed: int, count: int) -> list[bytes]:
 
 
 class TimedCore(SpeakerCore):
-    """A device core that notes when it accepted an alert and when the first RTP packet after that arrived."""
+    """A device core that notes when it accepted an alert and when the first RTP packet after that arrived
+    (see the module docstring); ``host`` supplies the kernel's arrival time of the datagram being handled."""
 
+    host: FleetHost | None = None
+    arrival_at: float | None = None
+    own_s: float | None = None
     accepted_at: float | None = None
     first_packet_at: float | None = None
 
     def receive_datagram(self, data: bytes, source: Address, now: float, *, group: str | None = None) -> None:
         before = self.alerts_accepted
+        started = time.thread_time()
         super().receive_datagram(data, source, now, group=group)
         if self.accepted_at is None:
             if self.alerts_accepted != before:
-                self.accepted_at = time.monotonic()
+                own = time.thread_time() - started
+                arrival = self.host.arrival if self.host is not None else time.monotonic()
+                self.arrival_at, self.own_s, self.accepted_at = arrival, own, arrival + own
         elif self.first_packet_at is None and len(data) > 12 and data[0] & 0xC0 == 0x80 and not 200 <= data[1] <= 204:
-            self.first_packet_at = time.monotonic()
+            self.first_packet_at = self.host.arrival if self.host is not None else time.monotonic()
+
+    def advance(self, now: float) -> None:
+        before = self.alerts_accepted
+        super().advance(now)
+        if self.accepted_at is None and self.alerts_accepted != before:  # held back until the clock was ready
+            self.accepted_at = time.monotonic()
 
 
 def build(spec: dict[str, Any]) -> list[tuple[SpeakerCore, SimulatedClock]]:
@@ -72,8 +95,12 @@ def main(spec_path: str, result_path: str) -> None:
     raise_open_file_limit(spec["count"])
     devices = build(spec)
     cores = [core for core, _ in devices]
-    host = FleetHost(devices, (spec["host"], spec["port"]), bind_host="127.0.0.1", start_rate=spec["start_rate"])
     full = spec["full"]
+    host = FleetHost(devices, (spec["host"], spec["port"]), bind_host="127.0.0.1", start_rate=spec["start_rate"],
+                     priority=full, timestamps=True)
+    for core in cores:
+        if isinstance(core, TimedCore):
+            core.host = host
 
     def playout(core: SpeakerCore) -> float | None:
         starts = [e.true_at for e in core.log.entries if e.true_at is not None]
@@ -83,10 +110,26 @@ def main(spec_path: str, result_path: str) -> None:
         return (all(isinstance(c, TimedCore) and c.accepted_at is not None for c in cores)
                 and all(playout(c) is not None for c in cores[:full]))
 
+    status_path = Path(spec["status"])
+    last_status = 0.0
+
+    def write_status() -> None:
+        """How many devices have a session and a ready clock estimate, for the bench to wait on."""
+        started = cores[: host.started]
+        status = {"started": host.started, "connected": sum(c.conn.connected for c in started),
+                  "clocks": sum(c.clock.ready for c in started)}
+        tmp = status_path.with_name(status_path.name + ".tmp")
+        tmp.write_text(json.dumps(status))
+        tmp.replace(status_path)
+
     async def body() -> None:
         print("ready", flush=True)
         with anyio.move_on_after(spec["limit"]) as scope:
             async def tick(_: FleetHost) -> None:
+                nonlocal last_status
+                if time.monotonic() - last_status >= STATUS_EVERY_S:
+                    last_status = time.monotonic()
+                    write_status()
                 if done():
                     scope.cancel()
             await host.run(tick=0.05, on_tick=tick)
@@ -95,6 +138,11 @@ def main(spec_path: str, result_path: str) -> None:
             "started": host.started,
             "connected": connected,
             "accepted": [getattr(c, "accepted_at", None) for c in cores],
+            "arrival": [getattr(c, "arrival_at", None) for c in cores],
+            "own": [getattr(c, "own_s", None) for c in cores],
+            "timestamps": host.timestamps,
+            "refused": dict(sum((Counter(c.alerts_refused) for c in cores), Counter())),
+            "offset_change_ns": host.offset_change_ns,
             "first_packet": [getattr(c, "first_packet_at", None) for c in cores],
             "playout": [playout(c) for c in cores[:full]],
             "io": {"received": host.stats.received, "sent": host.stats.sent,

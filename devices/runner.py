@@ -25,6 +25,8 @@ import ipaddress
 import math
 import select
 import socket
+import struct
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,11 +38,39 @@ from anyio.abc import TaskGroup
 from loa.devices.core import Address, SpeakerCore
 from loa.devices.simclock import SimulatedClock
 
-__all__ = ["DeviceRunner", "FleetHost", "IoStatistics", "open_udp_socket", "run"]
+__all__ = ["DeviceRunner", "FleetHost", "IoStatistics", "open_udp_socket", "realtime_offset", "run"]
 
 RECV_BATCH = 256  # datagrams taken from one socket before the loop yields
+RECEIVE_SLICE_S = 0.005  # the fleet's receive loop yields to its timers at least this often
 SEND_WAIT_S = 0.05
 MAX_DATAGRAM = 2048
+# SO_TIMESTAMPNS (asm-generic/socket.h; Python does not name it): a struct timespec of the wall clock per datagram
+SO_TIMESTAMPNS: int | None = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
+_TIMESTAMP_SPACE = socket.CMSG_SPACE(16)  # one struct timespec
+_TIMESPEC = struct.Struct("@qq")
+
+
+def realtime_offset() -> int:
+    """``CLOCK_REALTIME - CLOCK_MONOTONIC`` in nanoseconds, from the closest of a few bracketed readings (the
+    kernel stamps received datagrams on the wall clock; the fleet's times are on the monotonic one)."""
+    best = None
+    for _ in range(5):
+        before = time.monotonic_ns()
+        real = time.time_ns()
+        after = time.monotonic_ns()
+        if best is None or after - before < best[0]:
+            best = (after - before, real - (before + after) // 2)
+    assert best is not None
+    return best[1]
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]], offset: int, default: float) -> float:
+    """The kernel's receive time of a datagram, in host monotonic seconds (``default`` if it gave none)."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return (int(seconds) * 1_000_000_000 + int(nanoseconds) - offset) / 1e9
+    return default
 
 
 @dataclass(slots=True)
@@ -251,18 +281,35 @@ class FleetHost:
 
     ``devices`` are ``(core, clock)`` pairs; ``start_rate`` devices are started per second (a province does not
     power up at once, and a server under a burst answers with cookies). ``on_tick`` is called every
-    ``tick`` seconds (status lines).
+    ``tick`` seconds (status lines). The receive loop takes one datagram from each ready socket per round and
+    yields to the timers every few milliseconds; the sockets of the first ``priority`` devices (those that
+    decode) are emptied after every round, so that their audio does not queue behind the counting devices.
+
+    ``timestamps``: the kernel stamps every datagram as it arrives (``SO_TIMESTAMPNS``) and :attr:`arrival`
+    holds that time, on the host's monotonic clock, while the datagram is handed to its device. One process
+    does the work of many devices one after another; the stamp says when each device would have started on it
+    had it its own processor (benchmarks add the device's own processing time to it). The wall-clock offset
+    used for the conversion is read again at every tick; :attr:`offset_change_ns` is the largest change seen.
     """
 
     def __init__(self, devices: Sequence[tuple[SpeakerCore, SimulatedClock]], server: Address, *,
-                 bind_host: str | None = None, start_rate: float = 200.0) -> None:
+                 bind_host: str | None = None, start_rate: float = 200.0, priority: int = 0,
+                 timestamps: bool = False) -> None:
         self.server = server
         self.cores = [core for core, _ in devices]
         self.clocks = [clock for _, clock in devices]
         self.socks: list[socket.socket] = []
+        self.priority = max(0, min(priority, len(self.cores)))
+        self.timestamps = timestamps and SO_TIMESTAMPNS is not None
+        self.arrival = 0.0
+        self._realtime_offset = realtime_offset() if self.timestamps else 0
+        self.offset_change_ns = 0  # the largest change of that offset seen (the wall clock slewed or stepped)
         try:
             for core, clock in devices:
-                self.socks.append(open_udp_socket(server, bind_host))
+                sock = open_udp_socket(server, bind_host)
+                self.socks.append(sock)
+                if SO_TIMESTAMPNS is not None and self.timestamps:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 core.log.true_time = clock.true
         except OSError:
             self.close()
@@ -323,19 +370,30 @@ class FleetHost:
             with anyio.move_on_after(max(0.0, delay)):
                 await changed.wait()
 
-    def _receive_ready(self, fds: list[int]) -> int:
+    def _receive_ready(self, fds: list[int] | range, *, indexes: bool = False) -> int:
         """One datagram from each ready socket (epoll is level-triggered: a socket with more is ready again), so
-        the common case costs one ``recvfrom`` and no ``EAGAIN``."""
+        the common case costs one ``recvfrom`` and no ``EAGAIN``. ``indexes``: ``fds`` are device indexes.
+
+        With ``timestamps``, :attr:`arrival` is set, before each datagram is handed to its device, to the time
+        the kernel received it (``SO_TIMESTAMPNS``, moved from the wall clock to the host's monotonic clock);
+        otherwise to the time of this round."""
         stats, socks, cores, by_fd, started = self.stats, self.socks, self.cores, self._by_fd, self.started
         rates, offsets = self._rates, self._offsets
         now = time.monotonic()  # one reading per round: what arrived together is stamped together
+        self.arrival = now
+        stamped = self.timestamps
+        offset = self._realtime_offset
         count = 0
         for fd in fds:
-            index = by_fd.get(fd)
+            index = fd if indexes else by_fd.get(fd)
             if index is None or index >= started:
                 continue
             try:
-                data, raw = socks[index].recvfrom(MAX_DATAGRAM)
+                if stamped:
+                    data, ancillary, _, raw = socks[index].recvmsg(MAX_DATAGRAM, _TIMESTAMP_SPACE)
+                    self.arrival = _arrival(ancillary, offset, now)
+                else:
+                    data, raw = socks[index].recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
@@ -349,6 +407,20 @@ class FleetHost:
                 self._after(index)
         return count
 
+    def _drain_priority(self) -> None:
+        """Empty the sockets of the first ``priority`` devices (the decoding ones: their audio must not wait
+        behind thousands of counting devices)."""
+        first = range(min(self.priority, self.started))
+        for _ in range(RECV_BATCH):
+            if not self._receive_ready(first, indexes=True):
+                return
+
+    def _refresh_offset(self) -> None:
+        if self.timestamps:
+            offset = realtime_offset()
+            self.offset_change_ns = max(self.offset_change_ns, abs(offset - self._realtime_offset))
+            self._realtime_offset = offset
+
     async def _receive_epoll(self) -> None:
         poller = select.epoll()
         try:
@@ -356,11 +428,14 @@ class FleetHost:
                 poller.register(sock.fileno(), select.EPOLLIN)
             while True:
                 await anyio.wait_readable(poller.fileno())
-                for _ in range(64):  # bounded: yield to the timers between rounds
-                    ready = poller.poll(0, 4096)
+                began = time.monotonic()
+                while time.monotonic() - began < RECEIVE_SLICE_S:  # bounded: yield to the timers between slices
+                    ready = poller.poll(0, 512)
                     if not ready:
                         break
                     self._receive_ready([fd for fd, _ in ready])
+                    if self.priority:
+                        self._drain_priority()
                 await anyio.sleep(0)
         finally:
             poller.close()
@@ -388,6 +463,7 @@ class FleetHost:
                 while deadline is None or time.monotonic() < deadline:
                     step = tick if deadline is None else min(tick, deadline - time.monotonic())
                     await anyio.sleep(max(0.0, step))
+                    self._refresh_offset()
                     if on_tick is not None:
                         result = on_tick(self)
                         if result is not None:

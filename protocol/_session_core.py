@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from loa.protocol.cookie import mac, mac1_key, verify_mac
-from loa.protocol.datagram import HandshakeInit, HandshakeResponse, Transport, transport_header
+from loa.protocol.datagram import TYPE_TRANSPORT, VERSION, HandshakeInit, HandshakeResponse, Transport, transport_header
 from loa.protocol.errors import AuthError, BadMacError, LocalProtocolError, ReplayError
 from loa.protocol.noise import CipherState, HandshakeState
 from loa.protocol.replay import REJECT_AFTER_MESSAGES, ReplayWindow
@@ -45,6 +45,7 @@ __all__ = [
     "open_response",
     "open_transport",
     "seal_transport",
+    "seal_transport_bytes",
 ]
 
 NOISE_PROTOCOL: Final = "Noise_IK_25519_ChaChaPoly_BLAKE2s"
@@ -61,6 +62,7 @@ HANDSHAKES_PER_SECOND_BEFORE_COOKIE: Final = 200
 _INIT_PAYLOAD = struct.Struct(">QI")
 _RESPONSE_PAYLOAD = struct.Struct(">I")
 _ZERO16: Final = bytes(16)
+_TRANSPORT_HEADER = struct.Struct(">BBxxIQ")
 
 
 def device_id(public: bytes) -> str:
@@ -232,6 +234,17 @@ def seal_transport(keys: SessionKeys, plaintext: bytes) -> Transport:
     header = transport_header(keys.remote_index, counter)
     keys.sent = counter + 1
     return Transport(keys.remote_index, counter, keys.send.encrypt_at(counter, header, plaintext))
+
+
+def seal_transport_bytes(keys: SessionKeys, plaintext: bytes) -> bytes:
+    """:func:`seal_transport` straight to the datagram's bytes (``seal_transport(...).to_bytes()``), without the
+    :class:`Transport` in between: the server's send path, where it runs once per device and message."""
+    counter = keys.sent
+    if counter >= REJECT_AFTER_MESSAGES:
+        raise LocalProtocolError("send counter exhausted; a new handshake is needed")
+    header = _TRANSPORT_HEADER.pack(TYPE_TRANSPORT, VERSION, keys.remote_index, counter)
+    keys.sent = counter + 1
+    return header + keys.send.encrypt_at(counter, header, plaintext)
 
 
 def open_transport(keys: SessionKeys, message: Transport) -> tuple[bytes, bool]:

@@ -6,7 +6,7 @@ import enum
 import heapq
 import os
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
@@ -28,7 +28,7 @@ from loa.protocol._session_core import (
     device_id,
     open_init,
     open_transport,
-    seal_transport,
+    seal_transport_bytes,
 )
 from loa.protocol.cookie import Address, CookieSecret, mac1_key, make_cookie_reply
 from loa.protocol.datagram import MAX_PLAINTEXT, HandshakeInit, Transport, parse
@@ -249,15 +249,33 @@ class ServerEndpoint:
         LocalProtocolError, with nothing queued, if the device has no confirmed session (see :meth:`has_session`),
         the session is REJECT_AFTER_TIME old (call :meth:`handle_timeout`), or ``plaintext`` exceeds 1168 bytes.
         """
-        peer = self._peer(device)
+        peer = self._peers.get(device) if type(device) is bytes else self._peer(device)
         if peer is None or peer.current is None:
             raise LocalProtocolError("no session with this device")
         if len(plaintext) > MAX_PLAINTEXT:
             raise LocalProtocolError(f"plaintext of {len(plaintext)} bytes exceeds {MAX_PLAINTEXT}")
-        if peer.current.expired(now):
+        if now - peer.current.created >= REJECT_AFTER_TIME:
             raise LocalProtocolError("the session expired; call handle_timeout")
         self._seal(peer, bytes(plaintext), now)
-        self._step(peer, ServerInput.SEND)
+        # SEND is a step from ESTABLISHED or REKEYING (the states with a current session) to itself and changes
+        # no session, so there is nothing to reschedule: the transition is not taken, for speed (a message to
+        # every device of an alert goes through here).
+
+    def send_many(self, items: Iterable[tuple[bytes, bytes]], now: float) -> list[bytes]:
+        """:meth:`send` of each ``(device public key, plaintext)``, in order; returns the devices refused (no
+        confirmed session, an expired one, or an oversize plaintext), for which nothing was queued."""
+        peers, out, owed = self._peers, self._out, self._owed
+        refused = []
+        for device, plaintext in items:
+            peer = peers.get(device)
+            if (peer is None or (keys := peer.current) is None or peer.address is None
+                    or len(plaintext) > MAX_PLAINTEXT or now - keys.created >= REJECT_AFTER_TIME):
+                refused.append(device)
+                continue
+            out.append((seal_transport_bytes(keys, plaintext), peer.address))
+            peer.last_sent = now
+            owed.pop(device, None)
+        return refused
 
     def forget(self, device: bytes | str) -> None:
         """Drop every session of ``device`` (after ``bye``, or when it is revoked); no event is emitted. The
@@ -285,7 +303,7 @@ class ServerEndpoint:
     def _seal(self, peer: _Peer, plaintext: bytes, now: float) -> None:
         assert peer.current is not None
         assert peer.address is not None
-        self._out.append((seal_transport(peer.current, plaintext).to_bytes(), peer.address))
+        self._out.append((seal_transport_bytes(peer.current, plaintext), peer.address))
         peer.last_sent = now
         self._owed.pop(peer.pub, None)
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import heapq
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from loa.protocol.control import Message, ReliableMessage, Side, encode, is_reliable
 from loa.protocol.cookie import Address
 from loa.protocol.errors import LocalProtocolError, RemoteProtocolError
-from loa.protocol.reliable import ReliableChannel, ReliableStatistics
+from loa.protocol.reliable import EncodedMessage, ReliableChannel, ReliableStatistics
 from loa.protocol.session import (
     DeviceSession,
     DeviceState,
@@ -198,6 +198,7 @@ class ServerConnection:
         self._boots: dict[bytes, int] = {}
         self._drops: Counter[str] = Counter()
         self._timers: list[tuple[float, bytes]] = []
+        self._scheduled: dict[bytes, float] = {}  # the deadline of each device's newest entry in _timers
         self._unconfirmed: set[bytes] = set()
 
     def channel(self, device: bytes) -> ReliableChannel:
@@ -224,10 +225,53 @@ class ServerConnection:
         self.endpoint.send(device, encode(message), now)
         return None
 
+    def send_encoded(self, device: bytes, message: EncodedMessage, now: float) -> int:
+        """Like :meth:`send` for a reliable message encoded once for many devices (:class:`EncodedMessage`):
+        its id on this device's channel. LocalProtocolError (nothing queued) when the channel is full."""
+        msg_id = self.channel(device).send_encoded(message, now)
+        self._pump(device, now)
+        return msg_id
+
+    def send_encoded_many(self, devices: Sequence[bytes], message: EncodedMessage, now: float) -> list[int | None]:
+        """:meth:`send_encoded` to each device, in order; the ids (None where the device's channel refused).
+
+        The fast path of an alert to every device: a device with a session whose channel has nothing else to
+        send first gets the datagram sealed at once, all in one pass, without the per-device queue round trip.
+        A datagram the session refuses then (it expired this instant) is not lost: the message is in flight and
+        its retransmission timer sends it again.
+        """
+        channels, scheduled, timers = self._channels, self._scheduled, self._timers
+        ids: list[int | None] = []
+        ready: list[tuple[bytes, bytes]] = []
+        for device in devices:
+            channel = channels.get(device) or self.channel(device)
+            try:
+                msg_id, data = channel.take_encoded(message, now)
+            except LocalProtocolError:
+                ids.append(None)
+                continue
+            ids.append(msg_id)
+            if data is None:
+                self._pump(device, now)
+                continue
+            # A device without a session refuses it below: it stays in flight and goes with the others when
+            # a session is confirmed (retransmit_now), as a queued message would.
+            ready.append((device, data))
+            # The message's timer is now + RTO. An entry at or before it already in the heap covers it (when it
+            # fires, the pump reschedules from the channel); otherwise add one.
+            deadline = now + channel.rto
+            current = scheduled.get(device)
+            if current is None or current > deadline:
+                scheduled[device] = deadline
+                heapq.heappush(timers, (deadline, device))
+        self.endpoint.send_many(ready, now)
+        return ids
+
     def forget(self, device: bytes) -> None:
         """Drop the device's sessions and its channel (it was revoked or deleted)."""
         self.endpoint.forget(device)
         self._channels.pop(device, None)
+        self._scheduled.pop(device, None)
         self._boots.pop(device, None)
         self._unconfirmed.discard(device)
 
@@ -242,16 +286,22 @@ class ServerConnection:
             if channel is not None and self.endpoint.has_session(device) and channel.next_timeout() == deadline:
                 times.append(deadline)
                 break
-            heapq.heappop(self._timers)  # stale entry: the channel moved on or the device is gone
+            self._pop_timer()  # stale entry: the channel moved on or the device is gone
         return min((t for t in times if t is not None), default=None)
 
     def handle_timeout(self, now: float) -> list[ConnectionEvent]:
         out = self._absorb(self.endpoint.handle_timeout(now), now)
         while self._timers and self._timers[0][0] <= now:
-            _, device = heapq.heappop(self._timers)
+            device = self._pop_timer()
             if device in self._channels:
                 self._pump(device, now)
         return out
+
+    def _pop_timer(self) -> bytes:
+        deadline, device = heapq.heappop(self._timers)
+        if self._scheduled.get(device) == deadline:
+            del self._scheduled[device]
+        return device
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         return self.endpoint.datagrams_to_send()
@@ -304,7 +354,8 @@ class ServerConnection:
         for plaintext in channel.outgoing(now):
             self.endpoint.send(device, plaintext, now)
         deadline = channel.next_timeout()
-        if deadline is not None:
+        if deadline is not None and self._scheduled.get(device) != deadline:  # else that entry is in the heap
+            self._scheduled[device] = deadline
             heapq.heappush(self._timers, (deadline, device))
 
 

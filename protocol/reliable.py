@@ -15,11 +15,13 @@ with :func:`loa.protocol.control.encode` and send them directly. Received ones a
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from loa.protocol._schema import U32_MAX
+from loa.protocol._schema import U32_MAX, pack
 from loa.protocol.control import (
     Ack,
     Message,
@@ -42,6 +44,7 @@ __all__ = [
     "RTO_INITIAL",
     "RTO_MAX",
     "RTO_MIN",
+    "EncodedMessage",
     "ReliableChannel",
     "ReliableStatistics",
 ]
@@ -76,6 +79,52 @@ class ReliableStatistics:
     rto: float
 
 
+_U8 = struct.Struct(">BB")
+_U16 = struct.Struct(">BH")
+_U32 = struct.Struct(">BI")
+
+
+def _pack_id(msg_id: int) -> bytes:
+    """The msgpack encoding of a positive integer below 2^32 (the shortest form, as msgpack writes it)."""
+    if msg_id < 0x80:
+        return bytes((msg_id,))
+    if msg_id < 0x100:
+        return _U8.pack(0xCC, msg_id)
+    if msg_id < 0x10000:
+        return _U16.pack(0xCD, msg_id)
+    return _U32.pack(0xCE, msg_id)
+
+
+class EncodedMessage:
+    """A reliable control message encoded once, to be sent on many channels where only its ``id`` differs.
+
+    The wire map starts ``t``, ``id`` (section 4.1: canonical key order), so the bytes with id ``n`` are a fixed
+    prefix, the msgpack integer ``n``, and a fixed suffix: :meth:`with_id` returns exactly what
+    :func:`~loa.protocol.control.encode` returns for the message with ``id=n``, for the cost of joining three
+    byte strings. Raises :class:`LocalProtocolError` (as ``encode`` does) if the message is not reliable, has an
+    ``id`` already, breaks the schema, or would be too long with the largest id.
+    """
+
+    __slots__ = ("_prefix", "_suffix", "message")
+
+    def __init__(self, message: ReliableMessage) -> None:
+        if not is_reliable(getattr(message, "TYPE", "")) or isinstance(message, UnknownMessage):
+            raise LocalProtocolError(f"{type(message).__name__} is not a reliable control message")
+        if getattr(message, "id", None) is not None:
+            raise LocalProtocolError("the channel assigns ids; encode the message with id=None")
+        self.message = message
+        first = encode(dataclasses.replace(message, id=1))
+        last = encode(dataclasses.replace(message, id=U32_MAX))  # checks the size with the longest id
+        at = (1 if first[0] >> 4 == 0x8 else 3) + len(pack("t")) + len(pack(message.TYPE)) + len(pack("id"))
+        self._prefix, self._suffix = first[:at], first[at + 1 :]
+        if first[at - 3 : at] != b"\xa2id" or first[at] != 1 or self.with_id(U32_MAX) != last:
+            raise AssertionError(f"{message.TYPE}: the wire map does not start with t, id")  # pragma: no cover
+
+    def with_id(self, msg_id: int) -> bytes:
+        """The message's bytes with ``id`` = ``msg_id`` (1..2^32-1, not checked here)."""
+        return self._prefix + _pack_id(msg_id) + self._suffix
+
+
 @dataclass(slots=True)
 class _Pending:
     data: bytes
@@ -103,6 +152,7 @@ class ReliableChannel:
         self._max_queued = max_queued
         self._next_id = 1
         self._in_flight: dict[int, _Pending] = {}
+        self._timers: list[tuple[float, int]] = []  # (deadline, id) of in-flight messages; stale entries skipped
         self._queue: deque[tuple[int, bytes]] = deque()
         self._ready_acks: list[bytes] = []
         self._ready: list[bytes] = []
@@ -118,6 +168,11 @@ class ReliableChannel:
         )
         self._ids_acked = 0
 
+    @property
+    def rto(self) -> float:
+        """The retransmission timeout a message sent now gets."""
+        return self._rto
+
     # sending
 
     def send(self, message: ReliableMessage, now: float) -> int:
@@ -131,10 +186,7 @@ class ReliableChannel:
             raise LocalProtocolError(f"{type(message).__name__} is not a reliable control message")
         if getattr(message, "id", None) is not None:
             raise LocalProtocolError("the channel assigns ids; send the message with id=None")
-        if self._next_id > U32_MAX:
-            raise LocalProtocolError("all 2^32-1 ids of this boot are used")
-        if len(self._queue) >= self._max_queued:
-            raise LocalProtocolError(f"{len(self._queue)} messages already wait to be sent")
+        self._check_room()
         msg_id = self._next_id
         data = encode(dataclasses.replace(message, id=msg_id))
         self._next_id += 1
@@ -142,13 +194,53 @@ class ReliableChannel:
         self._admit(now)
         return msg_id
 
+    def send_encoded(self, message: EncodedMessage, now: float) -> int:
+        """Like :meth:`send`, for a message encoded once for many channels (see :class:`EncodedMessage`).
+
+        Raises :class:`LocalProtocolError` (nothing queued, no id used) if the ids are exhausted or
+        ``max_queued`` messages already wait.
+        """
+        self._check_room()
+        msg_id = self._next_id
+        self._next_id += 1
+        self._queue.append((msg_id, message.with_id(msg_id)))
+        self._admit(now)
+        return msg_id
+
+    def take_encoded(self, message: EncodedMessage, now: float) -> tuple[int, bytes | None]:
+        """Like :meth:`send_encoded`, but when the message can go out at once and nothing else waits to go out
+        before it, it is not queued for :meth:`outgoing`: its bytes are returned with its id, for the caller to
+        send now (its retransmission timer runs from ``now``). Otherwise ``(id, None)``: it went the way of
+        :meth:`send_encoded`. Raises as :meth:`send_encoded` does."""
+        in_flight = self._in_flight
+        if (self._queue or self._ready or self._ready_acks or self._next_id > U32_MAX
+                or (in_flight and self._next_id - next(iter(in_flight)) >= MAX_IN_FLIGHT)):
+            return self.send_encoded(message, now), None
+        msg_id = self._next_id
+        self._next_id = msg_id + 1
+        data = message.with_id(msg_id)
+        deadline = now + self._rto
+        in_flight[msg_id] = _Pending(data, now, deadline, self._rto)
+        heapq.heappush(self._timers, (deadline, msg_id))
+        self._counts["sent"] += 1
+        return msg_id, data
+
+    def _check_room(self) -> None:
+        if self._next_id > U32_MAX:
+            raise LocalProtocolError("all 2^32-1 ids of this boot are used")
+        if len(self._queue) >= self._max_queued:
+            raise LocalProtocolError(f"{len(self._queue)} messages already wait to be sent")
+
     def _admit(self, now: float) -> None:
-        while self._queue:
-            msg_id, data = self._queue[0]
-            if self._in_flight and msg_id - next(iter(self._in_flight)) >= MAX_IN_FLIGHT:
+        queue, in_flight = self._queue, self._in_flight
+        while queue:
+            msg_id, data = queue[0]
+            if in_flight and msg_id - next(iter(in_flight)) >= MAX_IN_FLIGHT:
                 return
-            self._queue.popleft()
-            self._in_flight[msg_id] = _Pending(data, now, now + self._rto, self._rto)
+            queue.popleft()
+            deadline = now + self._rto
+            in_flight[msg_id] = _Pending(data, now, deadline, self._rto)
+            heapq.heappush(self._timers, (deadline, msg_id))
             self._push(data, now)
             self._counts["sent"] += 1
 
@@ -166,6 +258,7 @@ class ReliableChannel:
         for pending in self._in_flight.values():
             pending.deadline = now
             pending.interval = self._rto / 2
+        self._timers = [(now, msg_id) for msg_id in self._in_flight]  # ascending ids: already a heap
 
     # receiving
 
@@ -204,7 +297,8 @@ class ReliableChannel:
         """Whether reliable message ``msg_id`` (an id :meth:`send` returned) has been acknowledged."""
         if not 0 < msg_id < self._next_id:
             raise LocalProtocolError(f"id {msg_id} was never sent on this channel")
-        return msg_id not in self._in_flight and all(queued != msg_id for queued, _ in self._queue)
+        # queued ids are the newest ones, contiguous up to the last id given out
+        return msg_id not in self._in_flight and (not self._queue or msg_id < self._queue[0][0])
 
     def peer_restarted(self) -> None:
         """Forget which ids the peer sent (its ids start again at 1), and acknowledgements not yet sent."""
@@ -254,34 +348,61 @@ class ReliableChannel:
                 rtt = now - pending.first_sent
                 self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt
                 self._rto = min(max(2 * self._srtt, RTO_MIN), RTO_MAX)
+        self._compact()
         self._admit(now)
 
     # timers and output
 
+    def _next_deadline(self) -> float | None:
+        """The earliest retransmission deadline; drops heap entries of acknowledged or rescheduled messages."""
+        timers, in_flight = self._timers, self._in_flight
+        while timers:
+            deadline, msg_id = timers[0]
+            pending = in_flight.get(msg_id)
+            if pending is not None and pending.deadline == deadline:
+                return deadline
+            heapq.heappop(timers)
+        return None
+
     def next_timeout(self) -> float | None:
         """The time at which :meth:`handle_timeout` has work (in the past if output is ready), or None."""
-        times = [p.deadline for p in self._in_flight.values()]
+        deadline = self._next_deadline()
         for t in (self._ack_deadline, self._ready_at if (self._ready or self._ready_acks) else None):
-            if t is not None:
-                times.append(t)
-        return min(times, default=None)
+            if t is not None and (deadline is None or t < deadline):
+                deadline = t
+        return deadline
 
     def handle_timeout(self, now: float) -> None:
         """Send due acknowledgements and retransmit messages whose timer expired (with backoff)."""
         if self._ack_deadline is not None and now >= self._ack_deadline:
             self._flush_acks(now)
-        expired = False
-        for pending in self._in_flight.values():
-            if now >= pending.deadline:
-                expired = True
-                pending.transmissions += 1
-                pending.interval = min(pending.interval * 2, BACKOFF_MAX)
-                shorten = RETRANSMIT_JITTER * self._rng() if self._rng is not None else 0.0
-                pending.deadline = now + pending.interval * (1 - shorten)
-                self._push(pending.data, now)
-                self._counts["retransmitted"] += 1
-        if expired:
+        timers, in_flight = self._timers, self._in_flight
+        if not timers or timers[0][0] > now:
+            return
+        due: list[int] = []
+        while timers and timers[0][0] <= now:
+            deadline, msg_id = heapq.heappop(timers)
+            pending = in_flight.get(msg_id)
+            if pending is not None and pending.deadline == deadline:
+                due.append(msg_id)
+        due.sort()  # in id order, as they were sent
+        for msg_id in due:
+            pending = in_flight[msg_id]
+            pending.transmissions += 1
+            pending.interval = min(pending.interval * 2, BACKOFF_MAX)
+            shorten = RETRANSMIT_JITTER * self._rng() if self._rng is not None else 0.0
+            pending.deadline = now + pending.interval * (1 - shorten)
+            heapq.heappush(timers, (pending.deadline, msg_id))
+            self._push(pending.data, now)
+            self._counts["retransmitted"] += 1
+        if due:
             self._rto = min(self._rto * 2, RTO_MAX)
+
+    def _compact(self) -> None:
+        """Rebuild the deadline heap when acknowledged messages left most of its entries stale (amortised O(1))."""
+        if len(self._timers) > 2 * len(self._in_flight) + 64:
+            self._timers = [(p.deadline, i) for i, p in self._in_flight.items()]
+            heapq.heapify(self._timers)
 
     def outgoing(self, now: float) -> list[bytes]:
         """Run :meth:`handle_timeout` and return the plaintexts to send now, acknowledgements first."""

@@ -92,6 +92,10 @@ MAX_ZONE_DEPTH = 8
 MAX_EVENTS = 65_536  # undrained events beyond this are dropped, oldest first
 _NS = 1_000_000_000
 _U32 = 0xFFFFFFFF
+_ALERT_DEFAULTS: dict[str, Any] = {  # trigger_alert's keyword defaults, for announce_alert
+    "body": None, "sig": None, "signing_key": None, "zones": (), "cls": 2, "lvl": 2, "status": "actual",
+    "alert_id": None, "text": None, "ttl_s": None, "preroll_ms": 0, "policy": "resume", "name": "",
+}
 
 
 def parse_group(text: str) -> Address:
@@ -502,6 +506,17 @@ class StreamerCore:
         return self.live.trigger_alert(source, now, body=body, sig=sig, signing_key=signing_key, zones=zones,
                                        cls=cls, lvl=lvl, status=status, alert_id=alert_id, text=text, ttl_s=ttl_s,
                                        preroll_ms=preroll_ms, policy=policy, name=name)
+
+    def announce_alert(self, source: Source, now: float, **options: Any) -> int:
+        """The first half of :meth:`trigger_alert` (same arguments, same errors): the alert checked or signed and
+        its ``alert`` queued to every device, nothing else. Call :meth:`start_alert` right after; an I/O loop
+        sends the queued alerts in between, so that they leave before the ``amp`` and ``join`` that follow."""
+        return self.live.announce_alert(source, now, **{**_ALERT_DEFAULTS, **options})
+
+    def start_alert(self, bid: int, now: float) -> None:
+        """The second half of :meth:`trigger_alert`: ``amp`` and the alert's stream with its ``join``s. KeyError
+        unless ``bid`` was announced and not started."""
+        self.live.start_alert(bid, now)
 
     def cancel_alert(self, bid: int, now: float, *, body: bytes | None = None, sig: bytes | None = None,
                      signing_key: Ed25519PrivateKey | None = None) -> None:

@@ -110,6 +110,8 @@ class LiveBroadcasts:
         self._alert_ids: set[tuple[bytes, str]] = set()
         self._memberships: dict[bytes, set[int]] = {}
         self._watch: dict[bytes, set[int]] = {}
+        # alerts announced (their `alert` queued) whose amp and stream start_alert has yet to send
+        self._announced: dict[int, tuple[Source, tuple[str, ...], str, str, list[bytes]]] = {}
 
     # -- queries -----------------------------------------------------------------------------------------------
 
@@ -183,7 +185,7 @@ class LiveBroadcasts:
         return delay
 
     def _start(self, bid: int, source: Source, zones: tuple[str, ...], now: float, *, cls: int, lvl: int,
-               policy: str, name: str, delay_ms: int, audio_from: float | None) -> int:
+               policy: str, name: str, delay_ms: int, audio_from: float | None, alerted: bool = False) -> int:
         start = now + self._settings.start_lead_s
         broadcast = LiveBroadcast(
             bid, source, zones=zones, cls=cls, lvl=lvl, policy=policy, start=start,
@@ -192,8 +194,8 @@ class LiveBroadcasts:
         )
         self._live[bid] = broadcast
         self._covering[bid] = self._zones.covering(zones)
-        for key in sorted(self._registry.in_zones(self._covering[bid], kinds=("speaker",))):
-            self._add_member(broadcast, key, now)
+        self._add_members(broadcast, sorted(self._registry.in_zones(self._covering[bid], kinds=("speaker",))), now,
+                          alerted=alerted)
         return bid
 
     def stop(self, bid: int, now: float) -> None:
@@ -257,19 +259,28 @@ class LiveBroadcasts:
         return None
 
     def _add_member(self, broadcast: LiveBroadcast, key: bytes, now: float) -> None:
-        entry = self._registry.entry(key)
-        member = Member(zone=member_zone(self._zones, broadcast.zones, entry))
-        member.group = self._group_for(broadcast.bid, entry, key)
-        broadcast.members[key] = member
-        self._memberships.setdefault(key, set()).add(broadcast.bid)
-        if broadcast.bid in self._alerts:
-            self._send_alert(broadcast.bid, key, entry, now)
-        self._send_join(broadcast, key, member, now)
-        if member.group is not None:
-            broadcast.groups[member.group] = broadcast.groups.get(member.group, 0) + 1
-            host, _, port = member.group.rpartition(":")
-            broadcast.destinations.set(("group", member.group), (host.strip("[]"), int(port)))
-        self._place(broadcast, key)
+        self._add_members(broadcast, [key], now)
+
+    def _add_members(self, broadcast: LiveBroadcast, keys: list[bytes], now: float, *, alerted: bool = False) -> None:
+        """Make ``keys`` (enrolled speakers) members: of an alert they get ``alert`` and ``amp`` first (unless
+        ``alerted``: already sent), then ``join``, each message encoded once for all of them."""
+        added: list[tuple[bytes, Member]] = []
+        for key in keys:
+            entry = self._registry.entry(key)
+            member = Member(zone=member_zone(self._zones, broadcast.zones, entry))
+            member.group = self._group_for(broadcast.bid, entry, key)
+            broadcast.members[key] = member
+            self._memberships.setdefault(key, set()).add(broadcast.bid)
+            added.append((key, member))
+        if broadcast.bid in self._alerts and not alerted:
+            self._send_alerts(broadcast.bid, keys, keys, now)
+        self._send_joins(broadcast, added, now)
+        for key, member in added:
+            if member.group is not None:
+                broadcast.groups[member.group] = broadcast.groups.get(member.group, 0) + 1
+                host, _, port = member.group.rpartition(":")
+                broadcast.destinations.set(("group", member.group), (host.strip("[]"), int(port)))
+            self._place(broadcast, key)
 
     def _remove_member(self, broadcast: LiveBroadcast, key: bytes, now: float, *, notify: bool) -> None:
         member = broadcast.members.pop(key)
@@ -286,15 +297,24 @@ class LiveBroadcasts:
             self._link.send(key, Leave(bid=broadcast.bid), now)
 
     def _send_join(self, broadcast: LiveBroadcast, key: bytes, member: Member, now: float) -> None:
+        self._send_joins(broadcast, [(key, member)], now)
+
+    def _send_joins(self, broadcast: LiveBroadcast, members: list[tuple[bytes, Member]], now: float) -> None:
+        """``join`` to each member; one encoding per distinct (zone, group) of the members."""
         stream = broadcast.stream
-        member.join_id = self._link.send(key, Join(
-            bid=broadcast.bid, ssrc=stream.ssrc, key=stream.key, cls=broadcast.cls, lvl=broadcast.lvl,
-            policy=broadcast.policy, zone=member.zone, delay_ms=broadcast.delay_ms, group=member.group,
-        ), now)
-        member.join_acked = False
-        member.rotate_id = None
-        member.gen = stream.gen
-        self._watch.setdefault(key, set()).add(broadcast.bid)
+        shapes: dict[tuple[str, str | None], list[tuple[bytes, Member]]] = {}
+        for key, member in members:
+            shapes.setdefault((member.zone, member.group), []).append((key, member))
+        for (zone, group), same in shapes.items():
+            join = Join(bid=broadcast.bid, ssrc=stream.ssrc, key=stream.key, cls=broadcast.cls, lvl=broadcast.lvl,
+                        policy=broadcast.policy, zone=zone, delay_ms=broadcast.delay_ms, group=group)
+            ids = self._link.send_many([key for key, _ in same], join, now)
+            for (key, member), msg_id in zip(same, ids, strict=True):
+                member.join_id = msg_id
+                member.join_acked = False
+                member.rotate_id = None
+                member.gen = stream.gen
+                self._watch.setdefault(key, set()).add(broadcast.bid)
 
     def _place(self, broadcast: LiveBroadcast, key: bytes) -> None:
         """Put a member's unicast destination where its session is (or take it out while it has none)."""
@@ -337,7 +357,7 @@ class LiveBroadcasts:
         flight are not repeated (they will arrive); acknowledged ones are (a restarted device lost them)."""
         for bid, rec in self._alerts.items():
             if key in rec.targets and not rec.ended and rec.cancel is None:
-                self._send_alert(bid, key, entry, now)
+                self._send_alerts(bid, [key], [key] if entry.kind == "speaker" else [], now)
         for bid in self._memberships.get(key, ()):
             broadcast = self._live[bid]
             member = broadcast.members[key]
@@ -392,6 +412,18 @@ class LiveBroadcasts:
                       signing_key: Ed25519PrivateKey | None, zones: Sequence[str], cls: int, lvl: int, status: str,
                       alert_id: str | None, text: str | None, ttl_s: float | None, preroll_ms: int, policy: str,
                       name: str) -> int:
+        bid = self.announce_alert(source, now, body=body, sig=sig, signing_key=signing_key, zones=zones, cls=cls,
+                                  lvl=lvl, status=status, alert_id=alert_id, text=text, ttl_s=ttl_s,
+                                  preroll_ms=preroll_ms, policy=policy, name=name)
+        self.start_alert(bid, now)
+        return bid
+
+    def announce_alert(self, source: Source, now: float, *, body: bytes | None, sig: bytes | None,
+                       signing_key: Ed25519PrivateKey | None, zones: Sequence[str], cls: int, lvl: int,
+                       status: str, alert_id: str | None, text: str | None, ttl_s: float | None, preroll_ms: int,
+                       policy: str, name: str) -> int:
+        """The first half of :meth:`trigger_alert`: check (or sign) the alert and queue the signed ``alert`` to
+        every device of its zones, each sealed at once; nothing else. :meth:`start_alert` must follow."""
         if not 0 <= preroll_ms <= 120_000:
             raise ValueError(f"preroll_ms must be 0-120000, not {preroll_ms}")
         now_ns = self._server_time(now)
@@ -417,18 +449,32 @@ class LiveBroadcasts:
         expires_at = now + (alert.expires - now_ns) / _NS
         self._alerts[alert.bid] = AlertRecord(alert, body, sig, preroll_ms, expires_at)
         self._alert_ids.add((alert.kid, alert.id))
-        for key in sorted(self._registry.in_zones(self._zones.covering(known), kinds=("board",))):
-            self._send_alert(alert.bid, key, self._registry.entry(key), now)
-        return self._start(alert.bid, source, known, now, cls=alert.cls, lvl=alert.lvl, policy=policy,
-                           name=name or alert.id, delay_ms=self._settings.delay_ms,
-                           audio_from=now + preroll_ms / 1000)
+        covering = self._zones.covering(known)
+        boards = sorted(self._registry.in_zones(covering, kinds=("board",)))
+        speakers = sorted(self._registry.in_zones(covering, kinds=("speaker",)))
+        rec = self._alerts[alert.bid]
+        rec.targets.update(boards)
+        rec.targets.update(speakers)
+        self._link.send_tracked_many(boards + speakers, ("alert", alert.bid), SignedAlert(body=body, sig=sig), now)
+        self._announced[alert.bid] = (source, known, policy, name or alert.id, speakers)
+        return alert.bid
 
-    def _send_alert(self, bid: int, key: bytes, entry: DeviceEntry, now: float) -> None:
+    def start_alert(self, bid: int, now: float) -> None:
+        """The second half of :meth:`trigger_alert`: ``amp`` on to the speakers told of alert ``bid``, then its
+        stream and their ``join``. KeyError unless ``bid`` was announced and not started yet."""
+        source, known, policy, name, speakers = self._announced.pop(bid)
         rec = self._alerts[bid]
-        rec.targets.add(key)
-        self._link.send_tracked(key, ("alert", bid), SignedAlert(body=rec.body, sig=rec.sig), now)
-        if entry.kind == "speaker":
-            self._link.send_tracked(key, ("amp", bid), Amp(on=True, preroll_ms=rec.preroll_ms), now)
+        self._link.send_tracked_many(speakers, ("amp", bid), Amp(on=True, preroll_ms=rec.preroll_ms), now)
+        self._start(bid, source, known, now, cls=rec.alert.cls, lvl=rec.alert.lvl, policy=policy, name=name,
+                    delay_ms=self._settings.delay_ms, audio_from=now + rec.preroll_ms / 1000, alerted=True)
+
+    def _send_alerts(self, bid: int, keys: list[bytes], speakers: list[bytes], now: float) -> None:
+        """The signed ``alert`` to every device of ``keys``, then ``amp`` on to the ``speakers`` among them: each
+        message encoded once, all the alerts queued before any ``amp`` (they are what must arrive first)."""
+        rec = self._alerts[bid]
+        rec.targets.update(keys)
+        self._link.send_tracked_many(keys, ("alert", bid), SignedAlert(body=rec.body, sig=rec.sig), now)
+        self._link.send_tracked_many(speakers, ("amp", bid), Amp(on=True, preroll_ms=rec.preroll_ms), now)
 
     def _amp_off(self, rec: AlertRecord, now: float) -> None:
         preroll = self._settings.config.preroll_ms or 0

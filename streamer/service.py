@@ -30,10 +30,10 @@ broadcast sends its closing RTCP BYE, the queues are flushed, the advertisement 
 from __future__ import annotations
 
 import errno
+import gc
 import math
 import socket
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +45,7 @@ from loa.protocol.datagram import MAX_DATAGRAM
 from loa.streamer.core import StreamerCore
 from loa.streamer.discovery import Advertiser
 from loa.streamer.fanout import Backend, Fanout
+from loa.streamer.sendmany import DatagramSender
 from loa.streamer.sources import LiveRtpSource, Source
 from loa.streamer.status import StreamerEvent
 
@@ -108,7 +109,8 @@ class StreamerService:
         self._on_event = on_event
         self._wakeup = anyio.Event()
         self._stopping = anyio.Event()
-        self._pending: deque[tuple[bytes, tuple[str, int]]] = deque()
+        self._pending: list[tuple[bytes, tuple[str, int]]] = []
+        self._sender = DatagramSender(sock, backend="sendto" if fanout_backend == "sendto" else "auto")
         self._media: dict[int, anyio.CancelScope] = {}
         self._media_done: dict[int, anyio.Event] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -142,7 +144,22 @@ class StreamerService:
         self.changed()
 
     def trigger_alert(self, source: Source, **options: Any) -> int:
-        bid = self.core.trigger_alert(source, self.now(), **options)
+        """Trigger an alert (see :meth:`StreamerCore.trigger_alert`). Every device's ``alert`` is sent before
+        anything else is prepared (then ``amp``, the stream and the ``join``s), and all of it goes out before
+        this returns, as far as the socket takes it (the rest at the next flush). The garbage collector is held
+        off meanwhile, so that a full collection of a large heap does not land in the middle."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            bid = self.core.announce_alert(source, self.now(), **options)
+            self._pending.extend(self.core.datagrams_to_send())
+            self._send_pending()
+            self.core.start_alert(bid, self.now())
+            self._pending.extend(self.core.datagrams_to_send())
+            self._send_pending()
+        finally:
+            if collecting:
+                gc.enable()
         self.changed()
         return bid
 
@@ -230,27 +247,30 @@ class StreamerService:
             if self._on_event is not None:
                 self._on_event(event)
         self._pending.extend(self.core.datagrams_to_send())
-        pending, sock = self._pending, self.sock
         retries = 0
-        while pending:
-            data, address = pending[0]
-            try:
-                sock.sendto(data, address)
-            except (BlockingIOError, InterruptedError):
-                self._blocked += 1
-                retries += 1
-                if retries > SEND_RETRIES:
-                    return  # the next flush carries on
-                await anyio.wait_writable(sock)
-                continue
-            except OSError as exc:
-                self._send_errors += 1  # unreachable destination, bad address family: that datagram only
-                if exc.errno == errno.ENOBUFS:
-                    await anyio.sleep(0.001)
-                    continue
+        while self._pending:
+            blocked = self._send_pending()
+            if not blocked:
+                break
+            self._blocked += 1
+            retries += 1
+            if retries > SEND_RETRIES:
+                return  # the next flush carries on
+            if blocked == errno.ENOBUFS:
+                await anyio.sleep(0.001)
             else:
-                self._sent += 1
-            pending.popleft()
+                await anyio.wait_writable(self.sock)
+
+    def _send_pending(self) -> int:
+        """Send what is pending, in batches (``sendmmsg`` on Linux); 0 when all went, else the errno that
+        stopped it (EAGAIN, ENOBUFS). A datagram the network refuses is dropped and counted in send_errors."""
+        sender, pending = self._sender, self._pending
+        sent, failed = sender.sent, sender.failed
+        done = sender.send(pending)
+        del pending[:done]
+        self._sent += sender.sent - sent
+        self._send_errors += sender.failed - failed
+        return sender.blocked_by
 
     def _sync_media(self) -> None:
         """Start a frame-clock task for every live broadcast that has none."""

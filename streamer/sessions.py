@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol
 
 from loa.protocol.connection import Connected, ConnectionEvent, Disconnected, ServerConnection
-from loa.protocol.control import Bye, Hello, Message
+from loa.protocol.control import Bye, Hello, Message, ReliableMessage
 from loa.protocol.errors import LocalProtocolError
-from loa.protocol.reliable import ReliableChannel
+from loa.protocol.reliable import EncodedMessage, ReliableChannel
 from loa.streamer.registry import DeviceEntry, Registry, RegistryError
 from loa.streamer.status import DeviceEnrolled, DeviceOffline, DeviceOnline, DeviceRuntime, HelloReceived, StreamerEvent
 
@@ -129,6 +129,37 @@ class DeviceSessions:
         if msg_id is not None:
             rt.sent[tag] = msg_id
         return msg_id
+
+    def send_many(self, keys: Sequence[bytes], message: ReliableMessage, now: float) -> list[int | None]:
+        """:meth:`send` of one reliable message to every device of ``keys``, encoded once (only the id differs
+        between devices); the ids, in the order of ``keys`` (None where refused)."""
+        if len(keys) < 2:
+            return [self.send(key, message, now) for key in keys]
+        try:
+            encoded = EncodedMessage(message)
+        except LocalProtocolError:
+            self._drops["send_refused"] += len(keys)
+            return [None] * len(keys)
+        out = self.conn.send_encoded_many(keys, encoded, now)
+        refused = out.count(None)
+        if refused:
+            self._drops["send_refused"] += refused
+        self.wants_flush = True
+        return out
+
+    def send_tracked_many(self, keys: Sequence[bytes], tag: Hashable, message: ReliableMessage,
+                          now: float) -> None:
+        """:meth:`send_tracked` to every device of ``keys``, the message encoded once."""
+        todo = []
+        runtimes = self._runtime
+        for key in keys:
+            rt = runtimes.get(key)
+            previous = None if rt is None else rt.sent.get(tag)
+            if previous is None or self.acked(key, previous):
+                todo.append(key)
+        for key, msg_id in zip(todo, self.send_many(todo, message, now), strict=True):
+            if msg_id is not None:
+                self.runtime(key).sent[tag] = msg_id
 
     def acked(self, key: bytes, msg_id: int) -> bool:
         return _acked(self.conn.channel(key), msg_id)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from loa.codecs import Application, OpusEncoder
-from loa.protocol.control import ConfigValues, Message
+from loa.protocol.control import ConfigValues, Message, ReliableMessage
 from loa.streamer.status import DeviceRuntime
 
 __all__ = ["DeviceLink", "EncoderSettings", "Settings"]
@@ -64,6 +64,13 @@ class DeviceLink(Protocol):
     def send_tracked(self, key: bytes, tag: Hashable, message: Message, now: float) -> int | None:
         """As :meth:`send`, unless the message last sent under ``tag`` is still unacknowledged (it is on its
         way, and a copy would be a duplicate): then its id is returned and nothing is sent."""
+
+    def send_many(self, keys: Sequence[bytes], message: ReliableMessage, now: float) -> list[int | None]:
+        """:meth:`send` to every device of ``keys``, the message encoded once; the ids in the order of ``keys``."""
+
+    def send_tracked_many(self, keys: Sequence[bytes], tag: Hashable, message: ReliableMessage,
+                          now: float) -> None:
+        """:meth:`send_tracked` to every device of ``keys``, the message encoded once."""
 
     def acked(self, key: bytes, msg_id: int) -> bool:
         """Whether reliable message ``msg_id`` to ``key`` has been acknowledged."""

@@ -17,7 +17,7 @@ from serverdriver import TestServer, tone_payloads
 from loa.devices.cli import device, fleet
 from loa.devices.core import SpeakerCore
 from loa.devices.identity import encode_key
-from loa.devices.runner import DeviceRunner, FleetHost
+from loa.devices.runner import DeviceRunner, FleetHost, realtime_offset
 from loa.devices.simclock import SimulatedClock
 
 pytestmark = pytest.mark.e2e
@@ -226,3 +226,39 @@ def test_discovery_takes_only_the_provisioned_key() -> None:
     finally:
         zc.unregister_service(info)
         zc.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_fleet_host_stamps_each_datagram_with_its_kernel_arrival(anyio_backend: str) -> None:
+    """With ``timestamps`` the time handed on for each datagram is the kernel's receive time on the monotonic
+    clock: after the datagram was sent, before the device got it; the decoding (priority) devices still play."""
+    loop = LoopbackServer(stream_frames=30)
+    devices = [(SpeakerCore(static_private=bytes([i + 9]) * 32, server_public=loop.public_key,
+                            server_address=loop.address, batch=0.1), SimulatedClock()) for i in range(3)]
+    host = FleetHost(devices, loop.address, bind_host="127.0.0.1", start_rate=50.0, priority=1, timestamps=True)
+    assert host.timestamps
+    seen: list[tuple[float, float]] = []
+    original = devices[0][0].receive_datagram
+
+    def spy(*args: object, **kwargs: object) -> None:
+        seen.append((host.arrival, time.monotonic()))
+        original(*args, **kwargs)  # type: ignore[arg-type]
+
+    devices[0][0].receive_datagram = spy  # type: ignore[method-assign]
+    began = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop.serve)
+        await host.run(duration=3.0, tick=0.5)
+        tg.cancel_scope.cancel()
+    loop.close()
+    assert seen
+    assert all(began < arrival <= handled for arrival, handled in seen)
+    assert len({arrival for arrival, _ in seen}) > len(seen) // 2  # per datagram, not one reading per round
+    assert devices[0][0].statistics().played >= 28
+    assert host.offset_change_ns < 50_000_000
+
+
+def test_realtime_offset_converts_the_wall_clock() -> None:
+    offset = realtime_offset()
+    assert abs((time.time_ns() - offset) - time.monotonic_ns()) < 5_000_000
