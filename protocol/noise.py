@@ -14,6 +14,7 @@ handshake state exactly as it was before the call. Misuse (writing out of turn, 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -40,6 +41,7 @@ __all__ = [
 DHLEN: Final = 32
 TAGLEN: Final = 16
 _MAX_NONCE: Final = 2**64 - 1
+STATIC_KEY_CACHE: Final = 16384  # loaded static private keys kept (a fleet process hosts thousands of devices)
 
 _HASHES: Final[dict[str, Callable[..., Any]]] = {
     "BLAKE2s": hashlib.blake2s,
@@ -58,17 +60,32 @@ PATTERNS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[st
 }
 
 
+@functools.lru_cache(maxsize=STATIC_KEY_CACHE)
+def _static_key(private: bytes) -> X25519PrivateKey:
+    # Loading a private key costs as much as a Diffie-Hellman (the library derives its public key on load), and
+    # a static key is used in every handshake of its owner: keep the loaded object of the most recent ones.
+    return X25519PrivateKey.from_private_bytes(private)
+
+
+def _load(private: bytes | X25519PrivateKey) -> X25519PrivateKey:
+    if isinstance(private, X25519PrivateKey):
+        return private
+    if len(private) != DHLEN:
+        raise LocalProtocolError("an X25519 private key is 32 bytes")
+    return X25519PrivateKey.from_private_bytes(private)
+
+
 def x25519_public(private: bytes) -> bytes:
     """The X25519 public key of a 32-byte private key (LocalProtocolError if it is not 32 bytes)."""
     if len(private) != DHLEN:
         raise LocalProtocolError("an X25519 private key is 32 bytes")
-    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+    return _static_key(private).public_key().public_bytes_raw()
 
 
-def dh(private: bytes, public: bytes) -> bytes:
+def dh(private: bytes | X25519PrivateKey, public: bytes) -> bytes:
     """X25519(private, public); AuthError if the result is all zeros (a low-order peer key)."""
     try:
-        return X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(public))
+        return _load(private).exchange(X25519PublicKey.from_public_bytes(public))
     except ValueError as exc:
         raise AuthError("X25519 with this public key gives no shared secret") from exc
 
@@ -219,6 +236,7 @@ class HandshakeState:
         pre_i, pre_r, self._messages = PATTERNS[parts[1]]
         self.initiator = initiator
         self.s, self.e, self.rs, self.re = s, e, rs, re
+        self._e_loaded: tuple[bytes, X25519PrivateKey] | None = None
         self._random_bytes = random_bytes
         self.symmetric = SymmetricState(protocol_name, parts[3], parts[4])
         self.symmetric.mix_hash(prologue)
@@ -241,15 +259,28 @@ class HandshakeState:
     def _my_turn(self) -> bool:
         return (self._index % 2 == 0) == self.initiator
 
+    def _own(self, which: str) -> X25519PrivateKey:
+        """This side's ``e`` or ``s`` as a loaded key: the ephemeral is loaded once per handshake, the static
+        through the cache of static keys."""
+        key = self.e if which == "e" else self.s
+        if key is None:
+            raise LocalProtocolError(f"this handshake has no {which} key")
+        if len(key) != DHLEN:
+            raise LocalProtocolError("an X25519 private key is 32 bytes")
+        if which == "s":
+            return _static_key(key)
+        if self._e_loaded is None or self._e_loaded[0] != key:
+            self._e_loaded = (key, X25519PrivateKey.from_private_bytes(key))
+        return self._e_loaded[1]
+
     def _dh_token(self, op: str) -> bytes:
         first, second = op[0], op[1]
         if not self.initiator:
             first, second = second, first
-        own = self.e if first == "e" else self.s
         remote = self.re if second == "e" else self.rs
-        if own is None or remote is None:
+        if (self.e if first == "e" else self.s) is None or remote is None:
             raise LocalProtocolError(f"token {op} needs keys this handshake does not have")
-        return dh(own, remote)
+        return dh(self._own(first), remote)
 
     def write_message(self, payload: bytes) -> bytes:
         """Write the next handshake message carrying ``payload``."""
@@ -260,13 +291,13 @@ class HandshakeState:
             if op == "e":
                 if self.e is None:
                     self.e = self._random_bytes(DHLEN)
-                pub = x25519_public(self.e)
+                pub = self._own("e").public_key().public_bytes_raw()
                 self.symmetric.mix_hash(pub)
                 out += pub
             elif op == "s":
                 if self.s is None:
                     raise LocalProtocolError("token s needs a static key")
-                out += self.symmetric.encrypt_and_hash(x25519_public(self.s))
+                out += self.symmetric.encrypt_and_hash(self._own("s").public_key().public_bytes_raw())
             else:
                 self.symmetric.mix_key(self._dh_token(op))
         out += self.symmetric.encrypt_and_hash(payload)
