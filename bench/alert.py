@@ -220,8 +220,9 @@ def measure_floor(count: int, workdir: str, *, repeat: int = 5) -> float:
 @click.option("--devices", default="1000,10000", show_default=True, help="Comma-separated fleet sizes.")
 @click.option("--full", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="Devices that decode and play (the rest count packets).")
-@click.option("--start-rate", type=click.FloatRange(10, 100_000), default=500.0, show_default=True,
-              help="Devices started per second.")
+@click.option("--start-rate", type=click.FloatRange(10, 100_000), default=150.0, show_default=True,
+              help="Devices started per second (below the server's cookie threshold of 200 inits/s, each device "
+                   "connects at its first init).")
 @click.option("--settle", type=click.FloatRange(0, 120), default=3.0, show_default=True,
               help="Seconds between the last session and the alert (clock estimates).")
 @click.option("--seed", type=int, default=1, show_default=True)

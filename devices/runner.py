@@ -42,6 +42,7 @@ __all__ = ["DeviceRunner", "FleetHost", "IoStatistics", "open_udp_socket", "real
 
 RECV_BATCH = 256  # datagrams taken from one socket before the loop yields
 RECEIVE_SLICE_S = 0.005  # the fleet's receive loop yields to its timers at least this often
+WINDOW_POLL_S = 0.05  # how often the starter counts the devices still connecting
 SEND_WAIT_S = 0.05
 MAX_DATAGRAM = 2048
 # SO_TIMESTAMPNS (asm-generic/socket.h; Python does not name it): a struct timespec of the wall clock per datagram
@@ -280,10 +281,15 @@ class FleetHost:
     """Many devices in one event loop, one socket each (see the module docstring).
 
     ``devices`` are ``(core, clock)`` pairs; ``start_rate`` devices are started per second (a province does not
-    power up at once, and a server under a burst answers with cookies). ``on_tick`` is called every
-    ``tick`` seconds (status lines). The receive loop takes one datagram from each ready socket per round and
-    yields to the timers every few milliseconds; the sockets of the first ``priority`` devices (those that
-    decode) are emptied after every round, so that their audio does not queue behind the counting devices.
+    power up at once, and a server under a burst answers with cookies), and no more than ``max_connecting``
+    started devices are without a session at any time (default: two seconds' worth at ``start_rate``, at
+    least 64). The window matters only when this process falls behind: one process doing the handshakes of
+    thousands of devices, each retrying every 5 s as the protocol says, would otherwise spend itself on retries
+    whose answers come back too late to count, where real devices each have a processor of their own.
+    ``on_tick`` is called every ``tick`` seconds (status lines). The receive loop takes one datagram from each
+    ready socket per round and yields to the timers every few milliseconds; the sockets of the first
+    ``priority`` devices (those that decode) are emptied after every round, so that their audio does not queue
+    behind the counting devices.
 
     ``timestamps``: the kernel stamps every datagram as it arrives (``SO_TIMESTAMPNS``) and :attr:`arrival`
     holds that time, on the host's monotonic clock, while the datagram is handed to its device. One process
@@ -294,8 +300,9 @@ class FleetHost:
 
     def __init__(self, devices: Sequence[tuple[SpeakerCore, SimulatedClock]], server: Address, *,
                  bind_host: str | None = None, start_rate: float = 200.0, priority: int = 0,
-                 timestamps: bool = False) -> None:
+                 timestamps: bool = False, max_connecting: int | None = None) -> None:
         self.server = server
+        self.max_connecting = max(64, int(2 * start_rate)) if max_connecting is None else max(1, max_connecting)
         self.cores = [core for core, _ in devices]
         self.clocks = [clock for _, clock in devices]
         self.socks: list[socket.socket] = []
@@ -340,12 +347,25 @@ class FleetHost:
         _send_all(self.socks[index], self.cores[index], self.server, self.stats)
         self._schedule(index)
 
+    def connecting(self) -> int:
+        """Started devices without a session."""
+        return sum(not core.conn.connected for core in self.cores[: self.started])
+
     async def _starter(self) -> None:
         begin = time.monotonic()
+        connecting, counted_at = 0, -math.inf
         for i, core in enumerate(self.cores):
             wait = begin + i / self.start_rate - time.monotonic()
             if wait > 0:
                 await anyio.sleep(wait)
+            if i >= self.max_connecting:
+                if time.monotonic() - counted_at >= WINDOW_POLL_S:  # a count costs a pass over the started devices
+                    connecting, counted_at = self.connecting(), time.monotonic()
+                while connecting >= self.max_connecting:
+                    await anyio.sleep(WINDOW_POLL_S)
+                    connecting, counted_at = self.connecting(), time.monotonic()
+                    begin = max(begin, time.monotonic() - i / self.start_rate)  # no burst after a pause
+                connecting += 1
             core.start(self.clocks[i].local(time.monotonic()))
             self.started += 1
             self._after(i)

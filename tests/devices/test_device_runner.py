@@ -262,3 +262,26 @@ async def test_fleet_host_stamps_each_datagram_with_its_kernel_arrival(anyio_bac
 def test_realtime_offset_converts_the_wall_clock() -> None:
     offset = realtime_offset()
     assert abs((time.time_ns() - offset) - time.monotonic_ns()) < 5_000_000
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_fleet_host_starts_no_more_devices_than_its_connecting_window(anyio_backend: str) -> None:
+    """A server that never answers: however fast the start rate, only ``max_connecting`` devices are started;
+    with a window as large as the fleet, all of them are."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    server = silent.getsockname()
+    try:
+        for window, expected in ((3, 3), (12, 12)):
+            devices = [(SpeakerCore(static_private=bytes([i + 1]) * 32, server_public=bytes(range(32)),
+                                    server_address=server), SimulatedClock()) for i in range(12)]
+            host = FleetHost(devices, server, bind_host="127.0.0.1", start_rate=1000.0, max_connecting=window)
+            try:
+                await host.run(duration=0.6, tick=0.1)
+            finally:
+                host.close()
+            assert host.started == expected
+            assert host.connecting() == expected
+    finally:
+        silent.close()
