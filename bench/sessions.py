@@ -8,8 +8,9 @@ the devices start ``1 / HANDSHAKE_SPACING`` apart on the virtual clock, below th
 on cookie mode (``HANDSHAKES_PER_SECOND_BEFORE_COOKIE``), so every session takes one round trip as on a quiet
 network.
 
-Memory (``bytes_per_session_N``): :mod:`tracemalloc` traces the Python heap while N sessions are established;
-then every device object is dropped and the garbage collected, so what is still traced is what the server holds
+Memory (``bytes_per_session_N``): :mod:`tracemalloc` traces the Python heap while N sessions are established
+and settle (half a virtual second of timers on every side, so that delayed acknowledgements flow and nothing
+waits for one: the steady state of an idle session); then every device object is dropped and the garbage collected, so what is still traced is what the server holds
 for those N sessions (session keys, replay windows, reliable channels, runtime records, indexes), divided by N.
 The registry entries (``add_device``) were made before tracing started: ``registry_bytes_per_device_N`` is
 measured the same way, separately. ``rss_bytes_per_session_N`` is the process's resident-set growth over the same
@@ -129,6 +130,20 @@ class InMemoryDevices:
             if not outgoing and not answers:
                 return
 
+    def settle(self, now: float, *, steps: int = 5, step: float = 0.1) -> float:
+        """Let delayed acknowledgements and answers flow (every side's timers run ``steps`` times, ``step``
+        virtual seconds apart), so that what the server holds afterwards is its steady state: no message still
+        waits for its acknowledgement. Returns the virtual time reached."""
+        for _ in range(steps):
+            now += step
+            self.core.handle_timeout(now)
+            for address, device in self.devices.items():
+                device.handle_timeout(now)
+                for data in device.datagrams_to_send():
+                    self.core.receive_datagram(data, address, now)
+            self.pump(now)
+        return now
+
     def pump(self, now: float, rounds: int = MAX_ROUNDS) -> int:
         """Hand the core's queued datagrams to their devices and the answers back until quiet; datagrams moved."""
         moved = 0
@@ -188,6 +203,7 @@ def measure_memory(count: int, *, seed: int = 1) -> dict[str, float]:
         registry = tracemalloc.get_traced_memory()[0] - before
         before = tracemalloc.get_traced_memory()[0]
         fleet = InMemoryDevices.establish(core, addresses, seed=seed, enrol=False)
+        fleet.settle(1.0 + count * HANDSHAKE_SPACING)
         fleet.devices.clear()
         del fleet
         gc.collect()
@@ -205,6 +221,7 @@ def measure_memory(count: int, *, seed: int = 1) -> dict[str, float]:
     gc.collect()
     rss_before = _rss_bytes()
     fleet = InMemoryDevices.establish(core, addresses, seed=seed + 1)
+    fleet.settle(1.0 + count * HANDSHAKE_SPACING)
     fleet.devices.clear()
     del fleet
     gc.collect()

@@ -105,7 +105,10 @@ class EncodedMessage:
     ``id`` already, breaks the schema, or would be too long with the largest id.
     """
 
-    __slots__ = ("_prefix", "_suffix", "message")
+    __slots__ = (
+        "_n_acked", "_n_acks_sent", "_n_delivered", "_n_duplicates", "_n_rejected", "_n_retransmitted", "_n_sent",
+        "_n_unknown", "_prefix", "_suffix", "message",
+    )
 
     def __init__(self, message: ReliableMessage) -> None:
         if not is_reliable(getattr(message, "TYPE", "")) or isinstance(message, UnknownMessage):
@@ -123,6 +126,7 @@ class EncodedMessage:
     def with_id(self, msg_id: int) -> bytes:
         """The message's bytes with ``id`` = ``msg_id`` (1..2^32-1, not checked here)."""
         return self._prefix + _pack_id(msg_id) + self._suffix
+
 
 
 @dataclass(slots=True)
@@ -144,6 +148,14 @@ class ReliableChannel:
     * ``max_queued``: how many messages may wait behind the in-flight window before :meth:`send` refuses.
     """
 
+    # A server holds one channel per device: slots, and the queue, the lists of datagrams ready, the pending
+    # acknowledgements and the set of ids received out of order exist only while they hold something.
+    __slots__ = (
+        "_above", "_ack_deadline", "_floor", "_ids_acked", "_in_flight", "_max_queued", "_n_acked", "_n_acks_sent",
+        "_n_delivered", "_n_duplicates", "_n_rejected", "_n_retransmitted", "_n_sent", "_n_unknown", "_next_id",
+        "_pending_acks", "_queue", "_ready", "_ready_acks", "_ready_at", "_rng", "_rto", "_side", "_srtt", "_timers",
+    )
+
     def __init__(
         self, *, side: Side | None = None, rng: Callable[[], float] | None = None, max_queued: int = 4096
     ) -> None:
@@ -153,19 +165,18 @@ class ReliableChannel:
         self._next_id = 1
         self._in_flight: dict[int, _Pending] = {}
         self._timers: list[tuple[float, int]] = []  # (deadline, id) of in-flight messages; stale entries skipped
-        self._queue: deque[tuple[int, bytes]] = deque()
-        self._ready_acks: list[bytes] = []
-        self._ready: list[bytes] = []
+        self._queue: deque[tuple[int, bytes]] | None = None  # messages behind the in-flight window
+        self._ready_acks: list[bytes] | None = None  # made at first use, as below
+        self._ready: list[bytes] | None = None
         self._ready_at: float | None = None
         self._srtt: float | None = None
         self._rto = RTO_INITIAL
         self._floor = 0
-        self._above: set[int] = set()
-        self._pending_acks: dict[int, None] = {}
+        self._above: set[int] | None = None  # ids above _floor received, while there are any
+        self._pending_acks: dict[int, None] | None = None
         self._ack_deadline: float | None = None
-        self._counts = dict.fromkeys(
-            ("sent", "retransmitted", "acked", "delivered", "duplicates", "rejected", "unknown", "acks_sent"), 0
-        )
+        self._n_sent = self._n_retransmitted = self._n_acked = self._n_delivered = 0
+        self._n_duplicates = self._n_rejected = self._n_unknown = self._n_acks_sent = 0
         self._ids_acked = 0
 
     @property
@@ -190,7 +201,7 @@ class ReliableChannel:
         msg_id = self._next_id
         data = encode(dataclasses.replace(message, id=msg_id))
         self._next_id += 1
-        self._queue.append((msg_id, data))
+        self._enqueue(msg_id, data)
         self._admit(now)
         return msg_id
 
@@ -203,7 +214,7 @@ class ReliableChannel:
         self._check_room()
         msg_id = self._next_id
         self._next_id += 1
-        self._queue.append((msg_id, message.with_id(msg_id)))
+        self._enqueue(msg_id, message.with_id(msg_id))
         self._admit(now)
         return msg_id
 
@@ -222,30 +233,43 @@ class ReliableChannel:
         deadline = now + self._rto
         in_flight[msg_id] = _Pending(data, now, deadline, self._rto)
         heapq.heappush(self._timers, (deadline, msg_id))
-        self._counts["sent"] += 1
+        self._n_sent += 1
         return msg_id, data
 
     def _check_room(self) -> None:
         if self._next_id > U32_MAX:
             raise LocalProtocolError("all 2^32-1 ids of this boot are used")
-        if len(self._queue) >= self._max_queued:
-            raise LocalProtocolError(f"{len(self._queue)} messages already wait to be sent")
+        waiting = len(self._queue) if self._queue is not None else 0
+        if waiting >= self._max_queued:
+            raise LocalProtocolError(f"{waiting} messages already wait to be sent")
+
+    def _enqueue(self, msg_id: int, data: bytes) -> None:
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append((msg_id, data))
 
     def _admit(self, now: float) -> None:
         queue, in_flight = self._queue, self._in_flight
+        if queue is None:
+            return
         while queue:
             msg_id, data = queue[0]
             if in_flight and msg_id - next(iter(in_flight)) >= MAX_IN_FLIGHT:
                 return
             queue.popleft()
+            if not queue:
+                self._queue = None
             deadline = now + self._rto
             in_flight[msg_id] = _Pending(data, now, deadline, self._rto)
             heapq.heappush(self._timers, (deadline, msg_id))
             self._push(data, now)
-            self._counts["sent"] += 1
+            self._n_sent += 1
 
     def _push(self, data: bytes, now: float) -> None:
-        self._ready.append(data)
+        if self._ready is None:
+            self._ready = [data]
+        else:
+            self._ready.append(data)
         if self._ready_at is None:
             self._ready_at = now
 
@@ -279,18 +303,18 @@ class ReliableChannel:
         if envelope.id is not None:
             self._queue_ack(envelope.id, now)
             if self._seen(envelope.id):
-                self._counts["duplicates"] += 1
+                self._n_duplicates += 1
                 return []
             self._mark(envelope.id)
         try:
             message = decode_message(envelope, side=self._side)
         except FieldError:
-            self._counts["rejected"] += 1
+            self._n_rejected += 1
             raise
         if isinstance(message, UnknownMessage):
-            self._counts["unknown"] += 1
+            self._n_unknown += 1
             return []
-        self._counts["delivered"] += 1
+        self._n_delivered += 1
         return [message]
 
     def is_acked(self, msg_id: int) -> bool:
@@ -298,29 +322,37 @@ class ReliableChannel:
         if not 0 < msg_id < self._next_id:
             raise LocalProtocolError(f"id {msg_id} was never sent on this channel")
         # queued ids are the newest ones, contiguous up to the last id given out
-        return msg_id not in self._in_flight and (not self._queue or msg_id < self._queue[0][0])
+        queue = self._queue
+        return msg_id not in self._in_flight and (not queue or msg_id < queue[0][0])
 
     def peer_restarted(self) -> None:
         """Forget which ids the peer sent (its ids start again at 1), and acknowledgements not yet sent."""
         self._floor = 0
-        self._above.clear()
-        self._pending_acks.clear()
+        self._above = None
+        self._pending_acks = None
         self._ack_deadline = None
-        self._ready_acks.clear()
+        self._ready_acks = None
 
     def _seen(self, msg_id: int) -> bool:
-        return msg_id <= self._floor or msg_id in self._above
+        return msg_id <= self._floor or (self._above is not None and msg_id in self._above)
 
     def _mark(self, msg_id: int) -> None:
+        if msg_id == self._floor + 1 and not self._above:  # in order, the usual case: no set at all
+            self._floor = msg_id
+            return
+        above = self._above if self._above is not None else set()
         if msg_id > self._floor + RECEIVE_WINDOW:
             self._floor = msg_id - RECEIVE_WINDOW
-            self._above = {i for i in self._above if i > self._floor}
-        self._above.add(msg_id)
-        while self._floor + 1 in self._above:
+            above = {i for i in above if i > self._floor}
+        above.add(msg_id)
+        while self._floor + 1 in above:
             self._floor += 1
-            self._above.remove(self._floor)
+            above.remove(self._floor)
+        self._above = above or None
 
     def _queue_ack(self, msg_id: int, now: float) -> None:
+        if self._pending_acks is None:
+            self._pending_acks = {}
         self._pending_acks[msg_id] = None
         if self._ack_deadline is None:
             self._ack_deadline = now + ACK_DELAY
@@ -328,12 +360,16 @@ class ReliableChannel:
             self._flush_acks(now)
 
     def _flush_acks(self, now: float) -> None:
-        ids = tuple(self._pending_acks)
-        self._pending_acks.clear()
+        ids = tuple(self._pending_acks or ())
+        self._pending_acks = None
         self._ack_deadline = None
         if ids:
-            self._ready_acks.append(encode(Ack(ids=ids)))
-            self._counts["acks_sent"] += 1
+            ack = encode(Ack(ids=ids))
+            if self._ready_acks is None:
+                self._ready_acks = [ack]
+            else:
+                self._ready_acks.append(ack)
+            self._n_acks_sent += 1
             self._ids_acked += len(ids)
             if self._ready_at is None:
                 self._ready_at = now
@@ -343,11 +379,13 @@ class ReliableChannel:
             pending = self._in_flight.pop(msg_id, None)
             if pending is None:
                 continue
-            self._counts["acked"] += 1
+            self._n_acked += 1
             if pending.transmissions == 1:
                 rtt = now - pending.first_sent
                 self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt
                 self._rto = min(max(2 * self._srtt, RTO_MIN), RTO_MAX)
+        if not self._in_flight:
+            self._in_flight = {}  # a dict keeps the table it grew to; an idle channel should not
         self._compact()
         self._admit(now)
 
@@ -394,7 +432,7 @@ class ReliableChannel:
             pending.deadline = now + pending.interval * (1 - shorten)
             heapq.heappush(timers, (pending.deadline, msg_id))
             self._push(pending.data, now)
-            self._counts["retransmitted"] += 1
+            self._n_retransmitted += 1
         if due:
             self._rto = min(self._rto * 2, RTO_MAX)
 
@@ -407,25 +445,25 @@ class ReliableChannel:
     def outgoing(self, now: float) -> list[bytes]:
         """Run :meth:`handle_timeout` and return the plaintexts to send now, acknowledgements first."""
         self.handle_timeout(now)
-        out = self._ready_acks + self._ready
-        self._ready_acks = []
-        self._ready = []
+        acks, ready = self._ready_acks, self._ready
+        self._ready_acks = self._ready = None
         self._ready_at = None
-        return out
+        if acks is None:
+            return ready if ready is not None else []
+        return acks if ready is None else acks + ready
 
     def statistics(self) -> ReliableStatistics:
-        c = self._counts
         return ReliableStatistics(
-            sent=c["sent"],
-            retransmitted=c["retransmitted"],
-            acked=c["acked"],
+            sent=self._n_sent,
+            retransmitted=self._n_retransmitted,
+            acked=self._n_acked,
             in_flight=len(self._in_flight),
-            queued=len(self._queue),
-            delivered=c["delivered"],
-            duplicates=c["duplicates"],
-            rejected=c["rejected"],
-            unknown=c["unknown"],
-            acks_sent=c["acks_sent"],
+            queued=len(self._queue) if self._queue is not None else 0,
+            delivered=self._n_delivered,
+            duplicates=self._n_duplicates,
+            rejected=self._n_rejected,
+            unknown=self._n_unknown,
+            acks_sent=self._n_acks_sent,
             ids_acked=self._ids_acked,
             srtt=self._srtt,
             rto=self._rto,

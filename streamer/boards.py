@@ -100,9 +100,9 @@ class BoardItems:
         cid = entry.message.cid
         if cid is not None and self._content is not None:
             rt = self._link.runtime(key)
-            rt.prefetched.add(cid)
+            rt.mark_prefetched(cid)
             info = self._content.get(cid)
-            if info is not None and not rt.have.get(cid):
+            if info is not None and not rt.holds(cid):
                 self._link.send_tracked(key, ("prefetch", cid), Prefetch(cid=cid, size=info.size, name=info.name),
                                         now)
         self._link.send_tracked(key, ("board", entry.message), entry.message, now)

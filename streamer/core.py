@@ -316,7 +316,7 @@ class StreamerCore:
                 rt.state = message
                 self._events.append(StateReported(device, message))
             case Have():
-                rt.have[message.cid] = message.ok
+                rt.set_have(message.cid, message.ok)
                 self._events.append(ContentReported(device, message.cid, message.ok))
                 if message.ok:
                     self.plays.on_have(device, message.cid, now)
@@ -333,13 +333,13 @@ class StreamerCore:
     # -- messages from devices ---------------------------------------------------------------------------------
 
     def _drop(self, rt: DeviceRuntime, name: str) -> None:
-        rt.drops[name] += 1
+        rt.count_drop(name)
         self._drops[name] += 1
 
     def _on_fetch(self, device: bytes, rt: DeviceRuntime, fetch: Fetch, now: float) -> None:
         """Answer with the piece asked for, only of content prefetched to this device, at a bounded rate."""
         content = self.content
-        if content is None or fetch.cid not in rt.prefetched or content.get(fetch.cid) is None:
+        if content is None or not rt.is_prefetched(fetch.cid) or content.get(fetch.cid) is None:
             self._drop(rt, "fetch_refused")
             return
         if not self._limiter.allow(device, now):

@@ -104,8 +104,8 @@ class ScheduledPlays:
         message = Prefetch(cid=cid, size=info.size, name=info.name)
         for key in keys:
             rt = self._link.runtime(key)
-            rt.prefetched.add(cid)
-            if not rt.have.get(cid):
+            rt.mark_prefetched(cid)
+            if not rt.holds(cid):
                 self._link.send_tracked(key, ("prefetch", cid), message, now)
         return len(keys)
 
@@ -113,13 +113,13 @@ class ScheduledPlays:
         play.members[key] = member_zone(self._zones, play.zones, self._registry.entry(key))
         self._memberships.setdefault(key, set()).add(play.bid)
         self._send_prefetch(play, key, now)
-        if now >= play.due_at or self._link.runtime(key).have.get(play.content.cid):
+        if now >= play.due_at or self._link.runtime(key).holds(play.content.cid):
             self._send_play(play, key, now)
 
     def _send_prefetch(self, play: _Play, key: bytes, now: float) -> None:
         rt = self._link.runtime(key)
-        rt.prefetched.add(play.content.cid)
-        if not rt.have.get(play.content.cid):
+        rt.mark_prefetched(play.content.cid)
+        if not rt.holds(play.content.cid):
             message = Prefetch(cid=play.content.cid, size=play.content.size, name=play.content.name)
             self._link.send_tracked(key, ("prefetch", play.content.cid), message, now)
 
@@ -141,7 +141,7 @@ class ScheduledPlays:
         for bid in self._memberships.get(key, ()):
             play = self._plays[bid]
             self._send_prefetch(play, key, now)
-            if now >= play.due_at or self._link.runtime(key).have.get(play.content.cid):
+            if now >= play.due_at or self._link.runtime(key).holds(play.content.cid):
                 self._send_play(play, key, now)
 
     def resync(self, key: bytes, entry: DeviceEntry | None, now: float) -> None:

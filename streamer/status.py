@@ -113,11 +113,35 @@ class DeviceRuntime:
     played: int = 0
     state_sent: bool = False
     provisional_until: float | None = None
-    prefetched: set[bytes] = field(default_factory=set)
-    have: dict[bytes, bool] = field(default_factory=dict)
-    drops: Counter[str] = field(default_factory=Counter)
+    # The three below are made at their first use: a server holds one record per device (memory per session).
+    prefetched: set[bytes] | None = None
+    have: dict[bytes, bool] | None = None
+    drops: Counter[str] | None = None
     indexes: list[int] = field(default_factory=list)
     sent: dict[Hashable, int] = field(default_factory=dict)  # state messages by tag -> last id (see send_tracked)
+
+    def mark_prefetched(self, cid: bytes) -> None:
+        """The device was asked to prefetch ``cid`` (it may then fetch its pieces)."""
+        if self.prefetched is None:
+            self.prefetched = set()
+        self.prefetched.add(cid)
+
+    def is_prefetched(self, cid: bytes) -> bool:
+        return self.prefetched is not None and cid in self.prefetched
+
+    def holds(self, cid: bytes) -> bool:
+        """The device said it holds ``cid`` whole."""
+        return bool(self.have and self.have.get(cid))
+
+    def set_have(self, cid: bytes, ok: bool) -> None:
+        if self.have is None:
+            self.have = {}
+        self.have[cid] = ok
+
+    def count_drop(self, name: str) -> None:
+        if self.drops is None:
+            self.drops = Counter()
+        self.drops[name] += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +180,7 @@ class DeviceStatus:
             key, device_id(key), zone, name, kind, enrolled, rt.online, rt.address, rt.last_seen, rt.boot,
             hello.model if hello else None, hello.fw if hello else None, hello.caps if hello else (),
             rt.telemetry, rt.state, rt.loss, rt.cumulative_lost, rt.jitter_ms, rt.nacked, rt.retransmitted,
-            rt.chunks, broadcasts, MappingProxyType(dict(rt.drops)),
+            rt.chunks, broadcasts, MappingProxyType(dict(rt.drops or {})),
         )
 
 

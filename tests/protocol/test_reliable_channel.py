@@ -267,7 +267,7 @@ def test_receive_memory_is_bounded_when_the_first_id_seen_is_high() -> None:
     first = 100_000
     for i in range(first, first + 3 * RECEIVE_WINDOW, 2):
         assert ch.receive(leave(1, i), 0.0)
-        assert len(ch._above) <= RECEIVE_WINDOW
+        assert len(ch._above or ()) <= RECEIVE_WINDOW
     assert ch.receive(leave(1, first + 3 * RECEIVE_WINDOW - 3), 0.0)
     assert ch.receive(leave(1, first), 0.0) == []
 
