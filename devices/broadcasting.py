@@ -197,7 +197,8 @@ class BroadcastHandling(abc.ABC):
         if self._scheduled.pop(bid, None) is not None:
             self.finished.add(bid)
         held = self.broadcasts.get(bid)
-        if held is None:
+        if held is None:  # it ended before it arrived (its alert or join was lost and overtaken): never start it
+            self.finished.add(bid)
             return
         if bid == self.arbiter.current and held.live is not None:
             end = held.live.buffered_end(self.clock)

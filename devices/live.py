@@ -270,7 +270,7 @@ class LiveStream:
         if slot is not None:
             ts = slot.ts
         else:
-            following = buffer.next_present(head)
+            following = buffer.next_present(head, limit=buffer.pending())  # a gap of any length (an outage)
             if following is None:
                 return None
             ts = ts_add(following.ts, -seq_diff(following.seq, head) * track.samples)

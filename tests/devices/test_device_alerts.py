@@ -7,7 +7,7 @@ import dataclasses
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from serverdriver import World
 
-from loa.protocol.control import ConfigValues, SignedAlert
+from loa.protocol.control import ConfigValues, Leave, SignedAlert
 
 
 def _setup(seed: int, **config: object) -> tuple[World, object, bytes]:
@@ -112,3 +112,22 @@ def test_cancel_ends_the_alert_and_expiry_too(payloads: list[bytes], alert_paylo
     assert core.arbiter.current == 81
     world.run(3.0)
     assert core.arbiter.current == 1
+
+
+def test_an_alert_whose_leave_overtook_it_does_not_silence_the_programme(payloads: list[bytes]) -> None:
+    """After an outage, retransmissions arrive in any order (section 4.3): the `leave` of an alert whose audio
+    already ended can come before the `alert` itself. The device counts the alert as accepted but does not start
+    a broadcast that has ended, so the programme it preempted is not held silent until the alert expires."""
+    world, node, pub = _setup(24)
+    core = node.core  # type: ignore[attr-defined]
+    world.server.start_stream(7, [pub], payloads=payloads, start_in=0.1, delay_ms=300)
+    world.run(2.0)
+    assert core.arbiter.current == 7
+    world.server.send(pub, Leave(bid=40))
+    world.run(0.2)
+    world.server.send(pub, world.alert(40, alert_id="ended-before-it-arrived"))
+    world.run(2.0)
+    assert core.statistics().alerts_accepted == 1
+    assert core.arbiter.current == 7
+    played = [e for e in core.log.for_bid(7) if e.true_at is not None and e.true_at > world.net.now - 1.0]
+    assert len(played) >= 45  # the programme went on playing
