@@ -5,6 +5,7 @@ Both print one clear line and exit non-zero on failure; neither shows a tracebac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -111,6 +112,7 @@ def serve(*, data_dir: Path | None, url: str | None, http: str, udp: str, zeroco
     host, port = _bind(http, "--http")
     udp_host, udp_port = _bind(udp, "--udp")
     directory = data_dir or Path(os.environ.get("LOA_DATA_DIR", DEFAULT_DATA_DIR))
+    _require_writable(directory)
     listener = _listen(host, port)
     try:
         cp = ControlPlane(Settings(data_dir=directory, database_url=url))
@@ -144,6 +146,23 @@ def serve(*, data_dir: Path | None, url: str | None, http: str, udp: str, zeroco
     finally:
         listener.close()
         cp.close()
+
+
+def _require_writable(directory: Path) -> None:
+    """Refuse to start on a data directory where no file can be created (a read-only mount, permissions): the
+    database, uploads and keys live there, and a server that cannot record an alert must not pretend to run. (A
+    full disk is not refused here: reads go on, and each write says 507 until space returns.)"""
+    if not directory.exists():
+        return  # created on first start; a failure to create it is reported there
+    probe = directory / f".loa-write-check-{os.getpid()}"
+    try:
+        probe.touch()
+    except OSError as exc:
+        raise click.ClickException(f"the data directory {str(directory)!r} is not writable ({exc.strerror or exc}): "
+                                   "loa serve needs to write its database, content and keys there") from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
 
 
 def _listen(host: str, port: int) -> socket.socket:

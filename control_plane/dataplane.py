@@ -45,7 +45,7 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from loa.control_plane import alerts, asplayed, enrolment
@@ -87,6 +87,7 @@ STREAMER_CONTENT = "streamer-content"
 _SYNC_ACTIONS = ("zone.", "device.", "enrolment_token.")
 _NS = 1_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BID_MARGIN = 1000  # broadcast ids a run may allocate without logging them (alerts, plays cut by a crash)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,9 +194,9 @@ class DataPlane:
         self._reports_ready = anyio.Event()
         self._sync_wanted = anyio.Event()
         snapshot = await anyio.to_thread.run_sync(self._snapshot)
-        await anyio.to_thread.run_sync(self._close_orphans)
+        first_bid = await anyio.to_thread.run_sync(self._close_orphans)
         core = StreamerCore(static_private=self._private, zones=self.zones, registry=self.registry,
-                            content=self._content, authorities=self._authorities,
+                            content=self._content, authorities=self._authorities, first_bid=first_bid,
                             epoch_ns=epoch_for(anyio.current_time()), send_clock=anyio.current_time)
         self.core = core
         self._apply(snapshot)
@@ -559,11 +560,15 @@ class DataPlane:
             except SQLAlchemyError as exc:
                 log.warning("alert expiry not recorded: %s", type(exc).__name__)
 
-    def _close_orphans(self) -> None:
-        """Broadcasts a previous run left open ended with it."""
+    def _close_orphans(self) -> int:
+        """Broadcasts a previous run left open ended with it. Returns the first broadcast id of this run: past
+        every logged one by ``BID_MARGIN`` (ids a killed run allocated but never logged), so that a restarted
+        server does not reuse ids its devices may still hold (they ignore a reused one)."""
         with self.cp.db.write() as tx:
             tx.conn.execute(update(broadcast_log).where(broadcast_log.c.ended_at.is_(None))
                             .values(ended_at=tx.now, end_reason="server stopped"))
+            last = tx.conn.execute(select(func.max(broadcast_log.c.bid))).scalar_one()
+        return (int(last or 0) + BID_MARGIN) & 0xFFFFFFFF or 1
 
 
 class _Silence:

@@ -1,12 +1,15 @@
 """RFC 9457 problem details for every error the API returns, and the OpenAPI description of them.
 
 Domain errors carry their status and kind; framework errors (unknown route 404, 405, request validation 422)
-and database conflicts or outages are mapped here; anything unexpected becomes a 500 problem whose body says
-nothing about the failure (it is logged with its traceback, under an id that the body quotes).
+and database conflicts or outages are mapped here; so are storage faults: a full disk (files or database) is
+507 ``insufficient-storage`` and a read-only data directory 503 ``read-only``, each with one line saying that
+nothing was stored. Anything unexpected becomes a 500 problem whose body says nothing about the failure (it is
+logged with its traceback, under an id that the body quotes).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
 from collections.abc import Mapping
@@ -45,7 +48,7 @@ class Problem(BaseModel):
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "description": HTTPStatus(status).phrase}
-    for status in (400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
+    for status in (400, 401, 403, 404, 409, 413, 422, 429, 500, 503, 507)
 }
 
 
@@ -104,7 +107,56 @@ def _integrity(request: Request, exc: Exception) -> JSONResponse:
                                    "reload and try again", instance=request.url.path)
 
 
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_READ_ONLY = frozenset({errno.EROFS})
+FULL_DETAIL = "the server's storage is full: nothing was stored; free space on the server and try again"
+READ_ONLY_DETAIL = "the server's data directory is read-only: nothing was stored; reads still work"
+
+
+def _storage_fault(exc: BaseException) -> str | None:
+    """``"full"`` or ``"read-only"`` when ``exc`` (or what caused it) is that file system or database fault."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = getattr(current, "errno", None)
+        if code in _FULL:
+            return "full"
+        if code in _READ_ONLY:
+            return "read-only"
+        text = str(current).lower()
+        if "database or disk is full" in text or "no space left on device" in text:
+            return "full"  # SQLite SQLITE_FULL; PostgreSQL's disk-full errors (SQLSTATE 53100) say this
+        if "readonly database" in text or "read-only file system" in text:
+            return "read-only"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _storage(request: Request, fault: str) -> JSONResponse:
+    log.warning("storage %s on %s %s", fault, request.method, request.url.path)
+    if fault == "full":
+        return problem_response(507, kind="insufficient-storage", title="Insufficient Storage", detail=FULL_DETAIL,
+                                instance=request.url.path)
+    return problem_response(503, kind="read-only", title="Service unavailable", detail=READ_ONLY_DETAIL,
+                            instance=request.url.path, headers={"Retry-After": "60"})
+
+
+def _os_error(request: Request, exc: Exception) -> JSONResponse:
+    fault = _storage_fault(exc)
+    if fault is not None:
+        return _storage(request, fault)
+    incident = secrets.token_hex(6)
+    log.error("unhandled error %s on %s %s", incident, request.method, request.url.path, exc_info=exc)
+    return problem_response(500, kind="internal", title="Internal Server Error",
+                            detail=f"an unexpected error occurred (incident {incident}); it has been logged",
+                            instance=request.url.path)
+
+
 def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    fault = _storage_fault(exc)
+    if fault is not None:
+        return _storage(request, fault)
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
     return problem_response(503, kind="unavailable", title="Service unavailable",
                             detail="the database is unavailable or busy; try again shortly",
@@ -148,6 +200,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(IntegrityError, _integrity)
     app.add_exception_handler(OperationalError, _unavailable)
+    app.add_exception_handler(OSError, _os_error)
     app.add_middleware(CatchAllMiddleware)
 
 
