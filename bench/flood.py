@@ -1,0 +1,421 @@
+"""`loa bench flood`: an unauthenticated flood at the streamer while it streams live to a fleet and sends an alert.
+
+The streamer service (:class:`~loa.streamer.service.StreamerService`, asyncio with uvloop, the default socket
+buffers of ``loa streamer``) runs in this process on 127.0.0.1 with ``--devices`` enrolled devices. The fleet (the
+reference device code of ``loa fleet``: :class:`~loa.devices.runner.FleetHost`, one socket and session each; the
+first ``--full`` decode and play, the rest count packets) runs in a child process (``python -m loa.bench.flood
+fleet``). The flooder is a C program (``bench/ceiling/flooder.c``, compiled at run time) sending with
+``sendmmsg`` from ``--sources`` sockets on 127.1.0.1 and up, paced to ``--rate`` datagrams per second, and
+counting on each socket what the server sends back. It sends, in turn: garbage (random bytes, 1-1300 long),
+HandshakeInits with a valid ``mac1`` from keys the server does not know, the same with ``mac1`` broken, forged
+CookieReplies, and transport datagrams with unknown receiver indexes.
+
+Sequence: the fleet comes up (sessions, clock estimates); a live tone starts to every device; a quiet window of
+``--seconds``, with an alert triggered in its middle (``alert_quiet``); then the flood for ``--seconds``, with a
+second alert in its middle (``alert_flood``); each alert plays two seconds of tone and the live stream resumes.
+
+Metrics:
+
+* ``flood_sent``/``flood_rate_sent`` (datagrams and datagrams/s the flooder got out), ``flood_per_kind``;
+  ``server_received``/``server_rate_received`` (datagrams the service read from unverified sources), and
+  ``kernel_drops`` (the ``drops`` column of ``/proc/net/udp`` for the server's socket over the flood: datagrams
+  the kernel discarded because the socket's buffer was full);
+* ``late_quiet``/``late_flood`` (frames arriving after their play time at the decoding devices, per window),
+  ``played_quiet``/``played_flood``, ``plc_quiet``/``plc_flood`` (frames concealed), ``received_quiet``/
+  ``received_flood`` (media packets at every device);
+* ``alert_p99_quiet_ms``/``alert_p99_flood_ms`` (from the trigger to each device holding the verified alert,
+  on the host's monotonic clock) and ``alert_p99_ratio``; ``alert_held_quiet``/``alert_held_flood``;
+* amplification, per unverified source address: ``amplification_max`` (the largest bytes sent to it / bytes
+  received from it, counted by the server on its side), ``amplification_total``; ``flooder_received_bytes`` and
+  ``server_sent_unverified_bytes`` (the flooder's own count of what came back, and the server's: they must agree
+  but for what was still in flight); ``cookie_replies``, ``handshake_responses``, ``sessions`` (devices with a
+  session at the end: the fleet's, no more).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import click
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from loa.bench._alert_fleet import device_keys
+from loa.bench._report import emit, environment
+from loa.cli import UserError
+from loa.devices.content import MemoryStore
+from loa.devices.core import Address, SpeakerCore
+from loa.devices.fleet import FleetError, raise_open_file_limit
+from loa.devices.runner import FleetHost, run
+from loa.devices.simclock import SimulatedClock
+from loa.devices.sinks import CounterSink
+from loa.protocol.alert import key_id
+from loa.protocol.connection import DeviceConnection
+from loa.protocol.datagram import HandshakeInit
+from loa.protocol.noise import x25519_public
+from loa.streamer.core import StreamerCore
+from loa.streamer.service import StreamerService, epoch_for, open_udp_socket
+from loa.streamer.sources import ToneSource
+from loa.streamer.zones import Zone, ZoneTree
+
+__all__ = ["FLOODER_SOURCE", "Meter", "compile_flooder", "flood", "flood_templates", "socket_drops"]
+
+FLOODER_SOURCE = Path(__file__).resolve().parent / "ceiling" / "flooder.c"
+ZONE = "X1"
+FIRST_SOURCE = "127.1.0.1"
+KIND_NAMES = ("garbage", "init_mac1_valid", "init_mac1_bad", "cookie_reply", "transport_unknown_index")
+STATUS_EVERY_S = 0.2
+ALERT_TONE_S = 2.0
+BRINGUP_LIMIT_S = 60.0
+
+
+def compile_flooder(workdir: str) -> str:
+    """Compile the flooder into ``workdir``; UserError when there is no working compiler."""
+    compiler = os.environ.get("CC", "cc")
+    if shutil.which(compiler) is None:
+        raise UserError(f"no C compiler {compiler!r} found (set CC): the flooder is compiled at run time")
+    binary = str(Path(workdir) / "flooder")
+    done = subprocess.run([compiler, "-O2", "-o", binary, str(FLOODER_SOURCE)], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise UserError(f"compiling {FLOODER_SOURCE.name} with {compiler} failed: {done.stderr.strip()[:500]}")
+    return binary
+
+
+def flood_templates(server_public: bytes, rng: random.Random, per_kind: int = 64) -> list[tuple[int, bytes]]:
+    """``(kind index, datagram)`` for every kind of :data:`KIND_NAMES`, interleaved."""
+    out: list[tuple[int, bytes]] = []
+    for _ in range(per_kind):
+        size = rng.choice((rng.randrange(1, 64), rng.randrange(64, 1201), rng.randrange(1201, 1301)))
+        garbage = bytes([rng.choice((0x00, 0x05, 0x7F, 0x80, 0xC0, 0xFF))]) + rng.randbytes(size - 1)
+        conn = DeviceConnection(static_private=rng.randbytes(32), server_public=server_public,
+                                random_bytes=rng.randbytes, rng=rng.random)
+        conn.connect(1.0)
+        init = conn.datagrams_to_send()[0]
+        bad = bytearray(init)
+        bad[HandshakeInit.MAC1_OFFSET + rng.randrange(16)] ^= 1 << rng.randrange(8)
+        cookie = b"\x03\x01\x00\x00" + rng.randbytes(48)
+        transport = b"\x04\x01\x00\x00" + rng.randbytes(12) + rng.randbytes(rng.randrange(16, 200))
+        out += [(0, garbage), (1, init), (2, bytes(bad)), (3, cookie), (4, transport)]
+    return out
+
+
+def socket_drops(port: int) -> int | None:
+    """The kernel's drop count (``/proc/net/udp``, last column) for the UDP socket bound to 127.0.0.1:``port``."""
+    local = f"0100007F:{port:04X}"
+    try:
+        for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 12 and fields[1] == local:
+                return int(fields[-1])
+    except OSError:
+        return None
+    return None
+
+
+class Meter:
+    """Bytes in and out per unverified source address (anything but the fleet's 127.0.0.1), counted on the
+    server's side by wrapping its core's ``receive_datagram`` and ``datagrams_to_send``."""
+
+    def __init__(self, core: StreamerCore, trusted_host: str) -> None:
+        self.bytes_in: Counter[Address] = Counter()
+        self.bytes_out: Counter[Address] = Counter()
+        self.datagrams_in = 0
+        receive, drain = core.receive_datagram, core.datagrams_to_send
+        bytes_in, bytes_out = self.bytes_in, self.bytes_out
+
+        def metered_receive(data: bytes, address: Address, now: float) -> None:
+            if address[0] != trusted_host:
+                bytes_in[address] += len(data)
+                self.datagrams_in += 1
+            receive(data, address, now)
+
+        def metered_drain() -> list[tuple[bytes, Address]]:
+            out = drain()
+            for data, address in out:
+                if address[0] != trusted_host:
+                    bytes_out[address] += len(data)
+            return out
+
+        core.receive_datagram = metered_receive  # type: ignore[method-assign]
+        core.datagrams_to_send = metered_drain  # type: ignore[method-assign]
+
+    def amplification(self) -> tuple[float, float]:
+        """(the largest per-source ratio, the ratio over all sources); a source that was sent something it did
+        not send counts as infinite."""
+        worst = 0.0
+        for address, out in self.bytes_out.items():
+            got = self.bytes_in.get(address, 0)
+            worst = max(worst, out / got if got else float("inf"))
+        total_in = sum(self.bytes_in.values())
+        return worst, (sum(self.bytes_out.values()) / total_in if total_in else 0.0)
+
+
+# -- the fleet, in its own process ---------------------------------------------------------------------------------
+
+
+class AlertTimedCore(SpeakerCore):
+    """A device that notes the host's monotonic time of every alert it accepts."""
+
+    accepted_at: list[float]
+
+    def receive_datagram(self, data: bytes, source: Address, now: float, *, group: str | None = None) -> None:
+        before = self.alerts_accepted
+        super().receive_datagram(data, source, now, group=group)
+        if self.alerts_accepted != before:
+            self.accepted_at.append(time.monotonic())
+
+    def advance(self, now: float) -> None:
+        before = self.alerts_accepted
+        super().advance(now)
+        if self.alerts_accepted != before:  # held back until the clock estimate was ready
+            self.accepted_at.append(time.monotonic())
+
+
+def fleet_main(spec_path: str) -> None:
+    """The fleet process: run the devices and write a status file every ``STATUS_EVERY_S``, until the spec's
+    ``stop`` file exists or its time limit passed; then write the status once more."""
+    spec = json.loads(Path(spec_path).read_text())
+    raise_open_file_limit(spec["count"] + 64)
+    rng = random.Random(spec["seed"] + 1)
+    server: Address = (spec["host"], spec["port"])
+    devices: list[tuple[SpeakerCore, SimulatedClock]] = []
+    for i, key in enumerate(device_keys(spec["seed"], spec["count"])):
+        decode = i < spec["full"]
+        core = AlertTimedCore(
+            static_private=key, server_public=bytes.fromhex(spec["server_public"]),
+            authority_keys=[bytes.fromhex(spec["authority"])], server_address=server,
+            sink=CounterSink(decode=decode), store=MemoryStore(1 << 20), batch=0.05, count_only=not decode,
+            log_limit=0, rng=random.Random(rng.random()),
+        )
+        core.accepted_at = []
+        devices.append((core, SimulatedClock(rng.uniform(-50, 50), rng.uniform(-5, 5))))
+    cores = [core for core, _ in devices]
+    host = FleetHost(devices, server, bind_host="127.0.0.1", start_rate=200.0, priority=spec["full"])
+    status_path = Path(spec["status"])
+
+    def write_status(_: FleetHost | None = None) -> None:
+        started = cores[: host.started]
+        stats = [c.statistics() for c in started]
+        full = stats[: spec["full"]]
+        status = {
+            "at": time.monotonic(), "started": host.started, "connected": sum(s.connected for s in stats),
+            "clocks": sum(s.clock_ready for s in stats), "late": sum(s.late for s in full),
+            "played": sum(s.played for s in full), "plc": sum(s.plc for s in full),
+            "received": sum(s.received for s in stats),
+            "alerts": [list(c.accepted_at) for c in cores if isinstance(c, AlertTimedCore)],
+            "refused": dict(sum((Counter(s.alerts_refused) for s in stats), Counter())),
+        }
+        tmp = status_path.with_name(status_path.name + ".tmp")
+        tmp.write_text(json.dumps(status))
+        tmp.replace(status_path)
+
+    stop = Path(spec["stop"])
+
+    async def body() -> None:
+        with anyio.move_on_after(spec["limit"]) as scope:
+            def tick(_: FleetHost) -> None:
+                write_status()
+                if stop.exists():
+                    scope.cancel()
+            await host.run(tick=STATUS_EVERY_S, on_tick=tick)
+
+    run(body, "asyncio")
+    write_status()
+
+
+# -- the bench ---------------------------------------------------------------------------------------------------
+
+
+def _status(path: Path) -> dict[str, Any]:
+    try:
+        status: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return status
+
+
+def _p99_ms(times: list[float | None], t0: float) -> float | None:
+    values = [(t - t0) * 1000 for t in times if t is not None]
+    return round(float(np.percentile(np.array(values), 99)), 3) if values else None
+
+
+async def _run(*, rate: float, seconds: float, devices: int, full: int, sources: int, seed: int,
+               workdir: str, profile: str | None) -> dict[str, Any]:
+    binary = compile_flooder(workdir)
+    rng = random.Random(seed)
+    authority = Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
+    core = StreamerCore(static_private=rng.randbytes(32), zones=ZoneTree([Zone(ZONE, "flood")]),
+                        authorities={key_id(authority.public_key()): authority.public_key()},
+                        epoch_ns=epoch_for(anyio.current_time()), send_clock=anyio.current_time)
+    for i, key in enumerate(device_keys(seed, devices)):
+        core.add_device(x25519_public(key), ZONE, anyio.current_time(), name=f"flood-{i:03d}")
+    meter = Meter(core, "127.0.0.1")
+    service = StreamerService(core, open_udp_socket("127.0.0.1", 0))
+    status_path = Path(workdir) / "status.json"
+    flood_out, flood_err = Path(workdir) / "flooder.json", Path(workdir) / "flooder.err"
+    templates = flood_templates(core.public_key, random.Random(seed + 5))
+    listing = "".join(f"{kind} {data.hex()}\n" for kind, data in templates)
+    metrics: dict[str, Any] = {}
+    async with anyio.create_task_group() as tg:
+        await tg.start(service.serve)
+        port = service.address[1]
+        spec: dict[str, Any] = {"host": "127.0.0.1", "port": port, "server_public": core.public_key.hex(),
+                "authority": authority.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex(),
+                "seed": seed, "count": devices, "full": full, "status": str(status_path),
+                "stop": str(Path(workdir) / "stop"), "limit": BRINGUP_LIMIT_S + 4 * seconds + 60.0}
+        spec_path = Path(workdir) / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        log_path = Path(workdir) / "fleet.log"
+        with log_path.open("wb") as log:
+            fleet = subprocess.Popen([sys.executable, "-m", "loa.bench.flood", "fleet", str(spec_path)],
+                                     stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            began = time.monotonic()
+            while _status(status_path).get("clocks", 0) < devices:
+                if fleet.poll() is not None or time.monotonic() - began > BRINGUP_LIMIT_S:
+                    raise UserError(f"the fleet did not come up: {_status(status_path)} "
+                                    f"{log_path.read_text(errors='replace')[-300:]}")
+                await anyio.sleep(0.2)
+            print(f"flood: {devices} devices up in {time.monotonic() - began:.1f} s", file=sys.stderr)
+            service.start_broadcast(ToneSource(440.0), [ZONE], name="live")
+            await anyio.sleep(3.0)  # every device joined and playing
+            windows = {}
+            alerts = {}
+            for phase in ("quiet", "flood"):
+                start_status = _status(status_path)
+                received0, drops0 = meter.datagrams_in, socket_drops(port)
+                flooder = spy = None
+                if phase == "flood":
+                    with flood_out.open("wb") as out_file, flood_err.open("wb") as err_file:
+                        flooder = subprocess.Popen([binary, str(rate), str(seconds), str(sources), "127.0.0.1",
+                                                    str(port), FIRST_SOURCE], stdin=subprocess.PIPE,
+                                                   stdout=out_file, stderr=err_file, text=True)
+                    assert flooder.stdin is not None
+                    flooder.stdin.write(listing)
+                    flooder.stdin.close()
+                    if profile is not None:
+                        spy = subprocess.Popen(["py-spy", "record", "--pid", str(os.getpid()), "--duration",
+                                                str(max(1, int(seconds) - 1)), "--format", "raw", "--output",
+                                                profile, "--nonblocking"], stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL)
+                await anyio.sleep(seconds / 2)
+                t0 = time.monotonic()
+                service.trigger_alert(ToneSource(880.0, seconds=ALERT_TONE_S), signing_key=authority,
+                                      zones=[ZONE], text=f"flood bench {phase}")
+                alerts[phase] = t0
+                await anyio.sleep(seconds / 2)
+                if flooder is not None:
+                    while flooder.poll() is None:
+                        await anyio.sleep(0.05)
+                    if flooder.returncode != 0:
+                        raise UserError(f"the flooder failed: {flood_err.read_text().strip()[:300]}")
+                    windows["flooder"] = json.loads(flood_out.read_text().strip().splitlines()[-1])
+                    if spy is not None:
+                        while spy.poll() is None:
+                            await anyio.sleep(0.1)
+                await anyio.sleep(0.5)  # the last alert acknowledgements, the status file's next write
+                end_status = _status(status_path)
+                drops1 = socket_drops(port)
+                windows[phase] = {
+                    "start": start_status, "end": end_status, "received": meter.datagrams_in - received0,
+                    "drops": None if drops0 is None or drops1 is None else drops1 - drops0,
+                }
+            sessions_at_end = core.sessions.conn.endpoint.statistics().active_devices
+            Path(spec["stop"]).touch()
+            with anyio.move_on_after(10):
+                while fleet.poll() is None:
+                    await anyio.sleep(0.05)
+            service.stop()
+        finally:
+            if fleet.poll() is None:
+                fleet.terminate()
+            while fleet.poll() is None:
+                await anyio.sleep(0.05)
+    service.sock.close()
+    final = _status(status_path)
+    flooder_out = windows["flooder"]
+    wall = flooder_out["wall_ns"] / 1e9
+    for phase in ("quiet", "flood"):
+        start, end = windows[phase]["start"], windows[phase]["end"]
+        for name in ("late", "played", "plc", "received"):
+            metrics[f"{name}_{phase}"] = end.get(name, 0) - start.get(name, 0)
+        index = 0 if phase == "quiet" else 1
+        times = [held[index] if len(held) > index else None for held in final.get("alerts", [])]
+        metrics[f"alert_p99_{phase}_ms"] = _p99_ms(times, alerts[phase])
+        metrics[f"alert_held_{phase}"] = sum(t is not None for t in times)
+    quiet, flooded = metrics["alert_p99_quiet_ms"], metrics["alert_p99_flood_ms"]
+    metrics["alert_p99_ratio"] = round(flooded / quiet, 3) if quiet and flooded is not None else None
+    worst, total = meter.amplification()
+    stats = core.sessions.conn.endpoint.statistics()
+    metrics.update(
+        flood_sent=flooder_out["sent"], flood_rate_sent=round(flooder_out["sent"] / wall, 1),
+        flood_blocked=flooder_out["blocked"],
+        flood_per_kind=dict(zip(KIND_NAMES, flooder_out["per_kind"], strict=False)),
+        server_received=windows["flood"]["received"],
+        server_rate_received=round(windows["flood"]["received"] / wall, 1),
+        kernel_drops=windows["flood"]["drops"], kernel_drops_quiet=windows["quiet"]["drops"],
+        amplification_max=round(worst, 4), amplification_total=round(total, 4),
+        flooder_received_bytes=flooder_out["received_bytes"],
+        server_sent_unverified_bytes=sum(meter.bytes_out.values()),
+        server_received_unverified_bytes=sum(meter.bytes_in.values()),
+        sources=sources, sources_answered=sum(1 for s in flooder_out["sources"] if s[1]),
+        cookie_replies=stats.cookie_replies_sent, handshake_responses=stats.responses_sent,
+        sessions=sessions_at_end,
+        refused_alerts=final.get("refused", {}), devices=devices, full=full, rate_target=rate, seconds=seconds,
+    )
+    return metrics
+
+
+@click.command("flood")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
+@click.option("--rate", type=click.FloatRange(100, 10_000_000), default=100_000, show_default=True,
+              help="Flood datagrams per second.")
+@click.option("--seconds", type=click.FloatRange(1, 600), default=10.0, show_default=True,
+              help="Length of the quiet window and of the flood.")
+@click.option("--devices", type=click.IntRange(1, 2000), default=50, show_default=True)
+@click.option("--full", type=click.IntRange(1, 2000), default=10, show_default=True,
+              help="Devices that decode and play (the rest count packets).")
+@click.option("--sources", type=click.IntRange(1, 4000), default=256, show_default=True,
+              help="Flood source addresses (127.1.0.1 and up).")
+@click.option("--profile", type=click.Path(dir_okay=False), default=None,
+              help="Record where the server's time goes during the flood with py-spy (raw folded stacks).")
+@click.option("--seed", type=int, default=1, show_default=True)
+def flood(*, as_json: bool, rate: float, seconds: float, devices: int, full: int, sources: int,
+          profile: str | None, seed: int) -> None:
+    """An unauthenticated flood at the streamer during a live stream and an alert."""
+    if full > devices:
+        raise UserError(f"--full ({full}) cannot exceed --devices ({devices})")
+    if profile is not None and shutil.which("py-spy") is None:
+        raise UserError("--profile needs py-spy (pip install py-spy)")
+    try:
+        raise_open_file_limit(devices + sources + 64)
+    except FleetError as exc:
+        raise UserError(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="loa-flood-") as workdir:
+        async def main() -> dict[str, Any]:
+            return await _run(rate=rate, seconds=seconds, devices=devices, full=full, sources=sources, seed=seed,
+                              workdir=workdir, profile=profile)
+        metrics = anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+    env = environment(transport="UDP loopback; streamer in this process, fleet and C flooder in two others",
+                      backend="asyncio+uvloop")
+    emit("flood", metrics, as_json=as_json, env=env)
+
+
+if __name__ == "__main__":  # python -m loa.bench.flood fleet SPEC
+    if len(sys.argv) == 3 and sys.argv[1] == "fleet":
+        fleet_main(sys.argv[2])
+    else:
+        sys.exit("usage: python -m loa.bench.flood fleet SPEC")

@@ -1,0 +1,41 @@
+"""A short unauthenticated flood at the real streamer (`loa bench flood`, scaled down): the C flooder from many
+loopback addresses, a fleet in its own process playing a live stream, an alert before and during the flood.
+Nothing of the flood is accepted, no flood source is sent more bytes than it sent, the devices keep playing and
+every device holds both alerts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+DEVICES = 6
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler: the flooder is compiled at run time")
+def test_a_short_flood_is_refused_and_never_amplified() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "loa.cli", "bench", "flood", "--json", "--rate", "3000", "--seconds", "3",
+         "--devices", str(DEVICES), "--full", "2", "--sources", "24"],
+        capture_output=True, text=True, timeout=150, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["bench"] == "flood"
+    m = record["metrics"]
+    assert m["flood_sent"] == 9000
+    assert m["server_received"] > 0
+    assert m["amplification_max"] <= 1.0
+    assert m["flooder_received_bytes"] == m["server_sent_unverified_bytes"]  # both sides agree on what went back
+    assert m["flooder_received_bytes"] <= m["server_received_unverified_bytes"]
+    assert m["sessions"] == DEVICES  # the flood's handshakes opened no session
+    assert m["handshake_responses"] >= DEVICES
+    assert m["refused_alerts"] == {}
+    assert m["alert_held_quiet"] == m["alert_held_flood"] == DEVICES
+    assert m["played_flood"] > 0  # the decoding devices kept playing through the flood
+    assert m["received_flood"] > 0
