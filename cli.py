@@ -68,12 +68,16 @@ BENCHES: dict[str, tuple[str, str]] = {
     "codec": ("loa.bench.codec:codec", "Opus encode/decode cost per frame, ours beside PyAV's."),
     "alert": ("loa.bench.alert:alert", "Alert delivery and first playout across a fleet in another process."),
     "loss": ("loa.bench.loss:loss", "Exactly played frames and byte overhead at 5 % random and 20 % bursty loss."),
+    "faults": ("loa.bench.faults:faults", "Frames played, alert delivery and rejoin time under loss, jitter, outages."),
     "sync": ("loa.bench.sync:sync", "Play-time skew of one frame across devices with skewed clocks."),
     "fanout": ("loa.bench.fanout:fanout", "Fan-out sender CPU per datagram: ours, a sendto loop and the C ceiling."),
     "api": ("loa.bench.api:api", "Control plane API rate and p99: device status reads, alert triggers, /healthz."),
     "fuzz": ("loa.bench.fuzz.run:fuzz", "Coverage-guided fuzzing of every parser (atheris); crash inputs kept."),
     "sessions": ("loa.bench.sessions:sessions", "Server memory per device session; handshakes/s beside bare crypto."),
     "scale": ("loa.bench.scale:scale", "Fan-out cost against devices and streams; frame sizes; multicast."),
+    "crash": ("loa.bench.crash:crash", "SIGKILL `loa serve` under work and devices: records, slots, rejoin."),
+    "hostile": ("loa.bench.hostile:hostile", "Forged and replayed alerts and commands: none accepted, all counted."),
+    "flood": ("loa.bench.flood:flood", "Flood during a stream and an alert: late frames, amplification."),
     "all": ("loa.bench.all:all_benches", "Every benchmark with its peers: results.json, report.md and plots."),
 }
 
