@@ -37,7 +37,8 @@ setup_system() {
     # fonts-dejavu-core: DejaVu Sans, the e-board's font (every Vietnamese letter with its marks).
     local pkgs=(libopus0 ffmpeg ca-certificates fonts-dejavu-core)
     # postgresql: the tests start a throwaway server of their own (initdb/pg_ctl), beside the SQLite default.
-    if [ "${1:-}" = test ]; then pkgs+=(postgresql); fi
+    # nftables: the kernel fault test drops datagrams in a network namespace of its own (tc netem where present).
+    if [ "${1:-}" = test ]; then pkgs+=(postgresql nftables); fi
     # GStreamer: a peer of the fan-out benchmark (multiudpsink), for `./dev.sh bench` only.
     if [ "${1:-}" = bench ]; then pkgs+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good); fi
     # Debian's own python3 needs python3-venv for `python3 -m venv` (ensurepip is split out of it).
