@@ -51,6 +51,7 @@ from loa.protocol.control import (
     ConfigValues,
     Fetch,
     Have,
+    Leave,
     Message,
     Played,
     Rtcp,
@@ -315,6 +316,11 @@ class StreamerCore:
             case State():
                 rt.state = message
                 self._events.append(StateReported(device, message))
+                if message.bid is not None and message.bid not in self.live and message.bid not in self.plays:
+                    # A broadcast this server does not run: one of an earlier boot (PROTOCOL.md section 7.6), or
+                    # one that has just ended. Without a leave the device would hold it, and anything of its rank
+                    # the server now sends would wait behind it.
+                    self.sessions.try_send(device, Leave(bid=message.bid), now)
             case Have():
                 rt.set_have(message.cid, message.ok)
                 self._events.append(ContentReported(device, message.cid, message.ok))

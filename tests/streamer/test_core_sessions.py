@@ -8,8 +8,9 @@ from collections import Counter
 
 from streamer_kit import EPOCH_NS, SERVER, KitDevice, World
 
-from loa.protocol.control import Bye, Config, State, Telemetry, TelemetryValues, Volume
+from loa.protocol.control import Bye, Config, Leave, State, Telemetry, TelemetryValues, Volume
 from loa.protocol.noise import x25519_public
+from loa.streamer.sources import ToneSource
 from loa.streamer.status import DeviceEnrolled, DeviceOnline, HelloReceived, StateReported, TelemetryReported
 
 
@@ -163,3 +164,20 @@ def test_garbage_is_counted_and_never_answered_beyond_the_handshake_rules() -> N
         assert drops.get(name, 0) > 0, (name, dict(drops))
     assert member.media, "the broadcast kept flowing to the real member"
     assert member.media_sources == {SERVER}
+
+
+def test_a_device_holding_a_broadcast_the_server_does_not_run_is_told_to_leave_it() -> None:
+    """After a server restart (PROTOCOL.md section 7.6) a device reports the broadcast of the earlier boot it
+    still holds; the server answers ``leave`` for it, and only for it: a broadcast it runs is left alone."""
+    world = World()
+    device = world.device("C11")
+    assert world.run_until(lambda: world.online(device), 10.0)
+    bid = world.core.start_broadcast(ToneSource(seconds=30.0), ["C11"], world.now)
+    world.run_for(1.0)
+    device.conn.send(State(bid=bid, src="ip", since=EPOCH_NS), world.now)
+    world.run_for(1.0)
+    assert device.of_type(Leave) == []
+    stale = bid + 1000
+    device.conn.send(State(bid=stale, src="ip", since=EPOCH_NS), world.now)
+    assert world.run_until(lambda: bool(device.of_type(Leave)), 5.0)
+    assert [m.bid for m in device.of_type(Leave)] == [stale]
