@@ -70,6 +70,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "loss": ("loa.bench.loss:loss", "Exactly played frames and byte overhead at 5 % random and 20 % bursty loss."),
     "faults": ("loa.bench.faults:faults", "Frames played, alert delivery and rejoin time under loss, jitter, outages."),
     "sync": ("loa.bench.sync:sync", "Play-time skew of one frame across devices with skewed clocks."),
+    "latency": ("loa.bench.latency:latency", "Live announcement RTP in -> device playout, beside GStreamer."),
     "fanout": ("loa.bench.fanout:fanout", "Fan-out sender CPU per datagram: ours, a sendto loop and the C ceiling."),
     "api": ("loa.bench.api:api", "Control plane API rate and p99: device status reads, alert triggers, /healthz."),
     "fuzz": ("loa.bench.fuzz.run:fuzz", "Coverage-guided fuzzing of every parser (atheris); crash inputs kept."),

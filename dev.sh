@@ -41,6 +41,9 @@ setup_system() {
     if [ "${1:-}" = test ]; then pkgs+=(postgresql nftables); fi
     # GStreamer: a peer of the fan-out benchmark (multiudpsink), for `./dev.sh bench` only.
     if [ "${1:-}" = bench ]; then pkgs+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good); fi
+    # GStreamer from Python (PyGObject): the latency benchmark's peer (rtpjitterbuffer), for its tests too.
+    if [ "${1:-}" = bench ] || [ "${1:-}" = test ]; then
+        pkgs+=(python3-gi gir1.2-gstreamer-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good); fi
     # Debian's own python3 needs python3-venv for `python3 -m venv` (ensurepip is split out of it).
     if [ "$(command -v "$PY")" = /usr/bin/python3 ] || ! "$PY" -c 'import ensurepip' 2>/dev/null; then
         pkgs+=(python3-venv)

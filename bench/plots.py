@@ -218,7 +218,27 @@ def _codec(results: Mapping[str, Metrics]) -> tuple[str, Callable[[Axes], int]] 
     return "codec.png", draw
 
 
-PLOTS = (_fanout_devices, _fanout_streams, _sessions_memory, _handshakes, _alert, _frames, _multicast, _codec)
+def _latency(results: Mapping[str, Metrics]) -> tuple[str, Callable[[Axes], int]] | None:
+    metrics = results.get("latency")
+    if not metrics or not series(metrics, "loa_d", "_p50_ms"):
+        return None
+
+    def draw(ax: Axes) -> int:
+        drawn = _draw(ax, metrics, [
+            ("loa p50 (against its playout delay)", "loa_d", "_p50_ms", {}),
+            ("loa p99", "loa_d", "_p99_ms", {"linestyle": ":"}),
+            ("GStreamer p50 (against rtpjitterbuffer latency)", "gst_jb", "_p50_ms", {"linestyle": "--"}),
+            ("GStreamer p99", "gst_jb", "_p99_ms", {"linestyle": "-."}),
+        ])
+        ax.set_xlabel("configured buffer: loa playout delay / GStreamer jitter-buffer latency (ms)")
+        ax.set_ylabel("RTP send -> playout (ms)")
+        ax.set_title("Live announcement latency, same RTP stream (loopback)")
+        return drawn
+    return "latency.png", draw
+
+
+PLOTS = (_fanout_devices, _fanout_streams, _sessions_memory, _handshakes, _alert, _frames, _multicast, _codec,
+         _latency)
 
 
 def write_plots(results: Mapping[str, Metrics], out: Path) -> list[Path]:

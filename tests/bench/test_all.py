@@ -51,6 +51,12 @@ def test_quick_run_writes_results_report_and_plots(tmp_path: Path) -> None:
     assert units["us_per_pkt_50"] == "µs CPU/datagram"
     assert units["ratio_to_ceiling_50"] == "ratio"
     assert results["benches"]["sessions"]["metrics"]["bytes_per_session_50"]["unit"] == "bytes"
+    lat = results["benches"]["latency"]["metrics"]
+    assert lat["latency_p50_ms"]["unit"] == "ms"
+    assert lat["frames_loa_d500"]["unit"] == "count"
+    if "ratio_vs_gstreamer" in lat:  # GStreamer's peer ran
+        assert lat["ratio_vs_gstreamer"]["unit"] == "ratio"
+        assert (out / "latency.png").exists()
     report = (out / "report.md").read_text()
     for name in results["benches"]:
         assert f"## {name}" in report
@@ -118,7 +124,8 @@ def test_out_that_is_a_file_is_one_clear_line(tmp_path: Path) -> None:
     ("multicast_gain_10", "ratio"), ("exact_fraction_5pct", "fraction"), ("loss_seen_burst20", "fraction"),
     ("sample_delivery_10", "fraction"), ("spread_pct_10", "%"), ("frame_cpu_pct_20ms", "%"),
     ("bytes_per_session_100", "bytes"), ("size", "bytes"), ("pps_1000", "datagrams/s"),
-    ("frame_pps_20ms", "datagrams/s"),
+    ("frame_pps_20ms", "datagrams/s"), ("loa_d500_p50_ms", "ms"), ("gst_jb20_p99_ms", "ms"),
+    ("frames_loa_d500", "count"), ("ratio_vs_gstreamer_low", "ratio"),
 ])
 def test_units_from_metric_names(key: str, unit: str) -> None:
     assert unit_of(key) == unit
