@@ -9,8 +9,10 @@ device and an external one are judged alike.
   simulated clock offset and drift; a new device (new ``boot``) per case. It can move to a new socket
   (roaming).
 * :class:`ExternalAgent` waits for the vendor's device to handshake with the kit. Before each case it runs the
-  operator's ``--restart-cmd`` (if given); after each case it sends the device ``reboot {delay_ms: 0}`` on the
-  session, so that the next case starts from a fresh ``boot`` and a fresh session.
+  operator's ``--restart-cmd`` (if given). After each case it undoes the case's tricks (filters, refusals), waits
+  for the device's session if the case broke it, ends every broadcast the case started (``leave``), unmutes, and
+  sends ``reboot {delay_ms: 0}``: the next case starts from a fresh ``boot`` and a fresh session, and takes the
+  HandshakeInit the rebooted device sent at once (see :attr:`KitState.carried`).
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ from collections.abc import Callable
 import anyio
 from anyio.abc import TaskGroup
 
-from loa.devices.conformance.kit import KitServer, KitState
+from loa.devices.conformance.kit import KitServer, KitState, KitTimeout
 from loa.devices.content import MemoryStore
 from loa.devices.core import SpeakerCore
 from loa.devices.runner import DeviceRunner, open_udp_socket
 from loa.devices.simclock import SimulatedClock
-from loa.protocol.control import Reboot
-from loa.protocol.errors import LocalProtocolError
+from loa.protocol.control import Join, Leave, Mute, Play, Reboot, decode
+from loa.protocol.errors import LocalProtocolError, ProtocolError
 from loa.protocol.noise import x25519_public
 
 __all__ = ["Agent", "Device", "ExternalAgent", "ReferenceAgent"]
@@ -126,21 +128,41 @@ class ReferenceAgent(Agent):
 
 
 class _External(Device):
-    def __init__(self, kit: KitServer) -> None:
+    def __init__(self, kit: KitServer, connect_wait: float) -> None:
         self.kit = kit
+        self.connect_wait = connect_wait
+
+    def _started_bids(self) -> set[int]:
+        bids: set[int] = set()
+        for _, plaintext in self.kit.sent_plaintexts:
+            try:
+                message = decode(plaintext)
+            except ProtocolError:
+                continue
+            if isinstance(message, Join | Play):
+                bids.add(message.bid)
+        return bids
 
     async def stop(self) -> None:
+        """Reset the device for the next case (module docstring). Never raises: a device that does not come
+        back is the next case's finding (its handshake wait)."""
         kit = self.kit
-        if kit.device is not None and kit.conn.is_connected(kit.device):
+        kit.reset_case_hooks()
+        if kit.device is None or not kit.conn.is_connected(kit.device):
             try:
-                kit.send(Reboot(delay_ms=0))
-            except (LocalProtocolError, AssertionError):
+                await kit.connected(self.connect_wait)  # it lost its session in the case: it handshakes again
+            except KitTimeout:
                 return
-            # give the reboot command a moment to be acknowledged before the kit's socket closes
-            acks = len(kit.acked_ids())
-            with anyio.move_on_after(1.0):
-                while len(kit.acked_ids()) == acks:
-                    await anyio.sleep(0.02)
+        try:
+            for bid in sorted(self._started_bids()):
+                kit.send(Leave(bid=bid))  # a reboot waits for the end of an emergency broadcast (section 4.4)
+            kit.send(Mute(on=False))
+            reboot = kit.send(Reboot(delay_ms=0))
+        except (LocalProtocolError, AssertionError):
+            return
+        kit.hold_handshakes = True  # the rebooted device's first HandshakeInit is for the next case
+        with anyio.move_on_after(2.0):
+            await kit.wait_for(lambda: reboot in kit.acked_ids(), 2.0, "the ack of reboot")
 
 
 class ExternalAgent(Agent):
@@ -159,8 +181,10 @@ class ExternalAgent(Agent):
 
     async def start(self, kit: KitServer, tg: TaskGroup) -> Device:
         if self.restart_cmd:
+            kit.state.carried.clear()  # from the boot the command ends
             command = self.restart_cmd
             await anyio.to_thread.run_sync(
                 lambda: subprocess.run(command, shell=True, check=False, timeout=120)  # noqa: S602 - the operator's own command
             )
-        return _External(kit)
+        kit.take_carried()
+        return _External(kit, self.connect_timeout)

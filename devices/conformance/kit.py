@@ -53,13 +53,30 @@ from loa.protocol.rtcp import GenericNack, parse_rtcp
 from loa.protocol.session import Event as SessionEvent
 from loa.protocol.session import Message as SessionMessage
 
-__all__ = ["ZONES", "Inbound", "KitClock", "KitServer", "KitTimeout"]
+__all__ = ["ZONES", "Inbound", "KitClock", "KitServer", "KitTimeout", "open_kit_socket"]
 
 Address = tuple[str, int]
 T = TypeVar("T")
 ZONES = ("79", "760", "26734", "26734-03")
 POLL_S = 0.02
+TIMER_POLL_S = 0.25  # the timer loop's longest sleep: it is woken at once by every datagram and every send
 RECV_MAX = 4096
+HANDSHAKE_INIT = 0x01
+
+
+def open_kit_socket(host: str, port: int) -> socket.socket:
+    """The kit's non-blocking UDP socket on ``host:port`` (port 0: any); OSError if it cannot bind."""
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    if port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class KitTimeout(Exception):  # noqa: N818 - named for what it reports
@@ -123,21 +140,21 @@ class KitState:
     clock: KitClock = field(default_factory=KitClock)
     enrolled: set[bytes] = field(default_factory=set)
     token: str | None = None
+    #: HandshakeInits an external device sent after the kit rebooted it at the end of a case: the next case's
+    #: server takes them as its first input (the server address stays the same from case to case).
+    carried: list[tuple[bytes, Address]] = field(default_factory=list)
 
 
 class KitServer:
     """The server side for one case; see the module docstring. Use inside a running anyio loop."""
 
-    def __init__(self, state: KitState, log: DatagramLog, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, state: KitState, log: DatagramLog, *, host: str = "127.0.0.1", port: int = 0,
+                 sock: socket.socket | None = None) -> None:
         self.state = state
         self.log = log
         self.clock = state.clock
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.setblocking(False)
-        if port:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
+        self._own_sock = sock is None
+        self.sock = open_kit_socket(host, port) if sock is None else sock
         self.alt_sock: socket.socket | None = None
         self.host = host
         self.conn = _Connection(static_private=state.static_private, is_enrolled=self._is_enrolled,
@@ -163,6 +180,7 @@ class KitServer:
         self.config = default_config()
         self.on_hello: Callable[[bytes, Hello], None] | None = None
         self.refuse_all = False
+        self.hold_handshakes = False
         self.plaintext_filter: Callable[[bytes], bool] | None = None
         self.sent_plaintexts: list[tuple[float, bytes]] = []
         self._wrap_send()
@@ -220,6 +238,7 @@ class KitServer:
         self._wrap_send()
         self.device = None
         self.restarts += 1
+        self._poke()
 
     # -- the loops ------------------------------------------------------------------------------------------
 
@@ -232,9 +251,11 @@ class KitServer:
                 task_status.started()
 
     def close(self) -> None:
+        """Stop the loops and close the sockets (a socket given to the constructor stays open)."""
         if self._scope is not None:
             self._scope.cancel()
-        self.sock.close()
+        if self._own_sock:
+            self.sock.close()
         if self.alt_sock is not None:
             self.alt_sock.close()
 
@@ -284,7 +305,7 @@ class KitServer:
                 self._poke()
                 await anyio.sleep(0)
                 continue
-            wait = POLL_S if deadline is None else min(POLL_S, max(0.0, deadline - now))
+            wait = TIMER_POLL_S if deadline is None else min(TIMER_POLL_S, max(0.0, deadline - now))
             kick = self._kick
             with anyio.move_on_after(wait):
                 await kick.wait()
@@ -301,8 +322,13 @@ class KitServer:
 
     # -- input ----------------------------------------------------------------------------------------------
 
-    def _on_datagram(self, data: bytes, source: Address) -> None:
+    def _on_datagram(self, data: bytes, source: Address, note: str = "") -> None:
+        if self.hold_handshakes and data[:1] == bytes([HANDSHAKE_INIT]):
+            self.state.carried.append((data, source))
+            return
         entry = self.log.add("dev>kit", data)
+        if entry is not None and note:
+            entry.note += f" [{note}]"
         self.arrivals.append(Arrival(self.t(), data, source))
         if self.incoming_filter is not None and not self.incoming_filter(data, source):
             if entry is not None:
@@ -315,6 +341,23 @@ class KitServer:
             fresh = self.plaintexts[before:]
             names = [getattr(p.message, "TYPE", getattr(p.message, "t", f"<{p.error}>")) for p in fresh]
             entry.note += " " + ",".join(str(n) for n in names)
+
+    def take_carried(self) -> None:
+        """Take the HandshakeInits carried over from the previous case as if they arrived now."""
+        carried, self.state.carried[:] = list(self.state.carried), []
+        for data, source in carried:
+            self._on_datagram(data, source, "sent after the previous case's reboot")
+        self.flush()
+        self._poke()
+
+    def reset_case_hooks(self) -> None:
+        """Undo what a case changed in the kit's behaviour (filters, refusals, wrong answers, held datagrams)."""
+        self.outgoing_filter = self.incoming_filter = self.plaintext_filter = None
+        self.held.clear()
+        self.refuse_all = False
+        self.answer_nacks = self.answer_fetch = True
+        self.answer_time = self._true_time
+        self.on_hello = None
 
     def _on_plaintext(self, plaintext: bytes) -> None:
         try:
@@ -426,6 +469,7 @@ class KitServer:
         assert self.device is not None, "no device session yet"
         self.conn.endpoint.send(self.device, plaintext, self.now())
         self.flush()
+        self._kick.set()
 
     def send_encoded(self, message: Message) -> bytes:
         """Send ``message`` as it is, with the ``id`` it carries, outside the reliable channel."""

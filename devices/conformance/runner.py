@@ -1,13 +1,15 @@
 """Running cases: a fresh kit server and a fresh device per case, per-case timeouts, verdicts, in parallel.
 
 :func:`run_cases` runs the selected cases against one agent and returns a :class:`CaseResult` per case. In-process
-agents run ``jobs`` cases at once, each on its own kit socket; an external device runs one case at a time on the
-one address it was given. A case that overruns its timeout is FAILED; an error inside the kit itself is FAILED
-too, with its traceback in the report (the kit never hides a failure it cannot explain).
+agents run ``jobs`` cases at once, each on its own kit socket; an external device runs one case at a time, in case
+order, on the one address it was given (one socket for the whole run, so that a handshake the device starts between
+two cases waits in it for the next case). A case that overruns its timeout is FAILED; an error inside the kit itself
+is FAILED too, with its traceback in the report (the kit never hides a failure it cannot explain).
 """
 
 from __future__ import annotations
 
+import socket
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -17,7 +19,7 @@ import anyio
 
 from loa.devices.conformance.agents import Agent
 from loa.devices.conformance.context import Context
-from loa.devices.conformance.kit import KitServer, KitState, KitTimeout
+from loa.devices.conformance.kit import KitServer, KitState, KitTimeout, open_kit_socket
 from loa.devices.conformance.registry import Case, Check, Unimplemented, Verdict, verdict_of
 from loa.devices.conformance.wirelog import DatagramLog
 
@@ -38,14 +40,15 @@ class CaseResult:
     reason: str = ""
 
 
-async def run_case(c: Case, agent: Agent, state: KitState, *, host: str = "127.0.0.1", port: int = 0) -> CaseResult:
+async def run_case(c: Case, agent: Agent, state: KitState, *, host: str = "127.0.0.1", port: int = 0,
+                   sock: socket.socket | None = None) -> CaseResult:
     log = DatagramLog()
     begin = time.monotonic()
     checks: list[Check] = []
     notes: list[str] = []
     reason = ""
     unimplemented = False
-    kit = KitServer(state, log, host=host, port=port)
+    kit = KitServer(state, log, host=host, port=port, sock=sock)
     ctx = Context(kit, agent, None)  # type: ignore[arg-type]
     try:
         async with anyio.create_task_group() as tg:
@@ -86,10 +89,19 @@ async def run_case(c: Case, agent: Agent, state: KitState, *, host: str = "127.0
 
 async def run_cases(cases: Sequence[Case], agent: Agent, state: KitState, *, jobs: int = 1, host: str = "127.0.0.1",
                     port: int = 0, on_result: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
-    """Run ``cases`` (``jobs`` at a time; 1 when ``port`` is fixed) and return their results in case order."""
+    """Run ``cases`` (``jobs`` at a time; one after the other when ``port`` is fixed) and return their results in
+    case order. OSError if the fixed address cannot be bound."""
     agent.prepare(state)
+    if port:
+        out: list[CaseResult] = []
+        with open_kit_socket(host, port) as sock:
+            for c in cases:
+                out.append(await run_case(c, agent, state, host=host, port=port, sock=sock))
+                if on_result is not None:
+                    on_result(out[-1])
+        return out
     results: dict[str, CaseResult] = {}
-    limiter = anyio.CapacityLimiter(1 if port else max(1, jobs))
+    limiter = anyio.CapacityLimiter(max(1, jobs))
 
     async def one(c: Case) -> None:
         async with limiter:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 
@@ -10,7 +11,7 @@ import msgpack
 
 from loa.devices.conformance.cases._common import ack_count, raw_reliable
 from loa.devices.conformance.context import CLOCK_EXCHANGES, Context
-from loa.devices.conformance.kit import Inbound
+from loa.devices.conformance.kit import Inbound, KitTimeout
 from loa.devices.conformance.media import ogg_programme
 from loa.devices.conformance.registry import case
 from loa.protocol.control import (
@@ -383,7 +384,8 @@ async def telemetry_queue(ctx: Context) -> None:
         if not plaintext.startswith(ACK_PREFIX):
             return True
         ids = set(decode(plaintext).ids)  # type: ignore[union-attr]
-        return not ids & telemetry_ids
+        # every telemetry received so far, read when the ack is sealed (not when the case last looked)
+        return not ids & {m.message.id for m in kit.inbound(Telemetry)}  # type: ignore[union-attr]
 
     kit.plaintext_filter = keep
     await ctx.start()
@@ -487,7 +489,10 @@ async def _scheduled(ctx: Context, start_in_ms: int) -> None:
     bid = ctx.next_bid()
     at = kit.server_time() + start_in_ms * 1_000_000
     kit.send(Play(bid=bid, cid=cid, at=at, cls=0, lvl=0, policy="resume", zone="26734"))
-    await anyio.sleep(max(0.0, start_in_ms / 1000) + 1.5)
+    with contextlib.suppress(KitTimeout):  # 20 frames are 0.4 s of audio: 1.5 s is the least this waits
+        await anyio.sleep(max(0.0, start_in_ms / 1000) + 1.5)
+        await kit.wait_for(lambda: len([e for _, e in kit.played() if e.bid == bid]) >= 20, 2.5,
+                           "20 played frames")
     played = [(arrival, e) for arrival, e in kit.played() if e.bid == bid]
     ctx.check(len(played) >= 20, "the programme plays", expected=">= 20 frames reported",
               observed=f"{len(played)} frames")

@@ -19,6 +19,10 @@ NS = 1_000_000_000
 CLASSES = ("normal", "priority", "emergency")
 LEVELS = ("commune", "district", "province", "national")
 TELEMETRY_WAIT = 7.0
+#: Frames a stream that plays "until the case stops it" may send at most (8 s): the bound of every pacing loop.
+UNTIL_STOPPED = 400
+#: How long the broadcast that should resume keeps streaming after the leave was acknowledged.
+RESUME_S = 0.6
 
 
 def make_alert(ctx: Context, bid: int, *, cls: int = 2, lvl: int = 2, zones: tuple[str, ...] = ("760",),
@@ -69,13 +73,17 @@ def _family(rank: int) -> None:
         a = ctx.stream(cls=a_cls, lvl=a_lvl)
         b = ctx.stream(cls=b_cls, lvl=b_lvl)
         await _admit(ctx, a)
+        # the one that should play after the leave streams on until RESUME_S after it, however long the
+        # admissions and acks took
         async with anyio.create_task_group() as tg:
-            tg.start_soon(kit.pace, a, 110)
+            tg.start_soon(kit.pace, a, UNTIL_STOPPED)
             await anyio.sleep(0.5)
             await _admit(ctx, b)
-            tg.start_soon(kit.pace, b, 80 if rank == 0 else 35)
+            tg.start_soon(kit.pace, b, UNTIL_STOPPED if rank == 0 else 35)
             await anyio.sleep(0.8)
             await reliable(ctx, Leave(bid=a.bid if rank == 0 else b.bid), "leave")
+            await anyio.sleep(RESUME_S)
+            tg.cancel_scope.cancel()
         await settle(ctx, a)
         bids = state_bids(ctx)
         expected = [a.bid, b.bid] if rank == 0 else [a.bid, b.bid, a.bid]
@@ -112,12 +120,14 @@ async def preempt_drop(ctx: Context) -> None:
     b = ctx.stream(cls=1, lvl=0)
     await _admit(ctx, a)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(kit.pace, a, 110)
+        tg.start_soon(kit.pace, a, UNTIL_STOPPED)  # a goes on after b's leave: it could resume, and must not
         await anyio.sleep(0.5)
         await _admit(ctx, b)
         tg.start_soon(kit.pace, b, 35)
         await anyio.sleep(0.8)
         await reliable(ctx, Leave(bid=b.bid), "leave")
+        await anyio.sleep(RESUME_S)
+        tg.cancel_scope.cancel()
     await settle(ctx, a)
     bids = state_bids(ctx)
     ctx.check(bids == [a.bid, b.bid], "the dropped broadcast does not resume", expected=f"{a.bid} -> {b.bid}",
