@@ -374,7 +374,10 @@ class FleetHost:
         while True:
             now = time.monotonic()
             handled = 0
-            while self._heap and self._heap[0].at <= now and handled < 1024:
+            # Bounded in time like the receive loop's slices, so that neither starves the other: the answers
+            # devices wait for (handshake responses, clock probes) must not queue behind thousands of timers.
+            until = now + RECEIVE_SLICE_S
+            while self._heap and self._heap[0].at <= now and (handled & 63 or time.monotonic() < until):
                 due = heapq.heappop(self._heap)
                 if self._scheduled[due.index] != due.at:
                     continue  # superseded
