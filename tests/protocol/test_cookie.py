@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from loa.protocol.cookie import (
     COOKIE_LIFETIME,
@@ -88,3 +91,31 @@ def test_secret_unused_for_long_forgets_the_previous_one() -> None:
     tag = mac(secrets.cookie(addr, 0.0), b"x")
     assert not secrets.verify_mac2(addr, b"x", tag, 1000.0)
     assert secrets.verify_mac2(addr, b"x", mac(secrets.cookie(addr, 1000.0), b"x"), 1000.0)
+
+
+def _reference_address_bytes(address: tuple[object, object]) -> bytes:
+    """The definition: ipaddress's reading of the host, IPv4 mapped into IPv6, then the port."""
+    ip = ipaddress.ip_address(address[0])  # type: ignore[arg-type]
+    port = int(address[1])  # type: ignore[call-overload]
+    if not 0 <= port <= 0xFFFF:
+        raise ValueError(port)
+    raw = ipaddress.IPv6Address(f"::ffff:{ip}").packed if ip.version == 4 else ip.packed
+    return raw + port.to_bytes(2, "big")
+
+
+@given(st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)),
+       st.integers(0, 0xFFFF))
+def test_address_bytes_of_any_ipv4_address_is_the_definition(octets: tuple[int, ...], port: int) -> None:
+    host = ".".join(map(str, octets))
+    assert address_bytes((host, port)) == _reference_address_bytes((host, port))
+
+
+@given(st.text(alphabet="0123456789.:abcdefx ²+_-", max_size=24), st.integers(-2, 70000))
+def test_address_bytes_of_any_text_agrees_with_the_definition_or_refuses(host: str, port: int) -> None:
+    try:
+        expected = _reference_address_bytes((host, port))
+    except ValueError:
+        with pytest.raises(LocalProtocolError):
+            address_bytes((host, port))
+    else:
+        assert address_bytes((host, port)) == expected
