@@ -16,14 +16,12 @@ Failure semantics: every function validates first and raises :class:`InvalidErro
 from __future__ import annotations
 
 import base64
-import binascii
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from sqlalchemy import Connection, insert, or_, select, update
 
 from loa.control_plane import audit, zones
@@ -33,6 +31,7 @@ from loa.control_plane.db.schema import DEVICE_KINDS, NAME_LEN, device_status_hi
 from loa.control_plane.errors import ConflictError, InvalidError, NotFoundError
 from loa.control_plane.events import Event
 from loa.protocol import device_id
+from loa.protocol.keytext import decode_key, is_weak_public_key
 
 __all__ = [
     "DEVICE_KINDS",
@@ -88,25 +87,12 @@ def parse_public_key(text: str) -> bytes:
     Raises :class:`InvalidError` unless it is 32 bytes and a usable X25519 key (not of small order: such a key gives
     an all-zero shared secret and no security).
     """
-    raw = text.strip()
-    key = b""
-    if len(raw) == 2 * KEY_SIZE:
-        try:
-            key = bytes.fromhex(raw)
-        except ValueError:
-            key = b""
-    if not key:
-        standard = raw.replace("-", "+").replace("_", "/")
-        try:
-            key = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            key = b""
-    if len(key) != KEY_SIZE:
-        raise InvalidError("public_key must be a 32-byte X25519 key written as base64 or 64 hex digits")
     try:
-        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(key))
+        key = decode_key(text)
     except ValueError:
-        raise InvalidError("public_key is a weak (small-order) X25519 key: not a real device key") from None
+        raise InvalidError("public_key must be a 32-byte X25519 key written as base64 or 64 hex digits") from None
+    if is_weak_public_key(key):
+        raise InvalidError("public_key is a weak (small-order) X25519 key: not a real device key")
     return key
 
 

@@ -19,6 +19,7 @@ from loa.devices.content import ContentStore, DirectoryStore, MemoryStore, Stora
 from loa.devices.core import Address, SpeakerCore
 from loa.devices.identity import IdentityError, encode_key, load_or_create_key, parse_key, public_key_of
 from loa.devices.sinks import CounterSink, FrameSink, SinkError, WavRecorder, open_sound_card
+from loa.protocol.keytext import is_weak_public_key
 
 __all__ = ["device", "fleet", "parse_server"]
 
@@ -47,6 +48,13 @@ def _key(text: str, what: str) -> bytes:
         return parse_key(text, what)
     except IdentityError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _server_key(text: str) -> bytes:
+    key = _key(text, "--server-key")
+    if is_weak_public_key(key):
+        raise click.ClickException("--server-key is a weak (small-order) X25519 key: not a real server's key")
+    return key
 
 
 def _authority_keys(texts: tuple[str, ...]) -> list[bytes]:
@@ -97,7 +105,7 @@ def device(
     """Run a reference speaker cluster against a loa server."""
     from loa.devices.runner import DeviceRunner, open_udp_socket, run
 
-    server_public = _key(server_key, "--server-key")
+    server_public = _server_key(server_key)
     authorities = _authority_keys(authority)
     if record and sound_card:
         raise click.ClickException("give either --record or --sound-card, not both")
@@ -194,7 +202,7 @@ def fleet(
     from loa.devices.fleet import FleetError, build_fleet, fleet_summary, load_fleet_keys, raise_open_file_limit
     from loa.devices.runner import FleetHost, run
 
-    server_public = _key(server_key, "--server-key")
+    server_public = _server_key(server_key)
     authorities = _authority_keys(authority)
     address = parse_server(server)
     if zone is not None and not re.fullmatch(r"[^\x00-\x1f\"\\]{1,64}", zone):

@@ -9,13 +9,13 @@ same folder, fsynced, then renamed), and refuses a file that other users can rea
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import os
 import secrets
 import stat
 from pathlib import Path
 
+from loa.protocol.keytext import decode_key
 from loa.protocol.noise import x25519_public
 
 __all__ = ["IdentityError", "encode_key", "load_or_create_key", "parse_key", "public_key_of"]
@@ -31,17 +31,10 @@ def encode_key(key: bytes) -> str:
 
 def parse_key(text: str, what: str = "key") -> bytes:
     """32 bytes from base64 (standard or URL-safe) or 64 hex digits; :class:`IdentityError` otherwise."""
-    text = text.strip()
-    if len(text) == 64:
-        with contextlib.suppress(ValueError):
-            return bytes.fromhex(text)
     try:
-        raw = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
-    except (binascii.Error, ValueError):
-        raise IdentityError(f"{what} is neither base64 nor hex") from None
-    if len(raw) != 32:
-        raise IdentityError(f"{what} is {len(raw)} bytes, not 32")
-    return raw
+        return decode_key(text)
+    except ValueError as exc:
+        raise IdentityError(f"{what} is not a 32-byte key: {exc}") from None
 
 
 def public_key_of(private: bytes) -> bytes:

@@ -13,11 +13,11 @@ duplicate key, an unknown device.
 
 from __future__ import annotations
 
-import base64
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
+from loa.protocol.keytext import decode_key
 from loa.protocol.session import device_id
 
 __all__ = ["KINDS", "DeviceEntry", "EnrolmentToken", "Registry", "RegistryError", "parse_public_key"]
@@ -37,20 +37,10 @@ def parse_public_key(text: str) -> bytes:
 
     Raises :class:`RegistryError` unless it decodes to exactly 32 bytes.
     """
-    raw = text.strip()
-    if len(raw) == 2 * KEY_SIZE:
-        try:
-            return bytes.fromhex(raw)
-        except ValueError:
-            pass
-    standard = raw.replace("-", "+").replace("_", "/")
     try:
-        key = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
-    except ValueError:  # binascii.Error, and non-ASCII text
-        key = b""
-    if len(key) != KEY_SIZE:
-        raise RegistryError(f"not a 32-byte key in base64 or hex: {text[:60]!r}")
-    return key
+        return decode_key(text)
+    except ValueError:
+        raise RegistryError(f"not a 32-byte key in base64 or hex: {text[:60]!r}") from None
 
 
 @dataclass(frozen=True, slots=True)

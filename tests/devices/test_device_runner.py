@@ -19,6 +19,7 @@ from loa.devices.core import SpeakerCore
 from loa.devices.identity import encode_key
 from loa.devices.runner import DeviceRunner, FleetHost, realtime_offset
 from loa.devices.simclock import SimulatedClock
+from loa.protocol.noise import x25519_public
 
 pytestmark = pytest.mark.e2e
 
@@ -184,14 +185,18 @@ def test_cli_fleet_writes_keys_for_enrolment_and_a_summary(tmp_path: Path) -> No
     assert "playing 3" in result.output
 
 
+_REAL_KEY = encode_key(x25519_public(bytes(range(1, 33))))
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--server-key", "not a key!"], "--server-key is neither base64 nor hex"),
-        (["--server-key", "nope"], "--server-key is 3 bytes, not 32"),
-        (["--server-key", "A" * 43 + "=", "--server", "127.0.0.1:99999"], "bad server address"),
-        (["--server-key", "A" * 43 + "="], "give --server HOST:PORT, or --zeroconf"),
-        (["--server-key", "A" * 43 + "=", "--server", "127.0.0.1", "--record", "a.wav", "--sound-card"],
+        (["--server-key", "not a key!"], "--server-key is not a 32-byte key: neither 64 hex digits nor base64"),
+        (["--server-key", "nope"], "--server-key is not a 32-byte key: 3 bytes, not 32"),
+        (["--server-key", "A" * 43 + "="], "--server-key is a weak (small-order) X25519 key"),
+        (["--server-key", _REAL_KEY, "--server", "127.0.0.1:99999"], "bad server address"),
+        (["--server-key", _REAL_KEY], "give --server HOST:PORT, or --zeroconf"),
+        (["--server-key", _REAL_KEY, "--server", "127.0.0.1", "--record", "a.wav", "--sound-card"],
          "either --record or --sound-card"),
     ],
 )
@@ -204,7 +209,7 @@ def test_cli_device_bad_arguments_are_one_line(args: list[str], message: str) ->
 
 def test_cli_fleet_refuses_more_full_devices_than_devices(tmp_path: Path) -> None:
     result = CliRunner().invoke(fleet, ["--count", "2", "--full", "3", "--server", "127.0.0.1", "--server-key",
-                                        "A" * 43 + "=", "--keys-dir", str(tmp_path)])
+                                        _REAL_KEY, "--keys-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "--full 3 is more than --count 2" in result.output
 
