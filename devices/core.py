@@ -109,7 +109,9 @@ class SpeakerCore(BroadcastHandling):
     that many seconds before their instant (a sound card's buffer); ``batch`` lets frames be handed out up to
     that late in one go (cheap fleets: counting needs no punctuality). ``count_only`` makes a load-generating
     device for big fleets: RTP packets of joined SSRCs are counted (packets, bytes, sequence gaps) without
-    authentication, jitter buffer or playout; control, alerts and everything else are as on a real device.
+    authentication, jitter buffer or playout, and it probes the server's clock on the spec's base schedule of
+    one probe a second from the start (a decoding device probes 4 times a second until its estimate is ready);
+    control, alerts and everything else are as on a real device.
     """
 
     def __init__(
@@ -199,7 +201,7 @@ class SpeakerCore(BroadcastHandling):
         self._scheduled: dict[int, Play] = {}
         self._deferred_alerts: list[SignedAlert | SignedAlertCancel] = []
         self._draining: dict[int, float] = {}
-        self.probe = ClockProbe(self.clock)
+        self.probe = ClockProbe(self.clock, fast=not self.count_only)
         self._rtcp_ssrc = self._rng.getrandbits(32)
         self.report = ReportSchedule(float(self.settings.get("telemetry_s") or 60), now)
         self._played: list[PlayedFrame] = []

@@ -2,11 +2,13 @@
 ``time_resp``, the round-trip time, and when a silent server calls for a new handshake.
 
 Schedule: every ``FAST_PROBE_S`` (0.25 s, the spec's limit of 4 per second) until the estimate is ready, then
-``ClockEstimator.probe_interval()`` (1 s for the first 60 exchanges, then 5 s). A ``time_resp`` counts only
-for a ``t1`` sent in the last 10 s, once. The RTT is the smoothed ``(t4 - t1) - (t3 - t2)`` (200 ms until
-measured), which NACK timing and fetch retries use. When ``PROBES_BEFORE_REHANDSHAKE`` probes in a row went
-unanswered over at least 3 s, the server has most likely restarted (section 7.6): :meth:`ClockProbe.due` says
-so, and the device handshakes again without waiting ``DEAD_AFTER``.
+``ClockEstimator.probe_interval()`` (1 s for the first 60 exchanges, then 5 s). Without ``fast`` the spec's base
+schedule applies from the start (load-generating fleet devices: four times fewer probes while thousands start).
+A ``time_resp`` counts only for a ``t1`` sent in the last 10 s, once. The RTT is the smoothed
+``(t4 - t1) - (t3 - t2)`` (200 ms until measured), which NACK timing and fetch retries use. When
+``PROBES_BEFORE_REHANDSHAKE`` probes in a row went unanswered over at least 3 s, the server has most likely
+restarted (section 7.6): :meth:`ClockProbe.due` says so, and the device handshakes again without waiting
+``DEAD_AFTER``.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ RTT_DEFAULT_S = 0.2
 class ClockProbe:
     """The probing state of one session of a device; ``clock`` receives the exchanges."""
 
-    __slots__ = ("_last_answer", "_rtt", "_sent", "_unanswered", "clock", "next_at", "stale")
+    __slots__ = ("_fast", "_last_answer", "_rtt", "_sent", "_unanswered", "clock", "next_at", "stale")
 
-    def __init__(self, clock: ServerClock) -> None:
+    def __init__(self, clock: ServerClock, *, fast: bool = True) -> None:
         self.clock = clock
+        self._fast = fast  # False: the spec's base schedule (1 per second) also before the estimate is ready
         self.next_at: float | None = None  # None while there is no session
         self._sent: dict[int, float] = {}
         self._unanswered = 0
@@ -52,7 +55,9 @@ class ClockProbe:
         self.next_at = None
 
     def interval(self) -> float:
-        return FAST_PROBE_S if not self.clock.ready else self.clock.estimator.probe_interval() / NS
+        if self._fast and not self.clock.ready:
+            return FAST_PROBE_S
+        return self.clock.estimator.probe_interval() / NS
 
     def due(self, now: float) -> TimeReq | None:
         """The probe to send at ``now``, or None when the server has gone silent (handshake again, then call

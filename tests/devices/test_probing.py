@@ -1,0 +1,43 @@
+"""The device's clock-probe schedule (devices/probing.py, PROTOCOL.md section 4.7)."""
+
+from __future__ import annotations
+
+import itertools
+
+from loa.devices.frame import NS, ServerClock
+from loa.devices.probing import FAST_PROBE_S, ClockProbe
+from loa.protocol.control import TimeResp
+
+
+def _answer_all(probe: ClockProbe, start: float, until_ready: bool, limit: int = 100) -> list[float]:
+    """Probe and answer at once (a server 1 s ahead, 2 ms away) until the estimate is ready; the send times."""
+    sent: list[float] = []
+    now = start
+    probe.connected(now)
+    while len(sent) < limit and not (until_ready and probe.clock.ready):
+        request = probe.due(now)
+        assert request is not None
+        sent.append(now)
+        server = round((now + 1.001) * NS)
+        probe.answer(TimeResp(t1=request.t1, t2=server, t3=server), now + 0.002)
+        assert probe.next_at is not None
+        now = probe.next_at
+    return sent
+
+
+def test_a_decoding_device_probes_four_times_a_second_until_ready_then_once() -> None:
+    probe = ClockProbe(ServerClock())
+    sent = _answer_all(probe, 10.0, until_ready=True)
+    assert probe.clock.ready
+    gaps = {round(b - a, 6) for a, b in itertools.pairwise(sent)}
+    assert gaps == {FAST_PROBE_S}
+    assert probe.interval() == 1.0
+
+
+def test_a_counting_device_probes_on_the_base_schedule_from_the_start() -> None:
+    probe = ClockProbe(ServerClock(), fast=False)
+    sent = _answer_all(probe, 10.0, until_ready=True)
+    assert probe.clock.ready
+    gaps = {round(b - a, 6) for a, b in itertools.pairwise(sent)}
+    assert gaps == {1.0}
+    assert len(sent) == len(_answer_all(ClockProbe(ServerClock()), 10.0, until_ready=True))  # as many exchanges
