@@ -108,7 +108,7 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
     sock = open_udp_socket("127.0.0.1", 0)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     service = StreamerService(core, sock)
-    bringup_limit = 2 * count / start_rate + 30.0  # twice the start schedule: retries, a loaded host
+    bringup_limit = 3 * count / start_rate + 30.0  # thrice the start schedule: retries, a loaded host
     spec = {"host": "127.0.0.1", "port": 0, "server_public": core.public_key.hex(),
             "authority": authority.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex(),
             "seed": rng_seed, "count": count, "full": min(full, count), "start_rate": start_rate,

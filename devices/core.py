@@ -153,6 +153,9 @@ class SpeakerCore(BroadcastHandling):
         self.test_mode = test_mode
         self.lead, self.batch = lead, batch
         self.count_only = count_only
+        # When the datagram being handled arrived, on the device clock, if the host knows it (a kernel receive
+        # timestamp): a clock exchange's t4 is taken from it, as the spec asks of t2 (section 4.7).
+        self.received_at: float | None = None
         self._random_bytes = random_bytes
         self._rng = rng if rng is not None else random.Random(int.from_bytes(random_bytes(8), "big"))
         self._timestamp_source = timestamp_source
@@ -518,7 +521,8 @@ class SpeakerCore(BroadcastHandling):
             getattr(self, name)(message, now)
 
     def _on_time_resp(self, message: TimeResp, now: float) -> None:
-        if self.probe.answer(message, now):  # the estimate just became ready: faults change, playout can start
+        # True when the estimate just became ready: faults change, playout can start
+        if self.probe.answer(message, now, t4_at=self.received_at):
             self.report.faults_changed(self.faults(now), now)
             self._plan(now)
 

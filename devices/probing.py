@@ -74,13 +74,14 @@ class ClockProbe:
         self.next_at = now + self.interval()
         return TimeReq(t1=t1)
 
-    def answer(self, message: TimeResp, now: float) -> bool:
-        """Take a ``time_resp``; returns True when it made the clock estimate ready."""
+    def answer(self, message: TimeResp, now: float, *, t4_at: float | None = None) -> bool:
+        """Take a ``time_resp`` (that arrived at ``t4_at`` if known, else ``now``); returns True when it made the
+        clock estimate ready."""
         sent = self._sent.pop(message.t1, None)
         if sent is None or now - sent > ANSWER_WINDOW_S:
             self.stale += 1
             return False
-        t4 = round(now * NS)
+        t4 = round((now if t4_at is None else min(t4_at, now)) * NS)
         was_ready = self.clock.ready
         self.clock.estimator.add(message.t1, message.t2, message.t3, t4)
         delay = (t4 - message.t1) - (message.t3 - message.t2)

@@ -294,8 +294,10 @@ class FleetHost:
     ``timestamps``: the kernel stamps every datagram as it arrives (``SO_TIMESTAMPNS``) and :attr:`arrival`
     holds that time, on the host's monotonic clock, while the datagram is handed to its device. One process
     does the work of many devices one after another; the stamp says when each device would have started on it
-    had it its own processor (benchmarks add the device's own processing time to it). The wall-clock offset
-    used for the conversion is read again at every tick; :attr:`offset_change_ns` is the largest change seen.
+    had it its own processor (benchmarks add the device's own processing time to it). Each device also gets it,
+    on its own clock, as ``received_at``: its clock exchanges take t4 from the kernel's stamp, not from when this
+    process came round to it. The wall-clock offset used for the conversion is read again at every tick;
+    :attr:`offset_change_ns` is the largest change seen.
     """
 
     def __init__(self, devices: Sequence[tuple[SpeakerCore, SimulatedClock]], server: Address, *,
@@ -415,6 +417,7 @@ class FleetHost:
                 if stamped:
                     data, ancillary, _, raw = socks[index].recvmsg(MAX_DATAGRAM, _TIMESTAMP_SPACE)
                     self.arrival = _arrival(ancillary, offset, now)
+                    cores[index].received_at = self.arrival * rates[index] + offsets[index]
                 else:
                     data, raw = socks[index].recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):

@@ -41,3 +41,17 @@ def test_a_counting_device_probes_on_the_base_schedule_from_the_start() -> None:
     gaps = {round(b - a, 6) for a, b in itertools.pairwise(sent)}
     assert gaps == {1.0}
     assert len(sent) == len(_answer_all(ClockProbe(ServerClock()), 10.0, until_ready=True))  # as many exchanges
+
+
+def test_t4_is_the_arrival_instant_when_the_host_knows_it() -> None:
+    """A time_resp handled 0.4 s after it arrived: with its arrival instant the exchange's delay is the path's,
+    without it the wait counts as delay (and such exchanges never pass the minimum-delay filter together)."""
+    late, stamped = ClockProbe(ServerClock()), ClockProbe(ServerClock())
+    for probe, t4_at in ((late, None), (stamped, 10.002)):
+        probe.connected(10.0)
+        request = probe.due(10.0)
+        assert request is not None
+        server = round(11.001 * NS)
+        probe.answer(TimeResp(t1=request.t1, t2=server, t3=server), 10.402, t4_at=t4_at)
+    assert round(late.rtt, 3) == 0.402
+    assert round(stamped.rtt, 3) == 0.002
