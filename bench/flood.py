@@ -136,11 +136,11 @@ class Meter:
         receive, drain = core.receive_datagram, core.datagrams_to_send
         bytes_in, bytes_out = self.bytes_in, self.bytes_out
 
-        def metered_receive(data: bytes, address: Address, now: float) -> None:
+        def metered_receive(data: bytes, address: Address, now: float, *, arrived: float | None = None) -> None:
             if address[0] != trusted_host:
                 bytes_in[address] += len(data)
                 self.datagrams_in += 1
-            receive(data, address, now)
+            receive(data, address, now, arrived=arrived)
 
         def metered_drain() -> list[tuple[bytes, Address]]:
             out = drain()

@@ -154,6 +154,7 @@ class StreamerCore:
         self._drops: Counter[str] = Counter()
         self._in = self._bytes_in = self._sent = self._bytes_out = 0
         self._chunks = self._time_resps = self._retransmitted = 0
+        self._arrived: float | None = None  # when the datagram being handled arrived (see receive_datagram)
         self._media_flush = False
         self.sessions = DeviceSessions(self, static_private=static_private, registry=self.registry,
                                        server_time=self.server_time, events=self._events, drops=self._drops,
@@ -207,8 +208,9 @@ class StreamerCore:
 
     # -- I/O surface -------------------------------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
-        """Process one datagram from ``address``. Never raises for any bytes."""
+    def receive_datagram(self, data: bytes, address: Address, now: float, *, arrived: float | None = None) -> None:
+        """Process one datagram from ``address`` (``arrived``: when the kernel received it, on the clock of ``now``,
+        if the caller knows; a clock probe's t2 is taken from it, PROTOCOL.md section 4.7). Never raises."""
         self._in += 1
         self._bytes_in += len(data)
         try:
@@ -219,7 +221,11 @@ class StreamerCore:
         if kind != "loa":  # devices send RTCP inside `rtcp` control messages, never bare RTP/RTCP
             self._drops["UnknownTypeError"] += 1
             return
-        self.sessions.receive(data, address, now)
+        self._arrived = None if arrived is None else min(arrived, now)
+        try:
+            self.sessions.receive(data, address, now)
+        finally:
+            self._arrived = None
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Drain the queued control datagrams and NACK retransmissions, as ``(datagram, address)`` pairs."""
@@ -306,7 +312,7 @@ class StreamerCore:
         rt = self.sessions.runtime(device)
         match message:
             case TimeReq():
-                t2 = self.server_time(now)
+                t2 = self.server_time(now if self._arrived is None else self._arrived)
                 t3 = self.server_time(self._send_clock()) if self._send_clock is not None else t2
                 if self.sessions.try_send(device, TimeResp(t1=message.t1, t2=t2, t3=max(t2, t3)), now):
                     self._time_resps += 1

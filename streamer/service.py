@@ -33,6 +33,8 @@ import errno
 import gc
 import math
 import socket
+import struct
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +55,46 @@ __all__ = ["MULTICAST_TTL", "ServiceStatistics", "StreamerService", "epoch_for",
 
 MULTICAST_TTL = 16
 RECEIVE_BATCH = 256
+WALL_OFFSET_REFRESH_S = 10.0
+# SO_TIMESTAMPNS (asm-generic/socket.h; Python does not name it): the kernel's wall-clock time of each datagram,
+# a struct timespec. A clock probe's t2 is taken from it (PROTOCOL.md section 4.7: "kernel receive timestamp
+# where available"), so that the time a datagram waited in the socket's queue is not taken for network delay.
+SO_TIMESTAMPNS: int | None = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
+_TIMESPEC = struct.Struct("@qq")
+_STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+def _stamp_arrivals(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp every datagram ``sock`` receives; False where it cannot."""
+    if SO_TIMESTAMPNS is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _wall_offset() -> float:
+    """The event loop's clock minus the wall clock, from the closest of a few bracketed readings."""
+    best: tuple[float, float] | None = None
+    for _ in range(5):
+        before = anyio.current_time()
+        wall = time.time_ns()
+        after = anyio.current_time()
+        if best is None or after - before < best[0]:
+            best = (after - before, (before + after) / 2 - wall / 1e9)
+    assert best is not None
+    return best[1]
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]], offset: float) -> float | None:
+    """The kernel's receive time of a datagram on the event loop's clock, or None if it gave none."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return int(seconds) + int(nanoseconds) / 1e9 + offset
+    return None
 SEND_RETRIES = 100
 FRAME_CATCH_UP = 10
 SHUTDOWN_GRACE_S = 0.5
@@ -211,18 +253,28 @@ class StreamerService:
 
     async def _receive_loop(self) -> None:
         sock, core = self.sock, self.core
+        stamped = _stamp_arrivals(sock)
+        offset, offset_at = _wall_offset(), anyio.current_time()
         while True:
             await anyio.wait_readable(sock)
+            now = anyio.current_time()
+            if now - offset_at > WALL_OFFSET_REFRESH_S:  # follows any slewing of the wall clock
+                offset, offset_at = _wall_offset(), now
             for _ in range(RECEIVE_BATCH):
+                arrived = None
                 try:
-                    data, address = sock.recvfrom(MAX_DATAGRAM + 1)
+                    if stamped:
+                        data, ancillary, _flags, address = sock.recvmsg(MAX_DATAGRAM + 1, _STAMP_SPACE)
+                        arrived = _arrival(ancillary, offset)
+                    else:
+                        data, address = sock.recvfrom(MAX_DATAGRAM + 1)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError:
                     self._receive_errors += 1  # e.g. an ICMP error reported on the socket; nothing to read
                     continue
                 self._received += 1
-                core.receive_datagram(data, (str(address[0]), int(address[1])), anyio.current_time())
+                core.receive_datagram(data, (str(address[0]), int(address[1])), anyio.current_time(), arrived=arrived)
             await self._flush()
 
     async def _timer_loop(self) -> None:

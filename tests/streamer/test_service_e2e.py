@@ -109,3 +109,32 @@ def test_service_streams_a_paced_tone_to_two_zones_and_a_multicast_group(backend
     assert not devices["D1"].media
     assert bid not in devices["D1"].left
     assert Leave in {type(m) for m in commune.messages}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio", "asyncio"])
+async def test_the_kernel_receive_stamp_lands_on_the_event_loops_clock(anyio_backend: str) -> None:
+    """What a clock probe's t2 is taken from: a datagram that waited 0.3 s in the socket's queue is stamped
+    when it arrived, not when it was read."""
+    from loa.streamer.service import _STAMP_SPACE, _arrival, _stamp_arrivals, _wall_offset
+
+    rx = open_udp_socket("127.0.0.1", 0)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert _stamp_arrivals(rx)
+        offset = _wall_offset()
+        before = anyio.current_time()
+        tx.sendto(b"probe", rx.getsockname())
+        after = anyio.current_time()
+        await anyio.sleep(0.3)
+        data, ancillary, _flags, _address = rx.recvmsg(64, _STAMP_SPACE)
+        read = anyio.current_time()
+        arrived = _arrival(ancillary, offset)
+        assert data == b"probe"
+        assert arrived is not None
+        assert before - 0.002 <= arrived <= after + 0.002  # within the clocks' conversion error
+        assert read - arrived >= 0.29
+        assert _arrival([], offset) is None
+    finally:
+        rx.close()
+        tx.close()
