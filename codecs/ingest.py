@@ -13,11 +13,17 @@ anything over the network.
 Failure semantics: every failure is an :class:`IngestError` naming the file, e.g.
 ``cannot read 'x.png': not an audio file (no audio stream; found video)``. A few undecodable packets in an
 otherwise good file are skipped, as ffmpeg does; a file where more than a tenth of the packets fail, or
-where nothing decodes, is rejected.
+where nothing decodes, is rejected. Audio at a sample rate outside 1-768 kHz is rejected before it reaches the
+resampler (a header may claim any rate: at 1.3 GHz ffmpeg's resampler takes half a minute and over a gigabyte
+to set up; far below 1 kHz one frame upsamples to hundreds of megabytes). ffmpeg is made to refuse any single
+allocation above 64 MiB (its default limit is 2 GiB): a header may declare a chunk of gigabytes, which ffmpeg
+allocates before it finds the file far shorter (a 300-byte WAV file whose LIST chunk declared 4 GB cost 2 GB
+and 5 s); such a file is then refused like any other that does not open.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import stat
 from collections.abc import Iterator
@@ -35,6 +41,28 @@ from loa.codecs.opus import SAMPLE_RATE
 __all__ = ["STREAM_PROTOCOLS", "decode_stream", "load_audio"]
 
 _MAX_BAD_FRACTION: Final = 0.1
+_MIN_RATE: Final = 1_000
+_MAX_RATE: Final = 768_000
+_MAX_ALLOC: Final = 64 << 20
+
+
+def _cap_ffmpeg_allocations() -> None:
+    """Set ffmpeg's largest single allocation (``av_max_alloc``) to :data:`_MAX_ALLOC` in the libavutil that
+    PyAV loaded, found among this process's mapped files (Linux); elsewhere ffmpeg keeps its own limit."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = {fields[5] for fields in (line.split(maxsplit=5) for line in maps)
+                     if len(fields) == 6 and "libavutil" in fields[5]}
+    except OSError:
+        return
+    for path in paths:
+        library = ctypes.CDLL(path.strip())  # already loaded by PyAV: the same library, not a second copy
+        library.av_max_alloc.argtypes = [ctypes.c_size_t]
+        library.av_max_alloc.restype = None
+        library.av_max_alloc(_MAX_ALLOC)
+
+
+_cap_ffmpeg_allocations()
 
 
 def load_audio(path: str | os.PathLike[str], *, target_lufs: float | None = -16.0,
@@ -183,6 +211,8 @@ class _Resampler:
                 self._inner = None
         if frame is None:
             return self._drain(out)
+        if not _MIN_RATE <= frame.sample_rate <= _MAX_RATE:
+            raise ValueError(f"sample rate {frame.sample_rate} Hz is outside {_MIN_RATE}..{_MAX_RATE} Hz")
         self._inner = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         return flushed + self._append(self._inner.resample(frame), out)
 

@@ -50,6 +50,7 @@ MAX_RULE_LEN: Final = 500
 _FREQS = {"YEARLY": du.YEARLY, "MONTHLY": du.MONTHLY, "WEEKLY": du.WEEKLY, "DAILY": du.DAILY,
           "HOURLY": du.HOURLY}
 _RULE_TEXT = re.compile(r"[A-Z0-9=;,+\-]+")
+_WEEKDAY = re.compile(r"[+-]?(\d{1,2})?(?:MO|TU|WE|TH|FR|SA|SU)")
 _PROBE_FROM, _PROBE_YEARS = 9590, 400
 _SLACK = timedelta(days=2)  # wall-clock comparisons inside dateutil ignore offsets: search a little wider
 
@@ -130,6 +131,10 @@ def check_rrule(text: str, start_local: datetime, tz: str) -> str:
         raise InvalidError("rrule: give the start as `start`, not inside the rule")
     if any(p.startswith("INTERVAL=") and not (p[9:].isdigit() and int(p[9:]) > 0) for p in rule_text.split(";")):
         raise InvalidError("rrule: INTERVAL must be a positive whole number")  # dateutil loops forever on 0
+    if any(p.startswith("BYHOUR=") and not all(h.isdigit() and int(h) <= 23 for h in p[7:].split(","))
+           for p in rule_text.split(";")):
+        raise InvalidError("rrule: BYHOUR values must lie in 0..23")  # dateutil raises TypeError on 24 when HOURLY
+    _check_byday(rule_text.split(";"))
     start = start_local.replace(tzinfo=ZoneInfo(check_tz(tz)))
     rule = _parse(rule_text, start)
     if _parts(rule_text).get("FREQ") not in _FREQS:
@@ -148,10 +153,36 @@ def check_rrule(text: str, start_local: datetime, tz: str) -> str:
         raise InvalidError("rrule: it never occurs (check BYMONTH, BYMONTHDAY, BYSETPOS...)")
     if first is None:
         raise InvalidError("rrule: it has no occurrence from the start on (check COUNT and UNTIL)")
-    if first.replace(tzinfo=None) > start_local.replace(year=start_local.year + 10 if start_local.year < 2190
-                                                        else MAX_YEAR):
+    if first.replace(tzinfo=None) > _years_later(start_local, 10):
         raise InvalidError("rrule: its first occurrence is more than ten years after the start")
     return rule_text
+
+
+def _check_byday(parts: list[str]) -> None:
+    """BYDAY values are weekdays with an optional ordinal: 1..5 counted within a month (FREQ=MONTHLY, or YEARLY
+    with BYMONTH), 1..53 within a year (RFC 5545 section 3.3.10); dateutil indexes past its tables beyond those."""
+    names = {p.partition("=")[0] for p in parts}
+    in_month = "FREQ=MONTHLY" in parts or ("FREQ=YEARLY" in parts and "BYMONTH" in names)
+    top = 5 if in_month else 53
+    for part in parts:
+        if not part.startswith("BYDAY="):
+            continue
+        for item in part[6:].split(","):
+            day = _WEEKDAY.fullmatch(item)
+            if day is None:
+                raise InvalidError(f"rrule: {item!r} is not a BYDAY value (such as MO, 1MO or -1FR)")
+            if day[1] and not 1 <= int(day[1]) <= top:
+                raise InvalidError(f"rrule: BYDAY ordinal in {item!r} must lie in 1..{top}"
+                                   f"{' (within a month)' if in_month else ''}")
+
+
+def _years_later(when: datetime, years: int) -> datetime:
+    """``when`` moved ``years`` later (29 February to the 28th in a common year), at most into MAX_YEAR."""
+    year = min(when.year + years, MAX_YEAR)
+    try:
+        return when.replace(year=year)
+    except ValueError:
+        return when.replace(year=year, day=28)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ and returns nothing on failure (a compound packet is accepted whole or not at al
 * ``MalformedError`` for a version other than 2, or padding on a packet that is not the last;
 * ``UnknownTypeError`` for a packet type outside 200..207, or PT 205 with a FMT other than 1;
 * ``BadLengthError`` when a length field disagrees with the content (report count, SDES chunks, NACK with no
-  FCI or a partial one, trailing bytes) or a padding count is zero or too large.
+  FCI or a partial one, an APP, PSFB or XR body that is not whole 32-bit words once padding is removed,
+  trailing bytes) or a padding count is zero or too large.
 
 The builders raise :class:`~loa.protocol.errors.LocalProtocolError` for values that do not fit their fields.
 """
@@ -325,5 +326,7 @@ def _parse_one(count: int, packet_type: int, body: memoryview) -> RtcpPacket:
         pairs = [_PAIR.unpack_from(body, off) for off in range(8, len(body), 4)]
         return GenericNack(sender, media, lost_from_pairs(pairs))
     if packet_type in (PT_APP, PT_PSFB, PT_XR):
+        if len(body) % 4:
+            raise BadLengthError(f"RTCP packet type {packet_type} has a body of {len(body)} bytes, not whole words")
         return RawRtcp(packet_type, count, bytes(body))
     raise UnknownTypeError(f"RTCP packet type {packet_type} is not defined here")

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Reader", "scratch", "vectors"]
+__all__ = ["Reader", "ScratchFile", "scratch", "vectors"]
 
 _VECTORS = Path(__file__).resolve().parent.parent.parent / "spec" / "vectors"
 
@@ -66,3 +66,26 @@ def scratch() -> Path:
     path = Path(tempfile.mkdtemp(prefix="loa-fuzz-"))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+class ScratchFile:
+    """One file in :func:`scratch` that a target rewrites for every input, for parsers that read a path.
+
+    The file stays open; each input overwrites it in place and cuts it to length. A fresh ``write_bytes``
+    per input truncates and reallocates the file, which on a disk file system costs a few hundred
+    microseconds, more than most parsers take; this costs a few. The parser still opens and reads a real file.
+    """
+
+    __slots__ = ("_fd", "path")
+
+    def __init__(self, name: str) -> None:
+        self.path = scratch() / name
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def put(self, data: bytes) -> None:
+        """Make the file hold exactly ``data``."""
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self._fd, view[done:], done)
+        os.ftruncate(self._fd, len(data))

@@ -1,9 +1,15 @@
 """Fuzz target ``ingest``: :func:`~loa.codecs.load_audio` (PyAV/ffmpeg) on a real file holding the input.
 
-This is what an uploaded programme goes through first. ``max_seconds`` is 10 s here (the library allows an
-hour) so that one input costs milliseconds, not minutes; the code path is the same. ffmpeg's C code is not
-instrumented: the fuzzer is guided by loa's Python around it, and a crash inside ffmpeg still shows as a
-crash of the process.
+This is what an uploaded programme goes through: probing and demuxing, decoding, resampling to 48 kHz
+mono, loudness measurement, true peak and gain. ``max_seconds`` is 1 s here (the library allows an hour) so
+that one input costs a millisecond or two, not minutes: decoding stops after the first second of audio, so a
+header claiming hours of audio costs no more than one claiming a second; one second is still longer than a
+400 ms loudness block, so an input that decodes to more than 400 ms is measured as a long file is (shorter ones
+are unmeasurable and get only the true-peak check, as they would in the server). The code path is the same as
+for a long file, except that what lies beyond the first second is never decoded. The input is written to one
+scratch file, overwritten in place for each input (:class:`~loa.bench.fuzz._common.ScratchFile`). ffmpeg's C
+code is not instrumented: the fuzzer is guided by loa's Python around it, and a crash inside ffmpeg still
+shows as a crash of the process.
 
 Accepted errors: :class:`~loa.codecs.IngestError`. Oracle: decoded audio is finite, 48 kHz mono, non-empty,
 no longer than ``max_seconds``.
@@ -17,18 +23,18 @@ from typing import Any
 import av
 import numpy as np
 
-from loa.bench.fuzz._common import scratch
+from loa.bench.fuzz._common import ScratchFile
 from loa.codecs import SAMPLE_RATE, IngestError, load_audio, tone
 
 MAX_LEN = 32768
-MAX_SECONDS = 10.0
-_FILE = scratch() / "upload"
+MAX_SECONDS = 1.0
+_FILE = ScratchFile("upload")
 
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name libFuzzer and atheris use
-    _FILE.write_bytes(data)
+    _FILE.put(data)
     try:
-        audio = load_audio(_FILE, max_seconds=MAX_SECONDS)
+        audio = load_audio(_FILE.path, max_seconds=MAX_SECONDS)
     except IngestError:
         return
     samples = audio.samples

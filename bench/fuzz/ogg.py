@@ -1,5 +1,9 @@
 """Fuzz target ``ogg``: :func:`~loa.codecs.read_ogg_opus` on a real file holding the input.
 
+``read_ogg_opus`` takes a path, so the input is written to one scratch file, overwritten in place for each
+input (:class:`~loa.bench.fuzz._common.ScratchFile`); the reader opens and reads it as it would a stored
+programme.
+
 The first byte picks a mode: 0 - the rest as it is; 1 - the rest with the CRC of every complete page
 recomputed first, so that mutations get past the checksum and reach the page sequence, continuation,
 OpusHead, OpusTags and granule checks behind it.
@@ -12,12 +16,12 @@ from __future__ import annotations
 
 import struct
 
-from loa.bench.fuzz._common import scratch
+from loa.bench.fuzz._common import ScratchFile, scratch
 from loa.codecs import OggOpusError, OpusEncoder, frames, read_ogg_opus, tone, write_ogg_opus
 from loa.codecs.ogg import crc32
 
 MAX_LEN = 16384
-_FILE = scratch() / "input.opus"
+_FILE = ScratchFile("input.opus")
 
 
 def fix_crcs(data: bytes) -> bytes:
@@ -42,9 +46,9 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name libFuzzer and at
     if not data:
         return
     blob = fix_crcs(data[1:]) if data[0] % 2 else data[1:]
-    _FILE.write_bytes(blob)
+    _FILE.put(blob)
     try:
-        info, packets = read_ogg_opus(_FILE)
+        info, packets = read_ogg_opus(_FILE.path)
     except OggOpusError:
         return
     if info.packet_count != len(packets) or info.size_bytes != len(blob):
