@@ -34,8 +34,10 @@ same run, the wall time of the C ``sendmmsg`` ceiling (``bench/ceiling``, compil
 ``clock_offset_change_us`` (how far the wall clock moved against the monotonic one during the run). Top level:
 those figures at the largest N that ran.
 
-If N devices cannot all connect (or get a clock estimate) within the bring-up limit the bench reports what it
-measured at the smaller counts and names the count that failed in ``env.failed``.
+If N devices cannot all connect within the bring-up limit, or fewer than 99 % have a clock estimate 60 s
+after that, the bench reports what it measured at the smaller counts and names the count that failed in
+``env.failed``. Devices still without an estimate then (``clocks_ready_fraction``) hold the alert back until they
+have one, and count from when they accepted it.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ from loa.streamer.zones import Zone, ZoneTree
 ZONE = "X1"
 FLEET_NICE = 10  # the fleet's scheduling priority below the streamer's (see the module docstring)
 CLOCK_LIMIT_S = 60.0  # after bring-up, for every device's clock estimate to be ready
+CLOCKS_ENOUGH = 0.99  # at the limit, the alert goes out if this share has one (the rest: see the docstring)
 FLOOR_DATAGRAM = 256  # bytes: about the size of the transport datagram carrying a signed alert
 
 
@@ -137,6 +140,8 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
             ready = 0
             while ready < count:  # every device's clock estimate ready: it can check an alert's times
                 if child.poll() is not None or time.monotonic() - began > bringup_limit + CLOCK_LIMIT_S:
+                    if child.poll() is None and ready >= CLOCKS_ENOUGH * count:
+                        break  # the others hold the alert back until their estimate is ready: counted so
                     raise BringUpError(f"{ready} of {count} devices had a clock estimate within "
                                        f"{time.monotonic() - began:.0f} s")
                 await anyio.sleep(0.2)
@@ -188,6 +193,7 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
         f"playout_p99_ms_{count}": _percentile(played, 99),
         f"held_fraction_{count}": round(len(held) / count, 5),
         f"bringup_s_{count}": round(bringup, 2),
+        f"clocks_ready_fraction_{count}": round(ready / count, 5),
         f"floor_ms_{count}": round(floor_ms, 3),
         f"ratio_to_floor_{count}": round(p99 / floor_ms, 2) if p99 is not None and floor_ms > 0 else None,
         f"clock_offset_change_us_{count}": round(result["offset_change_ns"] / 1000, 1),
