@@ -80,6 +80,16 @@ PLAN: tuple[Step, ...] = (
          ("--devices", "3", "--settle", "20", "--seconds", "0.5"), 50, 5),
     Step("latency", ("--devices", "3", "--seconds", "5"), ("--devices", "2", "--seconds", "0.5"), 25, 12,
          timeout_s=120.0),
+    Step("api", ("--backends", "sqlite", "--seconds", "5", "--requests", "500", "--devices", "200"),
+         ("--backends", "sqlite", "--seconds", "0.5", "--requests", "20", "--devices", "5", "--clients", "2"), 40, 12),
+    Step("faults", ("--devices", "3", "--seconds", "4",
+                    "--scenarios", "loss5,loss20,burst20,reorder10,dup10,jitter200,outage_down_3s,outage_up_3s,move"),
+         ("--devices", "2", "--seconds", "1", "--scenarios", "loss10"), 120, 15, timeout_s=420.0),
+    Step("hostile", ("--attempts", "20000", "--udp", "2000"), ("--attempts", "200", "--udp", "40"), 45, 6),
+    Step("flood", ("--rate", "20000", "--seconds", "4", "--devices", "20"),
+         ("--rate", "1000", "--seconds", "1", "--devices", "3"), 45, 15),
+    Step("crash", ("--kills", "2", "--devices", "4"), ("--kills", "1", "--devices", "2"), 90, 40, timeout_s=420.0),
+    Step("fuzz", ("--seconds", "2"), ("--seconds", "1", "--target", "datagram"), 60, 6),
 )
 
 # What each benchmark is measured against, for the report.
@@ -94,6 +104,12 @@ PEERS: dict[str, str] = {
     "loss": "reference: a loss-free stream's bytes (overhead); goal exact_fraction_5pct >= 0.995",
     "sync": "peer: Snapcast's published figure, 'typically the deviation is below 0.2ms' (ratio_vs_snapcast; env "
             "has the URL and why no snapclient was measured)",
+    "api": "peer: /healthz on the same server and clients, the floor of any request (ratio keys)",
+    "faults": "reference: the same programme without impairment (exact fraction 1.0); SECURITY.md has the full table",
+    "hostile": "goal: zero accepted, every attempt counted once, every genuine alert and command accepted",
+    "flood": "reference: the same stream and alert without the flood in the same run (ratio keys); amplification <= 1",
+    "crash": "goal: zero lost or corrupted records, no slot missed or doubled; rejoin <= 5 s, fallback <= 2 s",
+    "fuzz": "goal: zero crashes; 10^6 executions per target are in SECURITY.md (longer runs)",
     "latency": ("peer: GStreamer udpsrc ! rtpjitterbuffer ! rtpopusdepay ! opusdec ! fakesink sync=true on the same "
                 "RTP stream, at its default 200 ms and at 20 ms (ratio_vs_gstreamer, ratio_vs_gstreamer_low)"),
 }
