@@ -10,8 +10,9 @@ network.
 
 Memory (``bytes_per_session_N``): :mod:`tracemalloc` traces the Python heap while N sessions are established
 and settle (half a virtual second of timers on every side, so that delayed acknowledgements flow and nothing
-waits for one: the steady state of an idle session); then every device object is dropped and the garbage collected, so what is still traced is what the server holds
-for those N sessions (session keys, replay windows, reliable channels, runtime records, indexes), divided by N.
+waits for one: the steady state of an idle session); then every device object is dropped and the garbage
+collected, so what is still traced is what the server holds for those N sessions (session keys, replay windows,
+reliable channels, runtime records, indexes), divided by N.
 The registry entries (``add_device``) were made before tracing started: ``registry_bytes_per_device_N`` is
 measured the same way, separately. ``rss_bytes_per_session_N`` is the process's resident-set growth over the same
 sessions without tracing (a cross-check that includes allocator overhead; page-granular and noisy at small N).
