@@ -87,7 +87,7 @@ PLAN: tuple[Step, ...] = (
          ("--devices", "2", "--seconds", "1", "--scenarios", "loss10"), 120, 15, timeout_s=420.0),
     Step("hostile", ("--attempts", "20000", "--udp", "2000"), ("--attempts", "200", "--udp", "40"), 45, 6),
     Step("flood", ("--rate", "20000", "--seconds", "4", "--devices", "20"),
-         ("--rate", "1000", "--seconds", "1", "--devices", "3"), 45, 15),
+         ("--rate", "1000", "--seconds", "1", "--devices", "3", "--full", "2"), 45, 15),
     Step("crash", ("--kills", "2", "--devices", "4"), ("--kills", "1", "--devices", "2"), 90, 40, timeout_s=420.0),
     Step("fuzz", ("--seconds", "2"), ("--seconds", "1", "--target", "datagram"), 60, 6),
 )

@@ -52,7 +52,9 @@ def test_short_run_reports_loa_and_gstreamer_latency() -> None:
         p50, p99 = metrics[f"gst_jb{jb}_p50_ms"], metrics[f"gst_jb{jb}_p99_ms"]
         assert 0 < p50 <= p99 < 2000
         assert metrics[f"frames_gst_jb{jb}"] >= 20
-    assert metrics["gst_jb200_p50_ms"] >= 200  # its jitter buffer holds each packet its latency
+    # A larger jitter buffer holds packets longer (by how much depends on its clock-skew estimate: not exactly
+    # its latency setting, so the check is relative).
+    assert metrics["gst_jb200_p50_ms"] > metrics["gst_jb20_p50_ms"] + 50
     assert math.isclose(metrics["ratio_vs_gstreamer"], metrics["loa_d300_p50_ms"] / metrics["gst_jb200_p50_ms"],
                         rel_tol=1e-2)
     assert math.isclose(metrics["ratio_vs_gstreamer_low"], metrics["loa_d60_p50_ms"] / metrics["gst_jb20_p50_ms"],

@@ -3,7 +3,9 @@ asyncio (anyio's pytest plugin)."""
 
 from __future__ import annotations
 
+import gc
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,3 +26,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).resolve().parent == Path(_HERE):
             item.add_marker(pytest.mark.flaky(reruns=2, reruns_delay=1))
+
+
+@pytest.fixture(autouse=True)
+def _collect_what_the_test_left() -> Iterator[None]:
+    """Collect garbage after each end-to-end test, so that a socket it leaves unclosed (a ResourceWarning, an
+    error here) is reported against it, not against whichever later test the collector happens to run in."""
+    yield
+    gc.collect()
