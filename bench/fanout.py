@@ -175,17 +175,23 @@ def measure_sendto(rx: Receivers, frames: int, payload: bytes) -> tuple[int, int
         return cpu, frames * len(addresses)
 
 
-def compile_ceiling(workdir: str) -> str:
-    """Compile the C ceiling into ``workdir``; raise UserError when there is no working compiler."""
+def compile_c(source: Path, workdir: str, name: str, what: str) -> str:
+    """Compile the C program ``source`` into ``workdir/name``; UserError (naming ``what``) when there is no
+    working compiler or it fails."""
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
-        raise UserError(f"no C compiler {compiler!r} found (set CC): the fan-out ceiling is compiled at run time")
-    binary = str(Path(workdir) / "sendmmsg_ceiling")
-    done = subprocess.run([compiler, "-O2", "-o", binary, str(CEILING_SOURCE)], capture_output=True, text=True,
+        raise UserError(f"no C compiler {compiler!r} found (set CC): {what} is compiled at run time")
+    binary = str(Path(workdir) / name)
+    done = subprocess.run([compiler, "-O2", "-o", binary, str(source)], capture_output=True, text=True,
                           check=False)
     if done.returncode != 0:
-        raise UserError(f"compiling {CEILING_SOURCE.name} with {compiler} failed: {done.stderr.strip()[:500]}")
+        raise UserError(f"compiling {source.name} with {compiler} failed: {done.stderr.strip()[:500]}")
     return binary
+
+
+def compile_ceiling(workdir: str) -> str:
+    """Compile the C ceiling into ``workdir``; raise UserError when there is no working compiler."""
+    return compile_c(CEILING_SOURCE, workdir, "sendmmsg_ceiling", "the fan-out ceiling")
 
 
 def measure_ceiling(rx: Receivers, frames: int, payload: bytes, binary: str) -> tuple[int, int]:

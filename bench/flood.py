@@ -54,6 +54,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from loa.bench._alert_fleet import device_keys
 from loa.bench._report import emit, environment
+from loa.bench.fanout import compile_c
 from loa.cli import UserError
 from loa.devices.content import MemoryStore
 from loa.devices.core import Address, SpeakerCore
@@ -83,15 +84,7 @@ BRINGUP_LIMIT_S = 60.0
 
 def compile_flooder(workdir: str) -> str:
     """Compile the flooder into ``workdir``; UserError when there is no working compiler."""
-    compiler = os.environ.get("CC", "cc")
-    if shutil.which(compiler) is None:
-        raise UserError(f"no C compiler {compiler!r} found (set CC): the flooder is compiled at run time")
-    binary = str(Path(workdir) / "flooder")
-    done = subprocess.run([compiler, "-O2", "-o", binary, str(FLOODER_SOURCE)], capture_output=True, text=True,
-                          check=False)
-    if done.returncode != 0:
-        raise UserError(f"compiling {FLOODER_SOURCE.name} with {compiler} failed: {done.stderr.strip()[:500]}")
-    return binary
+    return compile_c(FLOODER_SOURCE, workdir, "flooder", "the flooder")
 
 
 def flood_templates(server_public: bytes, rng: random.Random, per_kind: int = 64) -> list[tuple[int, bytes]]:
