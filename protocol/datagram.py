@@ -63,6 +63,7 @@ TYPE_INIT: Final = 0x01
 TYPE_RESPONSE: Final = 0x02
 TYPE_COOKIE: Final = 0x03
 TYPE_TRANSPORT: Final = 0x04
+TYPE_BEACON: Final = 0x05  # alert beacon, server -> device (section 6.4.2, loa.protocol.beacon)
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -248,12 +249,13 @@ def parse(data: bytes) -> Datagram:
     return CookieReply(_U32.unpack_from(data, 4)[0], data[8:20], data[20:52])
 
 
-def classify(data: bytes) -> Literal["loa", "rtp", "rtcp"]:
+def classify(data: bytes) -> Literal["loa", "beacon", "rtp", "rtcp"]:
     """Demultiplex a datagram by its first byte (section 2.2, RFC 7983 / RFC 5761).
 
     Raises OversizeError above 1200 bytes, TruncatedError for an empty datagram or a one-byte RTP/RTCP one,
-    UnknownTypeError for any first byte outside ``0x01``-``0x04`` and ``0x80``-``0xBF``. It does not validate
-    the rest of a loa datagram: :func:`parse` does.
+    UnknownTypeError for any first byte outside ``0x01``-``0x05`` and ``0x80``-``0xBF``. ``0x05`` is an alert
+    beacon (section 6.4.2, :mod:`loa.protocol.beacon`), which only a device accepts. It does not validate the rest
+    of a loa datagram: :func:`parse` (types 1-4) and :func:`~loa.protocol.beacon.parse_beacon` do.
     """
     size = len(data)
     if size > MAX_DATAGRAM:
@@ -263,6 +265,8 @@ def classify(data: bytes) -> Literal["loa", "rtp", "rtcp"]:
     first = data[0]
     if TYPE_INIT <= first <= TYPE_TRANSPORT:
         return "loa"
+    if first == TYPE_BEACON:
+        return "beacon"
     if 0x80 <= first <= 0xBF:
         if size < 2:
             raise TruncatedError("RTP/RTCP datagram of one byte")

@@ -21,6 +21,7 @@ __all__ = [
     "MalformedError",
     "OversizeError",
     "ProtocolError",
+    "RateLimitError",
     "RemoteProtocolError",
     "ReplayError",
     "ReservedBitsError",
@@ -104,6 +105,10 @@ class MalformedError(RemoteProtocolError):
 
 class FieldError(RemoteProtocolError):
     """A decodable message with a missing field, a field of the wrong type, or a value out of range."""
+
+
+class RateLimitError(RemoteProtocolError):
+    """Input over a receiver's bound on costly checks (an alert beacon beyond the verification rate, 6.4.2)."""
 
 
 def error_by_name(name: str) -> type[RemoteProtocolError]:

@@ -8,6 +8,7 @@ Run: python spec/vectors/make_alert.py
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 from typing import Any
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from loa.protocol import control as c
 from loa.protocol.alert import ALERT_CONTEXT, CANCEL_CONTEXT, Alert, AlertCancel, key_id, sign_alert, sign_cancel
+from loa.protocol.beacon import encode_beacon
 
 OUT = pathlib.Path(__file__).with_name("alert.json")
 SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -83,6 +85,8 @@ def jsonable(value: Any) -> Any:
 
 
 def message(kind: str, body: bytes, sig: bytes) -> bytes:
+    if kind == "beacon":
+        return encode_beacon(body, sig)
     if kind == "alert":
         return c.encode(c.SignedAlert(body=body, sig=sig, id=1))
     return c.encode(c.SignedAlertCancel(body=body, sig=sig, id=1))
@@ -106,6 +110,37 @@ def raw_sign(key: Ed25519PrivateKey, context: bytes, body: bytes) -> bytes:
 
 def flip(data: bytes, index: int) -> bytes:
     return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
+
+
+def raw_beacon(vid: str, description: str, data: bytes, body: bytes, sig: bytes, *, error: str) -> dict[str, Any]:
+    """A beacon vector whose datagram is given as bytes (a structure no encoder writes)."""
+    return {"id": f"alert.{vid}", "description": description, "kind": "beacon", "hex": data.hex(),
+            "body": body.hex(), "sig": sig.hex(), "error": error}
+
+
+def beacons(body: bytes, sig: bytes) -> list[dict[str, Any]]:
+    """Section 6.4.2: the first alert as a beacon datagram, and beacons every device must drop."""
+    good = encode_beacon(body, sig)
+    wrong_zone = dataclasses.replace(ALERT, zones=("01",), id="79-2025-0009")
+    return [
+        vector("beacon", "the first alert as a beacon (type 0x05): body_len, body, signature", "beacon", body, sig,
+               decoded=jsonable(alert_map(ALERT))),
+        vector("err.beacon_bad_signature", "a beacon with one bit of its signature flipped", "beacon", body,
+               flip(sig, 0), error="SignatureError"),
+        vector("err.beacon_wrong_zone", "a genuine beacon for a zone off the device's path", "beacon",
+               *sign_alert(wrong_zone, KEY), error="WrongZoneError"),
+        raw_beacon("err.beacon_truncated", "a beacon one byte shorter than 70 + body_len", good[:-1], body, sig,
+                   error="TruncatedError"),
+        raw_beacon("err.beacon_trailing_byte", "a beacon with one byte after its signature", good + b"\x00", body,
+                   sig, error="BadLengthError"),
+        raw_beacon("err.beacon_version", "a beacon with version 2", good[:1] + b"\x02" + good[2:], body, sig,
+                   error="UnknownVersionError"),
+        raw_beacon("err.beacon_reserved", "a beacon with a reserved bit set", good[:3] + b"\x01" + good[4:], body,
+                   sig, error="ReservedBitsError"),
+        raw_beacon("err.beacon_empty_body", "a beacon whose body_len is 0", good[:4] + b"\x00\x00" + good[6:],
+                   body, sig, error="BadLengthError"),
+        raw_beacon("err.beacon_short", "five bytes of a beacon", good[:5], body, sig, error="TruncatedError"),
+    ]
 
 
 def main() -> None:
@@ -288,14 +323,16 @@ def main() -> None:
         ),
     ]
     vectors += errors
+    vectors += beacons(body, sig)
     doc = {
         "name": "alert",
-        "description": "Signed alerts and cancels. 'hex' is the alert or alert_cancel control message (id 1); "
-        "'body' and 'sig' are its fields. Verify 'body'/'sig' with the context: now (server time, ns), zone_path "
+        "description": "Signed alerts and cancels. 'hex' is the alert or alert_cancel control message (id 1), or "
+        "for kind 'beacon' the alert beacon datagram (type 0x05); 'body' and 'sig' are its fields. Verify "
+        "'body'/'sig' with the context: now (server time, ns), zone_path "
         "(the device's config zones), trusted_keys (kid -> Ed25519 public key), seen ([kid, alert id] pairs "
         "already accepted). Valid vectors decode to 'decoded' and re-sign with authority_secret to the same "
         "bytes; invalid ones fail with 'error'.",
-        "spec": "PROTOCOL.md sections 6.4, 6.5",
+        "spec": "PROTOCOL.md sections 6.4, 6.4.2, 6.5",
         "context": {
             "authority_secret": SECRET.hex(),
             "authority_public": PUBLIC.hex(),

@@ -8,7 +8,8 @@ The file's ``name`` picks one small check per kind (the first half of this scrip
 
 * ``control``, ``session``, ``media``: ``hex`` decodes to exactly ``decoded`` and ``decoded`` encodes to exactly
   ``hex`` (given the file's ``context`` updated by the vector's); an ``error`` vector is rejected with that error.
-* ``alert``: ``hex`` is an alert or cancel message whose ``body``/``sig`` verify to ``decoded``; re-signing
+* ``alert``: ``hex`` is an alert or cancel message (or, of kind ``beacon``, an alert beacon datagram) whose
+  ``body``/``sig`` verify to ``decoded``; re-signing
   ``decoded`` with the context's authority key gives ``hex`` again; an ``error`` vector is refused with that error.
 * ``priority``: the ``steps`` (``arrive``/``end``) give exactly each step's ``events``, ``current``, ``waiting``.
 
@@ -268,8 +269,15 @@ def alert_open(data: bytes, ctx: dict[str, Any]) -> tuple[str, bytes, bytes, Any
     from loa.protocol import control
     from loa.protocol.alert import verify_alert, verify_cancel
 
-    message = control.decode(data)
     trusted = {bytes.fromhex(k): bytes.fromhex(p) for k, p in ctx["trusted_keys"].items()}
+    if data[:1] == b"\x05":  # an alert beacon (section 6.4.2): the datagram, then the alert as in 6.4
+        from loa.protocol.beacon import parse_beacon
+
+        body, sig = parse_beacon(data)
+        seen = {(bytes.fromhex(kid), alert_id) for kid, alert_id in ctx["seen"]}
+        alert = verify_alert(body, sig, trusted, now=ctx["now"], zone_path=ctx["zone_path"], seen_ids=seen)
+        return "beacon", body, sig, {k: x for k, x in to_json(alert).items() if x is not None}
+    message = control.decode(data)
     if isinstance(message, control.SignedAlert):
         seen = {(bytes.fromhex(kid), alert_id) for kid, alert_id in ctx["seen"]}
         alert = verify_alert(message.body, message.sig, trusted, now=ctx["now"], zone_path=ctx["zone_path"],
@@ -290,6 +298,10 @@ def alert_sign(kind: str, decoded: Any, ctx: dict[str, Any]) -> bytes:
 
     key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(ctx["authority_secret"]))
     fields: dict[str, Any] = {k: tuple(x) if isinstance(x, list) else x for k, x in from_json(decoded).items()}
+    if kind == "beacon":
+        from loa.protocol.beacon import encode_beacon
+
+        return encode_beacon(*sign_alert(Alert(**fields), key))
     if kind == "alert":
         body, sig = sign_alert(Alert(**fields), key)
         return control.encode(control.SignedAlert(body=body, sig=sig, id=1))

@@ -117,7 +117,7 @@ def test_classify(data: bytes, kind: str) -> None:
 
 @pytest.mark.parametrize(
     ("data", "error"),
-    [(b"", TruncatedError), (b"\x80", TruncatedError), (b"\x00", UnknownTypeError), (b"\x05", UnknownTypeError),
+    [(b"", TruncatedError), (b"\x80", TruncatedError), (b"\x00", UnknownTypeError), (b"\x06", UnknownTypeError),
      (b"\x7f", UnknownTypeError), (b"\xc0\xc8", UnknownTypeError), (b"\x16\xfe", UnknownTypeError),
      (b"\x80" * 1201, OversizeError)],
 )
