@@ -10,6 +10,7 @@ Every ``POLL_S`` the process looks at each device and prints, on stdout, one JSO
 the host's monotonic clock (the true timeline, shared with the bench's process):
 
 * ``{"ev": "session", "d": I, "t": T, "n": N}``: device I's N-th session started (a handshake completed);
+* ``{"ev": "init", "d": I, "t": T, "n": N}``: device I has sent N HandshakeInits (first ones or retries);
 * ``{"ev": "watchdog", "d": I, "t": T}``: its media watchdog fired at T (the device's own record of the
   instant, moved to the true timeline), and the fallback plays;
 * ``{"ev": "state", "d": I, "t": T, "bid": B, "src": S}``: what it reports playing changed.
@@ -56,13 +57,18 @@ def main(spec_path: str) -> None:
     host = FleetHost(devices, (spec["host"], spec["port"]), bind_host="127.0.0.1", start_rate=spec["start_rate"],
                      priority=spec["full"])
     sessions = [0] * len(cores)
+    inits = [0] * len(cores)
     fires = [0] * len(cores)
     states: list[Any] = [None] * len(cores)
 
     def poll(_: FleetHost) -> None:
         now = time.monotonic()
         for i, core in enumerate(cores[: host.started]):
-            started = core.conn.session.statistics().sessions_started
+            stats = core.conn.session.statistics()
+            if stats.inits_sent != inits[i]:
+                inits[i] = stats.inits_sent
+                _emit({"ev": "init", "d": i, "t": now, "n": stats.inits_sent})
+            started = stats.sessions_started
             if started != sessions[i]:
                 sessions[i] = started
                 _emit({"ev": "session", "d": i, "t": now, "n": started})

@@ -23,10 +23,14 @@ What counts, checked after every restart against what the server acknowledged (a
   was in flight at the kill may or may not have taken effect: either is accepted, but what is there must be
   whole (an item listed through the API must have its content, and that content must match);
 * **rejoin**: from the new server's readiness (its "devices on udp" line) to each device's first session with
-  it; reported as p99 and max over all devices and restarts;
+  it; reported as p50, p99 and max over all devices and restarts. Its parts: ``detect`` (the kill to the
+  device's first HandshakeInit after it: how long the device took to notice the silent server, section 7.6),
+  ``init_wait`` (readiness to the init that made the new session: 0 when an init was already on its way, up to
+  ``REKEY_TIMEOUT`` + 333 ms when the last one fell before readiness and the device waited for its retry) and
+  ``handshake`` (that init to the session: the server's and the device's processing);
 * **fallback**: for each device of zone ``B`` that was playing the live broadcast at the kill, the time from the
   kill to its media watchdog firing (the device then plays its fallback; PROTOCOL.md 5.6, ``watchdog_ms`` by
-  default 3000 ms, settable with ``--watchdog-ms`` as a server's ``config`` would); ``prefetched_kept`` and
+  default 1500 ms, settable with ``--watchdog-ms`` as a server's ``config`` would); ``prefetched_kept`` and
   ``prefetched_cut`` count zone ``A`` devices that were playing a stored programme at a kill and did or did not
   go on playing it until the server was back;
 * **slots**: the scheduler's rule (control_plane/scheduler.py) is that a slot whose time passed while the
@@ -37,12 +41,13 @@ What counts, checked after every restart against what the server acknowledged (a
 
 Metrics: ``kills``, ``acknowledged`` (records), ``unacknowledged_present`` (in-flight requests that took
 effect), ``lost``, ``corrupted``, ``slots``, ``late_slots`` (fired after a restart), ``doubled_slots``,
-``missed_slots``, ``rejoin_p99_ms``, ``rejoin_max_ms``, ``rejoins``, ``rejoin_timeouts``, ``fallback_max_ms``,
-``fallback_p99_ms``, ``fallbacks``, ``live_playing_at_kill`` and ``live_not_playing_at_kill`` (zone ``B``
-devices, over all kills, playing or not the live broadcast of that run), ``prefetched_kept``, ``prefetched_cut``,
-``reused_bids`` (broadcast ids the log holds more than once), ``restart_ms_max`` (process start
-to readiness), ``orphan_files`` (temporary files left in the content store's incoming folder, never visible
-through the API), ``audit_entries``, ``seconds``.
+``missed_slots``, ``rejoin_p50_ms``, ``rejoin_p99_ms``, ``rejoin_max_ms``, ``rejoins``, ``rejoin_timeouts``,
+``detect_p50_ms``, ``detect_max_ms``, ``init_wait_max_ms``, ``handshake_p50_ms``, ``handshake_max_ms``,
+``fallback_p50_ms``, ``fallback_p99_ms``, ``fallback_max_ms``, ``fallbacks``, ``live_playing_at_kill`` and
+``live_not_playing_at_kill`` (zone ``B`` devices, over all kills, playing or not the live broadcast of that run),
+``prefetched_kept``, ``prefetched_cut``, ``reused_bids`` (broadcast ids the log holds more than once),
+``restart_ms_max`` (process start to readiness), ``orphan_files`` (temporary files left in the content store's
+incoming folder, never visible through the API), ``audit_entries``, ``seconds``.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ import numpy as np
 
 from loa.bench._report import emit, environment
 from loa.cli import UserError
+from loa.devices.watchdog import DEFAULT_WATCHDOG_MS
 
 PASSWORD = "mật khẩu đủ dài 2026"  # noqa: S105 - a test account on a throw-away server
 ZONES_CSV = "code,name,parent,level\nP,Tỉnh thử,,province\nA,Xã A,P,commune\nB,Xã B,P,commune\n"
@@ -541,6 +547,7 @@ class Fleet:
         spec_path = workdir / "fleet.json"
         spec_path.write_text(json.dumps(spec))
         self.sessions: dict[int, list[float]] = defaultdict(list)
+        self.inits: dict[int, list[float]] = defaultdict(list)
         self.watchdog: dict[int, list[float]] = defaultdict(list)
         self.states: dict[int, list[tuple[float, int | None, str | None]]] = defaultdict(list)
         self.child = _spawn([str(spec_path)], module="loa.bench._crash_fleet", on_line=self._line)
@@ -551,6 +558,8 @@ class Fleet:
         record = json.loads(line)
         if record["ev"] == "session":
             self.sessions[record["d"]].append(record["t"])
+        elif record["ev"] == "init":
+            self.inits[record["d"]].append(record["t"])
         elif record["ev"] == "watchdog":
             self.watchdog[record["d"]].append(record["t"])
         elif record["ev"] == "state":
@@ -597,6 +606,9 @@ def run_crash(config: CrashConfig, workdir: Path, *, progress: Callable[[str], N
     rounds: list[Round] = []
     restart_ms: list[float] = []
     rejoin_ms: list[float] = []
+    detect_ms: list[float] = []  # kill -> the device's first init after it (it noticed the silent server)
+    init_wait_ms: list[float] = []  # readiness -> the init that made the new session (0: sent before readiness)
+    handshake_ms: list[float] = []  # that init -> the session
     rejoin_timeouts = 0
     fallback_ms: list[float] = []
     kept = cut = live_playing = live_not_playing = 0
@@ -648,6 +660,14 @@ def run_crash(config: CrashConfig, workdir: Path, *, progress: Callable[[str], N
                 rejoin_ms.append(1000 * max(0.0, after[0] - ready_at))
             else:
                 rejoin_timeouts += 1
+                continue
+            if since <= 0.0:
+                continue
+            inits = [t for t in fleet.inits[d] if since < t <= after[0]]
+            if inits:  # a rejoin's two parts: waiting for an init the new server can take, and the handshake
+                detect_ms.append(1000 * (inits[0] - since))
+                init_wait_ms.append(1000 * max(0.0, inits[-1] - ready_at))
+                handshake_ms.append(1000 * (after[0] - inits[-1]))
 
     try:
         server, ready_at = start()
@@ -707,7 +727,7 @@ def run_crash(config: CrashConfig, workdir: Path, *, progress: Callable[[str], N
             lost += [f"after kill {kills}: {x}" for x in found_now.lost]
             corrupted += [f"after kill {kills}: {x}" for x in found_now.corrupted]
             live_bid = start_live()
-            before = (len(rejoin_ms), len(fallback_ms))
+            before = (len(rejoin_ms), len(fallback_ms), len(detect_ms))
             wait_rejoin(kill_at, ready_at)
             for d, zone in zone_of.items():
                 bid, src = fleet.state_at(d, kill_at)
@@ -725,7 +745,11 @@ def run_crash(config: CrashConfig, workdir: Path, *, progress: Callable[[str], N
                     else:
                         cut += 1
             progress(f"kill {kills}/{config.kills}: ready {restart_ms[-1]:.0f} ms after start, rejoin max "
-                     f"{max(rejoin_ms[before[0]:], default=0):.0f} ms, fallbacks {fallback_ms[before[1]:]}, "
+                     f"{max(rejoin_ms[before[0]:], default=0):.0f} ms (detect max "
+                     f"{max(detect_ms[before[2]:], default=0):.0f}, init wait max "
+                     f"{max(init_wait_ms[before[2]:], default=0):.0f}, handshake max "
+                     f"{max(handshake_ms[before[2]:], default=0):.0f}), fallback max "
+                     f"{max(fallback_ms[before[1]:], default=0):.0f} ms of {len(fallback_ms) - before[1]}, "
                      f"{ledger.acknowledged} acknowledged, lost {len(lost)}, corrupted {len(corrupted)}")
 
         # Let every slot come due (and fire), then the last checks.
@@ -737,7 +761,7 @@ def run_crash(config: CrashConfig, workdir: Path, *, progress: Callable[[str], N
         final = verify(api, ledger, checked)
         lost += [f"at the end: {x}" for x in final.lost]
         corrupted += [f"at the end: {x}" for x in final.corrupted]
-        slot_figures = check_slots(api, ledger, fleet)
+        slot_figures = check_slots(api, ledger, fleet, note=progress)
         audit_entries = int(api.read("/api/v1/audit/verify")["entries"])
         logged = [int(row["bid"]) for row in api.pages("/api/v1/broadcasts")]
         reused = len(logged) - len(set(logged))
@@ -771,9 +795,16 @@ def run_crash(config: CrashConfig, workdir: Path, *, progress: Callable[[str], N
         **slot_figures,
         "rejoins": len(rejoin_ms),
         "rejoin_timeouts": rejoin_timeouts,
+        "rejoin_p50_ms": round(percentile(rejoin_ms, 50), 1),
         "rejoin_p99_ms": round(percentile(rejoin_ms, 99), 1),
         "rejoin_max_ms": round(max(rejoin_ms, default=0.0), 1),
+        "detect_p50_ms": round(percentile(detect_ms, 50), 1),
+        "detect_max_ms": round(max(detect_ms, default=0.0), 1),
+        "init_wait_max_ms": round(max(init_wait_ms, default=0.0), 1),
+        "handshake_p50_ms": round(percentile(handshake_ms, 50), 1),
+        "handshake_max_ms": round(max(handshake_ms, default=0.0), 1),
         "fallbacks": len(fallback_ms),
+        "fallback_p50_ms": round(percentile(fallback_ms, 50), 1),
         "fallback_p99_ms": round(percentile(fallback_ms, 99), 1),
         "fallback_max_ms": round(max(fallback_ms, default=0.0), 1),
         "live_playing_at_kill": live_playing,
@@ -788,8 +819,10 @@ def run_crash(config: CrashConfig, workdir: Path, *, progress: Callable[[str], N
     }
 
 
-def check_slots(api: Api, ledger: Ledger, fleet: Fleet | None) -> dict[str, int]:
-    """Every slot due by now fired exactly once (see the module docstring)."""
+def check_slots(api: Api, ledger: Ledger, fleet: Fleet | None, *,
+                note: Callable[[str], None] = lambda _s: None) -> dict[str, int]:
+    """Every slot due by now fired exactly once (see the module docstring); ``note`` gets one line per slot
+    missed or doubled, naming it, its firings and its broadcast ids."""
     now = datetime.now(UTC)
     due = {e: at for e, at in ledger.slots.items() if at <= now - timedelta(seconds=3)}
     scheduled = api.pages("/api/v1/broadcasts", kind="scheduled")
@@ -802,12 +835,16 @@ def check_slots(api: Api, ledger: Ledger, fleet: Fleet | None) -> dict[str, int]
         firings = api.read(f"/api/v1/schedule/{entry_id}/firings")["items"]
         started = [f for f in firings if f["status"] == "started"]
         missed += not started
+        if not started:
+            note(f"slot {entry_id} at {at.isoformat()} missed: firings {firings}")
         bids = set(bids_at.get(at, set()))
         for firing in started:
             bids.update(int(b) for b in firing["broadcasts"])
             claimed = datetime.fromisoformat(firing["claimed_at"]).astimezone(UTC)
             late += claimed > at - timedelta(seconds=1)  # claimed after its time: the server was down then
         doubled += len(bids) > 1 or len(started) > 1
+        if len(bids) > 1 or len(started) > 1:
+            note(f"slot {entry_id} at {at.isoformat()} doubled: broadcasts {sorted(bids)}, firings {firings}")
         for bid in bids:
             slot_of_bid[bid] = entry_id
     if fleet is not None:  # the devices' side: one slot played under two broadcast ids
@@ -817,7 +854,10 @@ def check_slots(api: Api, ledger: Ledger, fleet: Fleet | None) -> dict[str, int]
             for _, played, src in list(states):
                 if src == "local" and played is not None and played in slot_of_bid:
                     seen[slot_of_bid[played]].add(played)
-            device_doubles.update(e for e, b in seen.items() if len(b) > 1)
+            for e, b in seen.items():
+                if len(b) > 1 and e not in device_doubles:
+                    device_doubles.add(e)
+                    note(f"slot {e} played by a device under broadcasts {sorted(b)}")
         doubled = max(doubled, len(device_doubles))
     return {"slots": len(due), "late_slots": late, "doubled_slots": doubled, "missed_slots": missed}
 
@@ -860,5 +900,5 @@ def crash(*, as_json: bool, kills: int, devices: int, seconds: float, seed: int,
         except UnacknowledgedError as exc:
             raise UserError(f"the run could not go on: {exc}") from None
     env = environment(database="postgresql" if db_url else "sqlite", seed=seed, uptime_s=list(config.uptime),
-                      outage_s=list(config.outage), watchdog_ms=watchdog_ms or 3000, network="loopback")
+                      outage_s=list(config.outage), watchdog_ms=watchdog_ms or DEFAULT_WATCHDOG_MS, network="loopback")
     emit("crash", metrics, as_json=as_json, env=env)

@@ -263,6 +263,8 @@ class ImpairProxy:
         self._wakeup = anyio.Event()
         self._closed = False
         self._scope = anyio.CancelScope()
+        # one sender at a time per socket: anyio refuses a second send while one waits for buffer space
+        self._send_locks: dict[int, anyio.Lock] = {}
         tg.start_soon(self._delivery_loop)
 
     async def add_leg(self) -> Leg:
@@ -324,15 +326,20 @@ class ImpairProxy:
                     self._wakeup.set()
 
     async def _send(self, leg: Leg, direction: Direction, data: bytes) -> None:
+        """Send one datagram on; the receive loop of its direction and the delivery loop may both be sending on
+        the same socket, so the sends of one socket take turns."""
         counts = leg.channel(direction).counts
+        if direction == "up":
+            sock, target = leg.back, self.server
+        elif leg.device is not None:
+            sock, target = leg.front, leg.device
+        else:
+            counts.errors += 1
+            return
+        lock = self._send_locks.setdefault(id(sock), anyio.Lock(fast_acquire=True))
         try:
-            if direction == "up":
-                await leg.back.sendto(data, *self.server)
-            elif leg.device is not None:
-                await leg.front.sendto(data, *leg.device)
-            else:
-                counts.errors += 1
-                return
+            async with lock:
+                await sock.sendto(data, *target)
             counts.forwarded += 1
         except (OSError, anyio.ClosedResourceError, anyio.BrokenResourceError):  # a move closed the socket
             counts.errors += 1

@@ -46,7 +46,7 @@ from loa.devices.reports import DeviceStatistics
 from loa.devices.settings import CommandOrder, Settings
 from loa.devices.sinks import CounterSink, FrameSink
 from loa.devices.telemetry import Hardware, ReportSchedule
-from loa.devices.watchdog import Watchdog
+from loa.devices.watchdog import DEFAULT_WATCHDOG_MS, Watchdog
 from loa.protocol.connection import Connected, ConnectionEvent, DeviceConnection, Disconnected, Received
 from loa.protocol.control import (
     Amp,
@@ -614,7 +614,7 @@ class SpeakerCore(BroadcastHandling):
 
     @property
     def _watchdog_s(self) -> float:
-        return int(self.settings.get("watchdog_ms") or 3000) / 1000
+        return int(self.settings.get("watchdog_ms") or DEFAULT_WATCHDOG_MS) / 1000
 
     def _current_packet_time(self) -> float | None:
         current = self.arbiter.current

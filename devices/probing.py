@@ -8,7 +8,10 @@ A ``time_resp`` counts only for a ``t1`` sent in the last 10 s, once. The RTT is
 ``(t4 - t1) - (t3 - t2)`` (200 ms until measured), which NACK timing and fetch retries use. When
 ``PROBES_BEFORE_REHANDSHAKE`` probes in a row went unanswered over at least 3 s, the server has most likely
 restarted (section 7.6): :meth:`ClockProbe.due` says so, and the device handshakes again without waiting
-``DEAD_AFTER``.
+``DEAD_AFTER``. A probe still unanswered after ``max(SUSPECT_AFTER_S, 2 x RTT)`` brings the next one forward to
+then (the spec allows up to 4 probes a second), so that a silent server is noticed 3 s after the first probe it
+left unanswered on the 5 s schedule too (at most 8 s after its last answer, rather than 10-15 s); an answer in
+time puts the schedule back where it was.
 """
 
 from __future__ import annotations
@@ -16,25 +19,29 @@ from __future__ import annotations
 from loa.devices.frame import NS, ServerClock
 from loa.protocol.control import TimeReq, TimeResp
 
-__all__ = ["FAST_PROBE_S", "PROBES_BEFORE_REHANDSHAKE", "RTT_DEFAULT_S", "ClockProbe"]
+__all__ = ["FAST_PROBE_S", "PROBES_BEFORE_REHANDSHAKE", "RTT_DEFAULT_S", "SUSPECT_AFTER_S", "ClockProbe"]
 
 FAST_PROBE_S = 0.25
 ANSWER_WINDOW_S = 10.0
 PROBES_BEFORE_REHANDSHAKE = 3
 SILENCE_BEFORE_REHANDSHAKE_S = 3.0
+SUSPECT_AFTER_S = 1.0
 RTT_DEFAULT_S = 0.2
 
 
 class ClockProbe:
     """The probing state of one session of a device; ``clock`` receives the exchanges."""
 
-    __slots__ = ("_fast", "_last_answer", "_rtt", "_sent", "_unanswered", "clock", "next_at", "stale")
+    __slots__ = ("_fast", "_last_answer", "_last_t1", "_rtt", "_sent", "_unanswered", "_usual_next", "clock", "next_at",
+                 "stale")
 
     def __init__(self, clock: ServerClock, *, fast: bool = True) -> None:
         self.clock = clock
         self._fast = fast  # False: the spec's base schedule (1 per second) also before the estimate is ready
         self.next_at: float | None = None  # None while there is no session
         self._sent: dict[int, float] = {}
+        self._last_t1: int | None = None  # the latest probe sent
+        self._usual_next = 0.0  # when the probe after it is due if it is answered in time
         self._unanswered = 0
         self._last_answer = 0.0
         self._rtt: float | None = None
@@ -70,8 +77,12 @@ class ClockProbe:
         for old in [t for t, sent in self._sent.items() if now - sent > ANSWER_WINDOW_S]:
             del self._sent[old]
         self._sent[t1] = now
+        self._last_t1 = t1
         self._unanswered += 1
-        self.next_at = now + self.interval()
+        interval = self.interval()
+        self._usual_next = now + interval
+        # until its answer comes, the next probe is due when this one counts as unanswered
+        self.next_at = now + min(interval, max(SUSPECT_AFTER_S, 2 * self.rtt))
         return TimeReq(t1=t1)
 
     def answer(self, message: TimeResp, now: float, *, t4_at: float | None = None) -> bool:
@@ -90,6 +101,8 @@ class ClockProbe:
             self._rtt = sample if self._rtt is None else 0.875 * self._rtt + 0.125 * sample
         self._unanswered = 0
         self._last_answer = now
+        if message.t1 == self._last_t1 and self.next_at is not None:  # answered in time: the usual schedule
+            self.next_at = max(self.next_at, self._usual_next)
         if was_ready or not self.clock.ready:
             return False
         if self.next_at is not None:

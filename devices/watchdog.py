@@ -9,7 +9,15 @@ FM receiver ``"fm"`` is silence, without stored content ``"local"`` is FM.
 
 from __future__ import annotations
 
-__all__ = ["Watchdog"]
+from typing import Final
+
+from loa.protocol.control import CONFIG_FIELDS
+
+__all__ = ["DEFAULT_WATCHDOG_MS", "Watchdog"]
+
+_default = CONFIG_FIELDS["watchdog_ms"].default
+assert isinstance(_default, int)
+DEFAULT_WATCHDOG_MS: Final[int] = _default  # section 4.6
 
 
 class Watchdog:

@@ -34,7 +34,7 @@ CONFIG_FIELDS: dict[str, Field] = {
         "buffer to hold at least delay_ms + 500 ms of audio",
         default=500,
     ),
-    "watchdog_ms": _f(_U, 200, 60000, "ms", "silence on a joined stream before fallback (section 5.6)", default=3000),
+    "watchdog_ms": _f(_U, 200, 60000, "ms", "silence on a joined stream before fallback (section 5.6)", default=1500),
     "fallback": _f(_S, choices=("local", "fm", "silence"), doc="what the watchdog falls back to", default="fm"),
     "fallback_khz": _f(_U, 64000, 108000, "kHz", "FM station for the fm fallback; absent: first preset"),
     "exercise": _f(_B, doc="play alerts whose status is exercise or test", default=False),

@@ -113,7 +113,7 @@ class Arrival:
 
 
 def default_config() -> ConfigValues:
-    return ConfigValues(zones=ZONES, telemetry_s=5, keepalive_s=15, watchdog_ms=3000, fallback="fm",
+    return ConfigValues(zones=ZONES, telemetry_s=5, keepalive_s=15, watchdog_ms=1500, fallback="fm",
                         fallback_khz=99_900, exercise=False)
 
 

@@ -41,7 +41,7 @@ def test_handshake_hello_config_and_first_reports() -> None:
     # the server's config (sent on hello) is applied: zones and the telemetry interval
     assert core.settings.zones == ("79", "760", "26734", "26734-03")
     assert core.settings.get("telemetry_s") == 10
-    assert core.settings.get("watchdog_ms") == 3000  # a default of section 4.6 until set
+    assert core.settings.get("watchdog_ms") == 1500  # a default of section 4.6 until set
     # state on start, clock probes at up to 4 per second until the estimate is ready
     states = server.messages_of(State)
     assert (states[0].bid, states[0].src) == (None, "idle")

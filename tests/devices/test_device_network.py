@@ -70,7 +70,7 @@ def test_fec_and_concealment_cover_what_nack_does_not(payloads: list[bytes]) -> 
     node = world.add_device(sink=sink)
     world.run(10.0)
     world.server.start_stream(5, [world.pub(node)], payloads=payloads, start_in=0.1, frames=1000)
-    world.run(22.0)
+    world.run(21.0)  # the stream ends without `leave`: 1.5 s (watchdog_ms) after its last packet the fallback plays
     stats = node.core.statistics()
     assert stats.played + stats.fec + stats.plc >= 998  # (a lost first or last packet goes unnoticed)
     assert stats.fec > 20  # rebuilt from the next packet's in-band FEC
@@ -85,7 +85,7 @@ def test_address_change_mid_stream_keeps_playing(payloads: list[bytes]) -> None:
     world.server.start_stream(5, [world.pub(node)], payloads=payloads, start_in=0.1, frames=750)
     world.run(5.0)
     world.net.move(("198.51.100.7", 40000), ("203.0.113.9", 51515))  # a new 4G attach
-    world.run(12.0)
+    world.run(11.0)  # to just past the stream's end (no `leave`: 1.5 s later its watchdog would fire)
     stats = node.core.statistics()
     assert world.net.statistics().undeliverable > 0  # packets went to the old address for a while
     assert world.server.conn.endpoint.address_of(world.pub(node)) == ("203.0.113.9", 51515)

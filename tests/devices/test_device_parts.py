@@ -109,7 +109,7 @@ def test_identity_key_file_is_private_atomic_and_checked(tmp_path: Path) -> None
 
 def test_settings_defaults_clamps_and_command_order() -> None:
     settings = Settings()
-    assert settings.get("watchdog_ms") == 3000
+    assert settings.get("watchdog_ms") == 1500
     assert settings.get("fallback_khz") is None
     settings.apply_config(ConfigValues(vol_min=20, vol_max=60, zones=("79", "760")))
     settings.volume_level = 90

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from loa.devices.frame import NS, ServerClock
-from loa.devices.probing import FAST_PROBE_S, ClockProbe
+from loa.devices.probing import FAST_PROBE_S, PROBES_BEFORE_REHANDSHAKE, SUSPECT_AFTER_S, ClockProbe
 from loa.protocol.control import TimeResp
 
 
@@ -55,3 +55,63 @@ def test_t4_is_the_arrival_instant_when_the_host_knows_it() -> None:
         probe.answer(TimeResp(t1=request.t1, t2=server, t3=server), 10.402, t4_at=t4_at)
     assert round(late.rtt, 3) == 0.402
     assert round(stamped.rtt, 3) == 0.002
+
+
+def _steady(start: float) -> tuple[ClockProbe, float]:
+    """A probe past its first 60 exchanges (one every 5 s); returns it and the time its next probe is due."""
+    probe = ClockProbe(ServerClock())
+    _answer_all(probe, start, until_ready=False, limit=80)
+    assert probe.interval() == 5.0
+    assert probe.next_at is not None
+    return probe, probe.next_at
+
+
+def test_answered_probes_keep_the_five_second_schedule() -> None:
+    probe, now = _steady(10.0)
+    sent = _answer_all_from(probe, now, count=5)
+    assert {round(b - a, 6) for a, b in itertools.pairwise(sent)} == {5.0}
+
+
+def test_a_silent_server_is_noticed_within_about_three_seconds_on_the_five_second_schedule() -> None:
+    """Section 7.6: the device re-handshakes after 3 unanswered probes over >= 3 s; an unanswered probe brings the
+    next one forward to SUSPECT_AFTER_S (or 2 x RTT), so the 5 s schedule does not stretch this to 10-15 s."""
+    probe, now = _steady(10.0)
+    sent: list[float] = []
+    for _ in range(10):
+        if probe.due(now) is None:  # the server is silent: handshake again
+            break
+        sent.append(now)
+        assert probe.next_at is not None
+        now = probe.next_at
+    assert len(sent) == PROBES_BEFORE_REHANDSHAKE
+    assert {round(b - a, 6) for a, b in itertools.pairwise(sent)} == {SUSPECT_AFTER_S}
+    assert round(now - sent[0], 6) == 3.0  # noticed 3 s after the first unanswered probe, 8 s after the last answer
+
+
+def test_a_late_answer_only_costs_one_early_probe() -> None:
+    probe, now = _steady(10.0)
+    request = probe.due(now)
+    assert request is not None
+    early = probe.next_at
+    assert early is not None
+    assert round(early - now, 6) == SUSPECT_AFTER_S
+    again = probe.due(early)  # the answer is late: the next probe leaves after SUSPECT_AFTER_S
+    assert again is not None
+    server = round((early + 0.5 + 1.001) * NS)
+    probe.answer(TimeResp(t1=again.t1, t2=server, t3=server), early + 0.5)
+    assert probe.next_at is not None
+    assert round(probe.next_at - early, 6) == 5.0
+
+
+def _answer_all_from(probe: ClockProbe, now: float, *, count: int) -> list[float]:
+    """``count`` probes from ``now`` on, each answered 2 ms later; their send times."""
+    sent: list[float] = []
+    for _ in range(count):
+        request = probe.due(now)
+        assert request is not None
+        sent.append(now)
+        server = round((now + 1.001) * NS)
+        probe.answer(TimeResp(t1=request.t1, t2=server, t3=server), now + 0.002)
+        assert probe.next_at is not None
+        now = probe.next_at
+    return sent

@@ -438,7 +438,7 @@ async def nack_limit(ctx: Context) -> None:
                   "(marker, timestamps advanced).",
       expectation="The device MUST fall back after watchdog_ms of silence and report the fault \"watchdog\"; when "
                   "packets resume it MUST return to the stream and clear the fault.",
-      quote="when a joined stream delivers no packet for `WATCHDOG_MS` (default 3000, settable by `config`) the device "
+      quote="when a joined stream delivers no packet for `WATCHDOG_MS` (default 1500, settable by `config`) the device "
             "falls back by its `fallback` setting", timeout=25.0)
 async def watchdog(ctx: Context) -> None:
     config = dataclasses.replace(default_config(), watchdog_ms=300)
