@@ -4,7 +4,9 @@ The streamer service (:class:`~loa.streamer.service.StreamerService`, asyncio wi
 buffers of ``loa streamer``) runs in this process on 127.0.0.1 with ``--devices`` enrolled devices. The fleet (the
 reference device code of ``loa fleet``: :class:`~loa.devices.runner.FleetHost`, one socket and session each; the
 first ``--full`` decode and play, the rest count packets) runs in a child process (``python -m loa.bench.flood
-fleet``). The flooder is a C program (``bench/ceiling/flooder.c``, compiled at run time) sending with
+fleet``). The fleet and the flooder each run in a session of their own, as they would on machines of their own
+(on Linux with autogroup scheduling a session is a scheduling group with its own share of the processor, whatever
+else runs on the host). The flooder is a C program (``bench/ceiling/flooder.c``, compiled at run time) sending with
 ``sendmmsg`` from ``--sources`` sockets on 127.1.0.1 and up, paced to ``--rate`` datagrams per second, and
 counting on each socket what the server sends back. It sends, in turn: garbage (random bytes, 1-1300 long),
 HandshakeInits with a valid ``mac1`` from keys the server does not know, the same with ``mac1`` broken, forged
@@ -19,7 +21,13 @@ Metrics:
 * ``flood_sent``/``flood_rate_sent`` (datagrams and datagrams/s the flooder got out), ``flood_per_kind``;
   ``server_received``/``server_rate_received`` (datagrams the service read from unverified sources), and
   ``kernel_drops`` (the ``drops`` column of ``/proc/net/udp`` for the server's socket over the flood: datagrams
-  the kernel discarded because the socket's buffer was full);
+  the kernel discarded, because the socket filter refused them or the socket's buffer was full);
+  ``socket_filter`` (whether the server's socket had the filter of :mod:`loa.streamer.sockfilter`; off with
+  ``--no-socket-filter``), ``flood_filterable`` (flood datagrams of a shape no server takes, which the filter
+  drops), ``service_kernel_drops`` (the service's own reading of the kernel's count, at the end);
+* ``bare_rate_sent``/``bare_received``/``bare_rate_received``/``bare_kernel_drops`` (``--bare``, after the rest):
+  the same flood at a socket that plain Python only drains, one ``recvfrom`` per datagram and nothing else, in a
+  thread of this process with the service stopped and the fleet gone: what Python can take off a socket at all;
 * ``late_quiet``/``late_flood`` (frames arriving after their play time at the decoding devices, per window),
   ``played_quiet``/``played_flood``, ``plc_quiet``/``plc_flood`` (frames concealed), ``received_quiet``/
   ``received_flood`` (media packets at every device);
@@ -64,8 +72,9 @@ from loa.devices.simclock import SimulatedClock
 from loa.devices.sinks import CounterSink
 from loa.protocol.alert import key_id
 from loa.protocol.connection import DeviceConnection
-from loa.protocol.datagram import HandshakeInit
+from loa.protocol.datagram import MAX_DATAGRAM, HandshakeInit
 from loa.protocol.noise import x25519_public
+from loa.streamer import sockfilter
 from loa.streamer.core import StreamerCore
 from loa.streamer.service import StreamerService, epoch_for, open_udp_socket
 from loa.streamer.sources import ToneSource
@@ -245,8 +254,51 @@ def _p99_ms(times: list[float | None], t0: float) -> float | None:
     return round(float(np.percentile(np.array(values), 99)), 3) if values else None
 
 
+def bare_drain(sock: Any, seconds: float) -> tuple[int, float]:
+    """Read ``sock`` (blocking) as fast as plain Python can, one ``recvfrom`` a datagram and nothing else, from
+    the first datagram for ``seconds`` (or until 1 s passes with none); returns (datagrams, seconds)."""
+    sock.settimeout(1.0)
+    count, first = 0, None
+    while first is None or time.monotonic() - first < seconds:
+        try:
+            sock.recvfrom(MAX_DATAGRAM + 1)
+        except TimeoutError:
+            break
+        count += 1
+        if first is None:
+            first = time.monotonic()
+    return count, (time.monotonic() - first if first is not None else 0.0)
+
+
+async def _bare_ceiling(binary: str, listing: str, *, rate: float, seconds: float, sources: int,
+                        workdir: str) -> dict[str, Any]:
+    """The same flood at a socket drained by :func:`bare_drain` in a thread of this process (the service is
+    stopped, the fleet gone): how many datagrams a second Python can take off a socket at all."""
+    sock = open_udp_socket("127.0.0.1", 0)
+    sock.setblocking(True)
+    out_path, err_path = Path(workdir) / "bare.json", Path(workdir) / "bare.err"
+    with sock:
+        port = sock.getsockname()[1]
+        with out_path.open("wb") as out_file, err_path.open("wb") as err_file:
+            flooder = subprocess.Popen([binary, str(rate), str(seconds), str(sources), "127.0.0.1", str(port),
+                                        FIRST_SOURCE], stdin=subprocess.PIPE, stdout=out_file, stderr=err_file,
+                                       text=True, start_new_session=True)
+        assert flooder.stdin is not None
+        flooder.stdin.write(listing)
+        flooder.stdin.close()
+        count, span = await anyio.to_thread.run_sync(bare_drain, sock, seconds)
+        while flooder.poll() is None:
+            await anyio.sleep(0.05)
+        drops = sockfilter.kernel_drops(sock)
+    sent = json.loads(out_path.read_text().strip().splitlines()[-1]) if flooder.returncode == 0 else {}
+    wall = sent.get("wall_ns", 0) / 1e9
+    return {"bare_rate_sent": round(sent.get("sent", 0) / wall, 1) if wall else None,
+            "bare_received": count, "bare_rate_received": round(count / span, 1) if span else None,
+            "bare_kernel_drops": drops}
+
+
 async def _run(*, rate: float, seconds: float, devices: int, full: int, sources: int, seed: int,
-               workdir: str, profile: str | None) -> dict[str, Any]:
+               workdir: str, profile: str | None, socket_filter: bool, bare: bool) -> dict[str, Any]:
     binary = compile_flooder(workdir)
     rng = random.Random(seed)
     authority = Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
@@ -257,6 +309,7 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
         core.add_device(x25519_public(key), ZONE, anyio.current_time(), name=f"flood-{i:03d}")
     meter = Meter(core, "127.0.0.1")
     service = StreamerService(core, open_udp_socket("127.0.0.1", 0))
+    service.socket_filter = socket_filter
     status_path = Path(workdir) / "status.json"
     flood_out, flood_err = Path(workdir) / "flooder.json", Path(workdir) / "flooder.err"
     templates = flood_templates(core.public_key, random.Random(seed + 5))
@@ -274,7 +327,7 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
         log_path = Path(workdir) / "fleet.log"
         with log_path.open("wb") as log:
             fleet = subprocess.Popen([sys.executable, "-m", "loa.bench.flood", "fleet", str(spec_path)],
-                                     stdout=subprocess.DEVNULL, stderr=log)
+                                     stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         try:
             began = time.monotonic()
             while _status(status_path).get("clocks", 0) < devices:
@@ -295,7 +348,8 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
                     with flood_out.open("wb") as out_file, flood_err.open("wb") as err_file:
                         flooder = subprocess.Popen([binary, str(rate), str(seconds), str(sources), "127.0.0.1",
                                                     str(port), FIRST_SOURCE], stdin=subprocess.PIPE,
-                                                   stdout=out_file, stderr=err_file, text=True)
+                                                   stdout=out_file, stderr=err_file, text=True,
+                                                   start_new_session=True)
                     assert flooder.stdin is not None
                     flooder.stdin.write(listing)
                     flooder.stdin.close()
@@ -327,6 +381,7 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
                     "drops": None if drops0 is None or drops1 is None else drops1 - drops0,
                 }
             sessions_at_end = core.sessions.conn.endpoint.statistics().active_devices
+            service_stats = service.statistics()
             Path(spec["stop"]).touch()
             with anyio.move_on_after(10):
                 while fleet.poll() is None:
@@ -338,6 +393,9 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
             while fleet.poll() is None:
                 await anyio.sleep(0.05)
     service.sock.close()
+    if bare:
+        metrics.update(await _bare_ceiling(binary, listing, rate=rate, seconds=seconds, sources=sources,
+                                           workdir=workdir))
     final = _status(status_path)
     flooder_out = windows["flooder"]
     wall = flooder_out["wall_ns"] / 1e9
@@ -352,11 +410,16 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
     quiet, flooded = metrics["alert_p99_quiet_ms"], metrics["alert_p99_flood_ms"]
     metrics["alert_p99_ratio"] = round(flooded / quiet, 3) if quiet and flooded is not None else None
     worst, total = meter.amplification()
+    per_kind = dict(zip(KIND_NAMES, flooder_out["per_kind"], strict=False))
+    shares = {name: [not sockfilter.accepts(data) for kind, data in templates if KIND_NAMES[kind] == name]
+              for name in per_kind}  # the share of each kind's templates no server takes
     stats = core.sessions.conn.endpoint.statistics()
     metrics.update(
         flood_sent=flooder_out["sent"], flood_rate_sent=round(flooder_out["sent"] / wall, 1),
         flood_blocked=flooder_out["blocked"],
-        flood_per_kind=dict(zip(KIND_NAMES, flooder_out["per_kind"], strict=False)),
+        flood_per_kind=per_kind, socket_filter=service.filtered,
+        flood_filterable=round(sum(n * sum(shares[k]) / len(shares[k]) for k, n in per_kind.items() if shares[k])),
+        service_kernel_drops=service_stats.kernel_drops,
         server_received=windows["flood"]["received"],
         server_rate_received=round(windows["flood"]["received"] / wall, 1),
         kernel_drops=windows["flood"]["drops"], kernel_drops_quiet=windows["quiet"]["drops"],
@@ -385,9 +448,13 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
               help="Flood source addresses (127.1.0.1 and up).")
 @click.option("--profile", type=click.Path(dir_okay=False), default=None,
               help="Record where the server's time goes during the flood with py-spy (raw folded stacks).")
+@click.option("--socket-filter/--no-socket-filter", default=True, show_default=True,
+              help="Give the server's socket its kernel filter (loa.streamer.sockfilter; Linux).")
+@click.option("--bare/--no-bare", default=True, show_default=True,
+              help="Then flood a socket that plain Python only drains (bare_* metrics: the receive ceiling).")
 @click.option("--seed", type=int, default=1, show_default=True)
 def flood(*, as_json: bool, rate: float, seconds: float, devices: int, full: int, sources: int,
-          profile: str | None, seed: int) -> None:
+          profile: str | None, socket_filter: bool, bare: bool, seed: int) -> None:
     """An unauthenticated flood at the streamer during a live stream and an alert."""
     if full > devices:
         raise UserError(f"--full ({full}) cannot exceed --devices ({devices})")
@@ -400,7 +467,7 @@ def flood(*, as_json: bool, rate: float, seconds: float, devices: int, full: int
     with tempfile.TemporaryDirectory(prefix="loa-flood-") as workdir:
         async def main() -> dict[str, Any]:
             return await _run(rate=rate, seconds=seconds, devices=devices, full=full, sources=sources, seed=seed,
-                              workdir=workdir, profile=profile)
+                              workdir=workdir, profile=profile, socket_filter=socket_filter, bare=bare)
         metrics = anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
     env = environment(transport="UDP loopback; streamer in this process, fleet and C flooder in two others",
                       backend="asyncio+uvloop")

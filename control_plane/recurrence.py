@@ -47,6 +47,7 @@ HORIZON: Final = timedelta(days=14)
 MAX_PER_HORIZON: Final = 2000
 MIN_YEAR, MAX_YEAR = 2000, 2200
 MAX_RULE_LEN: Final = 500
+MAX_INTERVAL: Final = 1_000_000  # a million hours is 114 years: every INTERVAL a schedule can use
 _FREQS = {"YEARLY": du.YEARLY, "MONTHLY": du.MONTHLY, "WEEKLY": du.WEEKLY, "DAILY": du.DAILY,
           "HOURLY": du.HOURLY}
 _RULE_TEXT = re.compile(r"[A-Z0-9=;,+\-]+")
@@ -129,8 +130,9 @@ def check_rrule(text: str, start_local: datetime, tz: str) -> str:
                            f"{MAX_RULE_LEN} characters")
     if "DTSTART" in rule_text or "TZID" in rule_text:
         raise InvalidError("rrule: give the start as `start`, not inside the rule")
-    if any(p.startswith("INTERVAL=") and not (p[9:].isdigit() and int(p[9:]) > 0) for p in rule_text.split(";")):
-        raise InvalidError("rrule: INTERVAL must be a positive whole number")  # dateutil loops forever on 0
+    if any(p.startswith("INTERVAL=") and not (p[9:].isdigit() and 0 < int(p[9:]) <= MAX_INTERVAL)
+           for p in rule_text.split(";")):  # dateutil loops forever on 0; a huge one overflows timedelta
+        raise InvalidError(f"rrule: INTERVAL must be a whole number from 1 to {MAX_INTERVAL}")
     if any(p.startswith("BYHOUR=") and not all(h.isdigit() and int(h) <= 23 for h in p[7:].split(","))
            for p in rule_text.split(";")):
         raise InvalidError("rrule: BYHOUR values must lie in 0..23")  # dateutil raises TypeError on 24 when HOURLY

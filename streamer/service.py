@@ -5,7 +5,8 @@
 retransmissions, multicast - goes through one socket:
 
 * the receive loop waits until the socket is readable, drains up to 256 datagrams into the core, then sends
-  what the core queued;
+  what the core queued; on Linux it first gives the socket a kernel filter (:mod:`loa.streamer.sockfilter`) so
+  that datagrams no server takes (junk, wrong type, version or length) are dropped, and counted, by the kernel;
 * the timer loop sleeps until the core's ``next_timeout()`` (or until woken by an API call) and runs it;
 * each live broadcast has its own task: it sleeps until the frame is due (``next_frame_time``, on the same
   monotonic clock, computed from the frame count so it never drifts), takes the frame's packets from the core
@@ -44,6 +45,7 @@ import anyio
 import anyio.abc
 
 from loa.protocol.datagram import MAX_DATAGRAM
+from loa.streamer import sockfilter
 from loa.streamer.core import StreamerCore
 from loa.streamer.discovery import Advertiser
 from loa.streamer.fanout import Backend, Fanout
@@ -108,6 +110,7 @@ class ServiceStatistics:
     send_blocked: int
     media_packets: int
     receive_errors: int
+    kernel_drops: int | None = None  # dropped by the kernel: the socket filter, or the receive buffer full
 
 
 def open_udp_socket(host: str, port: int, *, multicast: bool = False) -> socket.socket:
@@ -137,6 +140,11 @@ def open_udp_socket(host: str, port: int, *, multicast: bool = False) -> socket.
 
 class StreamerService:
     """Runs a core on a socket (see the module docstring). Use :meth:`serve` inside a task group."""
+
+    #: Give the socket the kernel filter of :mod:`loa.streamer.sockfilter` when the receive loop starts.
+    socket_filter = True
+    #: Whether the kernel took it (set by the receive loop).
+    filtered = False
 
     def __init__(self, core: StreamerCore, sock: socket.socket, *, fanout_backend: Backend = "auto",
                  advertiser: Advertiser | None = None, log: Callable[[str], None] | None = None,
@@ -232,7 +240,7 @@ class StreamerService:
 
     def statistics(self) -> ServiceStatistics:
         return ServiceStatistics(self._received, self._sent, self._send_errors, self._blocked,
-                                 self._media_packets, self._receive_errors)
+                                 self._media_packets, self._receive_errors, sockfilter.kernel_drops(self.sock))
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`stop`; then shut down cleanly. Cancelling it skips the goodbyes."""
@@ -254,6 +262,7 @@ class StreamerService:
     async def _receive_loop(self) -> None:
         sock, core = self.sock, self.core
         stamped = _stamp_arrivals(sock)
+        self.filtered = self.socket_filter and sockfilter.attach(sock)
         offset, offset_at = _wall_offset(), anyio.current_time()
         while True:
             await anyio.wait_readable(sock)

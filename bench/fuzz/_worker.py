@@ -20,6 +20,8 @@ def main(argv: list[str]) -> None:
     name = argv[1]
     with atheris.instrument_imports(include=["loa", *INSTRUMENT.get(name, ())]):
         target = load(name)
+    if hook := getattr(target, "instrument", None):  # a target's own choice of third-party functions
+        hook(atheris.instrument_func)
     atheris.Setup([argv[0], *argv[2:]], target.TestOneInput)
     atheris.Fuzz()
 

@@ -10,12 +10,15 @@ and the target restarted for the time left, at most ``--max-crashes`` times.
 
 Metrics, per target ``<t>_`` and in total: ``executions``, ``crashes``, ``exec_per_s`` (executions over the
 fuzzing wall time), ``cov`` (edges of instrumented Python code covered) and ``ft`` (libFuzzer features), as
-libFuzzer last reported them; ``crash_inputs`` lists the files saved. Progress goes to stderr every 10 s.
+libFuzzer last reported them; ``crash_inputs`` lists the files saved; ``slow_units`` counts inputs libFuzzer
+reported as slow (over 10 s of wall time but within ``--timeout``: not crashes; on a loaded machine a stall of the
+process is enough). Progress goes to stderr every 10 s.
 Bounded: each process is killed ``--seconds`` + 60 s after it starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -39,6 +42,7 @@ _STATUS = re.compile(r"^#(\d+)\s+(\w+)\s+cov: (\d+) ft: (\d+)(?: corp: (\d+)/)?"
 _STAT = re.compile(r"^stat::(\w+):\s+(\d+)")
 _ARTIFACT = re.compile(r"Test unit written to (\S+)")
 _SLACK = 60.0
+_SLOW_UNIT = "slow-unit-"
 
 
 @dataclass
@@ -50,6 +54,7 @@ class TargetResult:
     ft: int = 0
     corpus: int = 0
     crash_inputs: list[str] = field(default_factory=list)
+    slow_units: list[str] = field(default_factory=list)
 
 
 def atheris_version() -> str | None:
@@ -67,8 +72,11 @@ def _say(text: str) -> None:
 
 
 def _run_once(name: str, seconds: float, runs: int | None, *, corpus: Path, scratch: Path, artifacts: Path,
-              timeout: int, rss_limit_mb: int, log: IO[str]) -> tuple[int, int, int, int, float, Path | None]:
-    """One worker process; returns (executions, cov, ft, corpus size, seconds, crash artifact or None)."""
+              timeout: int, rss_limit_mb: int, log: IO[str],
+              slow_units: list[str]) -> tuple[int, int, int, int, float, Path | None]:
+    """One worker process; returns (executions, cov, ft, corpus size, seconds, crash artifact or None). Inputs
+    libFuzzer reports as slow (``slow-unit-*``, over 10 s of wall time, but within ``--timeout``) are not
+    crashes: their names go to ``slow_units`` and the files are removed."""
     max_len = int(getattr(load(name), "MAX_LEN", 4096))
     args = [sys.executable, "-m", "loa.bench.fuzz._worker", name,
             f"-max_total_time={max(1, round(seconds))}", f"-max_len={max_len}", f"-timeout={timeout}",
@@ -85,6 +93,7 @@ def _run_once(name: str, seconds: float, runs: int | None, *, corpus: Path, scra
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                errors="replace", start_new_session=True, env=env)
     assert process.stderr is not None
+    _share_niceness(process.pid)
     deadline = started + seconds + _SLACK
     try:
         for line in process.stderr:
@@ -95,7 +104,11 @@ def _run_once(name: str, seconds: float, runs: int | None, *, corpus: Path, scra
             elif stat := _STAT.match(line):
                 stats[stat[1]] = int(stat[2])
             elif found := _ARTIFACT.search(line):
-                artifact = Path(found[1])
+                if Path(found[1]).name.startswith(_SLOW_UNIT):
+                    slow_units.append(Path(found[1]).name)
+                    Path(found[1]).unlink(missing_ok=True)
+                else:
+                    artifact = Path(found[1])
             now = time.monotonic()
             if now - last_report >= 10:
                 last_report = now
@@ -110,9 +123,19 @@ def _run_once(name: str, seconds: float, runs: int | None, *, corpus: Path, scra
     elapsed = time.monotonic() - started
     executions = max(executions, stats.get("number_of_executed_units", 0))
     if artifact is None and process.returncode not in (0, None):
-        found_files = sorted(artifacts.glob("*-*"), key=lambda p: p.stat().st_mtime)
+        found_files = sorted((p for p in artifacts.glob("*-*") if not p.name.startswith(_SLOW_UNIT)),
+                             key=lambda p: p.stat().st_mtime)
         artifact = found_files[-1] if found_files else None
     return executions, cov, ft, size, elapsed, artifact
+
+
+def _share_niceness(pid: int) -> None:
+    """Give the worker's scheduling group this process's niceness. The worker has a session of its own (so that
+    it is killed with its children), and on Linux with autogroup scheduling a new session is a new group that
+    shares the processor equally with every other group whatever its processes' niceness: without this,
+    ``nice loa bench fuzz`` would not yield to other work. Best effort (no autogroups: nothing to do)."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(os.nice(0)))
 
 
 def fuzz_target(name: str, *, seconds: float, runs: int | None, corpus_root: Path, timeout: int,
@@ -134,7 +157,7 @@ def fuzz_target(name: str, *, seconds: float, runs: int | None, corpus_root: Pat
             with log_path.open("w") as log:
                 executions, cov, ft, size, elapsed, artifact = _run_once(
                     name, left, left_runs, corpus=seeds, scratch=scratch, artifacts=artifacts, timeout=timeout,
-                    rss_limit_mb=rss_limit_mb, log=log)
+                    rss_limit_mb=rss_limit_mb, log=log, slow_units=result.slow_units)
             result.executions += executions
             result.seconds += elapsed
             result.cov, result.ft = max(result.cov, cov), max(result.ft, ft)
@@ -179,11 +202,13 @@ def _metrics(results: list[TargetResult]) -> dict[str, Any]:
     for r in results:
         metrics.update({f"{r.name}_executions": r.executions, f"{r.name}_crashes": len(r.crash_inputs),
                         f"{r.name}_exec_per_s": round(r.executions / r.seconds, 1) if r.seconds else 0.0,
-                        f"{r.name}_cov": r.cov, f"{r.name}_ft": r.ft, f"{r.name}_seconds": round(r.seconds, 1)})
+                        f"{r.name}_cov": r.cov, f"{r.name}_ft": r.ft, f"{r.name}_seconds": round(r.seconds, 1),
+                        f"{r.name}_slow_units": len(r.slow_units)})
     metrics["executions"] = sum(r.executions for r in results)
     metrics["crashes"] = sum(len(r.crash_inputs) for r in results)
     metrics["targets"] = len(results)
     metrics["crash_inputs"] = [p for r in results for p in r.crash_inputs]
+    metrics["slow_units"] = sum(len(r.slow_units) for r in results)
     return metrics
 
 

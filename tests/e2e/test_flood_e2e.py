@@ -1,7 +1,7 @@
 """A short unauthenticated flood at the real streamer (`loa bench flood`, scaled down): the C flooder from many
 loopback addresses, a fleet in its own process playing a live stream, an alert before and during the flood.
 Nothing of the flood is accepted, no flood source is sent more bytes than it sent, the devices keep playing and
-every device holds both alerts."""
+every device holds both alerts; the socket filter keeps the junk out of Python."""
 
 from __future__ import annotations
 
@@ -39,3 +39,9 @@ def test_a_short_flood_is_refused_and_never_amplified() -> None:
     assert m["alert_held_quiet"] == m["alert_held_flood"] == DEVICES
     assert m["played_flood"] > 0  # the decoding devices kept playing through the flood
     assert m["received_flood"] > 0
+    if sys.platform.startswith("linux"):  # the kernel filter dropped what no server takes, before Python saw it
+        assert m["socket_filter"] is True
+        assert m["flood_filterable"] > 0
+        assert m["kernel_drops"] >= m["flood_filterable"]
+        assert m["server_received"] <= m["flood_sent"] - m["flood_filterable"]
+    assert m["bare_received"] > 0  # the ceiling: the same flood at a socket plain Python only drains
