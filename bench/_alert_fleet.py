@@ -18,6 +18,7 @@ exits. A line ``ready`` on stdout says the devices are being started.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sys
@@ -116,8 +117,16 @@ def main(spec_path: str, result_path: str) -> None:
     def write_status() -> None:
         """How many devices have a session and a ready clock estimate, for the bench to wait on."""
         started = cores[: host.started]
-        status = {"started": host.started, "connected": sum(c.conn.connected for c in started),
-                  "clocks": sum(c.clock.ready for c in started)}
+        status: dict[str, Any] = {"started": host.started, "connected": sum(c.conn.connected for c in started),
+                                  "clocks": sum(c.clock.ready for c in started)}
+        unready = [c for c in started if not c.clock.ready]
+        if unready:  # why: what their clock estimators refused, answers too late, sessions down
+            counts: Counter[str] = Counter()
+            for c in unready:
+                counts.update(dataclasses.asdict(c.clock.estimator.statistics()))
+            status["unready"] = {"count": len(unready), "estimator": dict(counts),
+                                 "stale_answers": sum(c.probe.stale for c in unready),
+                                 "connected": sum(c.conn.connected for c in unready)}
         tmp = status_path.with_name(status_path.name + ".tmp")
         tmp.write_text(json.dumps(status))
         tmp.replace(status_path)

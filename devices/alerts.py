@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from loa.protocol.alert import Alert, key_id, should_play, verify_alert, verify_cancel
 
@@ -35,18 +36,38 @@ class AlertBook:
         self._seen: dict[tuple[bytes, str], int] = {}  # pair -> server time until which it is remembered
         self._by_bid: dict[int, AcceptedAlert] = {}
         self._by_pair: dict[tuple[bytes, str], int] = {}  # accepted pair -> bid
+        # body of an accepted alert -> [its pair, came by beacon, came as a reliable `alert`] (section 6.4.2)
+        self._copies: dict[bytes, list[Any]] = {}
 
     def accept(
-        self, body: bytes, sig: bytes, *, now: int, zones: Sequence[str], exercise: bool
+        self, body: bytes, sig: bytes, *, now: int, zones: Sequence[str], exercise: bool, beacon: bool = False
     ) -> AcceptedAlert:
-        """Verify an ``alert`` at server time ``now``; raises the step's error (6.4.1) if it is refused."""
+        """Verify an ``alert`` (``beacon``: it came in a beacon) at server time ``now``; raises the step's error
+        (6.4.1) if it is refused."""
         alert = verify_alert(body, sig, self.trusted, now=now, zone_path=zones, seen_ids=self._seen)
         pair = (alert.kid, alert.id)
         self._remember(pair, alert.expires)
         accepted = AcceptedAlert(alert, should_play(alert, exercise))
         self._by_bid[alert.bid] = accepted
         self._by_pair[pair] = alert.bid
+        self._copies[bytes(body)] = [pair, beacon, not beacon]
         return accepted
+
+    def other_copy(self, body: bytes, *, beacon: bool) -> bool:
+        """Whether ``body`` is the other copy of an alert accepted and not ended: the first beacon of one accepted
+        as a reliable ``alert``, or the first reliable ``alert`` of one accepted from its beacon (section 6.4.2).
+        That copy is marked and needs no check; any further copy is not one (it is checked, and is a replay)."""
+        entry = self._copies.get(bytes(body))
+        if entry is None or entry[0] not in self._by_pair:
+            return False
+        slot = 1 if beacon else 2
+        if entry[slot]:
+            return False
+        entry[slot] = True
+        return True
+
+    def _prune_copies(self) -> None:
+        self._copies = {body: entry for body, entry in self._copies.items() if entry[0] in self._by_pair}
 
     def cancel(self, body: bytes, sig: bytes, *, now: int) -> int | None:
         """Verify an ``alert_cancel``; returns the broadcast id of the cancelled alert if it was accepted here."""
@@ -54,6 +75,8 @@ class AlertBook:
         pair = (cancel.kid, cancel.cancel)
         bid = self._by_pair.pop(pair, None)
         accepted = self._by_bid.pop(bid, None) if bid is not None else None
+        if accepted is not None:
+            self._prune_copies()
         until = accepted.alert.expires if accepted is not None else now + CANCEL_MEMORY_NS
         self._remember(pair, max(until, self._seen.get(pair, until)))
         return bid
@@ -81,6 +104,8 @@ class AlertBook:
                 if bid is not None:
                     self._by_bid.pop(bid, None)
                     ended.append(bid)
+        if ended:
+            self._prune_copies()
         return ended
 
     def remembered(self) -> int:

@@ -125,15 +125,18 @@ class BoardCore(SpeakerCore):
             times.append(self._deadline(min(until)))
         return min((t for t in times if t is not None), default=None)
 
-    def _on_alert(self, message: SignedAlert, now: float) -> None:
+    def _on_alert(self, message: SignedAlert, now: float, *, beacon: bool = False) -> None:
         """Verify as a speaker does (section 6.4); an accepted, playable alert is shown, never played."""
         server_now = self.clock.to_server(now)
-        if server_now is None:
-            self._deferred_alerts.append(message)  # checked as soon as the clock estimate is ready
+        if server_now is None or not self.settings.zones:
+            # checked as soon as the clock estimate is ready and the first `config` gave the zone path (6.4)
+            self._deferred_alerts.append((message, beacon))
             return
+        if self.alerts.other_copy(message.body, beacon=beacon):
+            return  # its beacon was accepted (section 6.4.2)
         try:
             accepted = self.alerts.accept(message.body, message.sig, now=server_now, zones=self.settings.zones,
-                                          exercise=bool(self.settings.get("exercise")))
+                                          exercise=bool(self.settings.get("exercise")), beacon=beacon)
         except RemoteProtocolError as exc:
             self.drop_counts[type(exc).__name__] += 1
             self.alerts_refused[type(exc).__name__] += 1

@@ -73,7 +73,7 @@ class BroadcastHandling(abc.ABC):
     _scheduled: dict[int, Play]
     _pending_emergency: dict[int, tuple[Join, float]]
     _draining: dict[int, float]
-    _deferred_alerts: list[SignedAlert | SignedAlertCancel]
+    _deferred_alerts: list[tuple[SignedAlert | SignedAlertCancel, bool]]
     _idle: tuple[tuple[str, int | None], Source | None] | None
     _current_since: float | None
 
@@ -208,15 +208,18 @@ class BroadcastHandling(abc.ABC):
                 return
         self._end(bid, now)
 
-    def _on_alert(self, message: SignedAlert, now: float) -> None:
+    def _on_alert(self, message: SignedAlert, now: float, *, beacon: bool = False) -> None:
         server_now = self.clock.to_server(now)
-        if server_now is None:
-            self._deferred_alerts.append(message)  # checked as soon as the clock estimate is ready
+        if server_now is None or not self.settings.zones:
+            # checked as soon as the clock estimate is ready and the first `config` gave the zone path (6.4)
+            self._deferred_alerts.append((message, beacon))
             return
+        if self.alerts.other_copy(message.body, beacon=beacon):
+            return  # its beacon was accepted (section 6.4.2)
         try:
             accepted = self.alerts.accept(
                 message.body, message.sig, now=server_now, zones=self.settings.zones,
-                exercise=bool(self.settings.get("exercise")),
+                exercise=bool(self.settings.get("exercise")), beacon=beacon,
             )
         except RemoteProtocolError as exc:
             self.drop_counts[type(exc).__name__] += 1
@@ -240,7 +243,7 @@ class BroadcastHandling(abc.ABC):
     def _on_alert_cancel(self, message: SignedAlertCancel, now: float) -> None:
         server_now = self.clock.to_server(now)
         if server_now is None:
-            self._deferred_alerts.append(message)
+            self._deferred_alerts.append((message, False))
             return
         try:
             bid = self.alerts.cancel(message.body, message.sig, now=server_now)

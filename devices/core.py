@@ -24,7 +24,6 @@ outcome (the connection does that); a refused alert is counted by its error name
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import random
 from collections import Counter
@@ -34,10 +33,10 @@ from loa import __version__
 from loa.devices import reports
 from loa.devices.alerts import AlertBook
 from loa.devices.amplifier import Amplifier
-from loa.devices.broadcasting import BroadcastHandling
 from loa.devices.broadcasts import Broadcast, Finished
+from loa.devices.commands import CommandHandling
 from loa.devices.content import ContentStore, MemoryStore
-from loa.devices.fetch import Fetcher, FetchOutcome
+from loa.devices.fetch import Fetcher
 from loa.devices.frame import NS, ServerClock
 from loa.devices.live import LiveStream
 from loa.devices.playout import Output, OutputEvent, PlayoutEntry, PlayoutLog, Source
@@ -47,43 +46,28 @@ from loa.devices.settings import CommandOrder, Settings
 from loa.devices.sinks import CounterSink, FrameSink
 from loa.devices.telemetry import Hardware, ReportSchedule
 from loa.devices.watchdog import DEFAULT_WATCHDOG_MS, Watchdog
-from loa.protocol.connection import Connected, ConnectionEvent, DeviceConnection, Disconnected, Received
+from loa.protocol.beacon import BeaconLimiter
+from loa.protocol.connection import DeviceConnection
 from loa.protocol.control import (
-    Amp,
-    Board,
-    BoardClear,
     Bye,
-    Chunk,
-    Config,
-    FmPresets,
-    Have,
     Hello,
     Join,
-    Leave,
     Message,
-    Mute,
     Play,
     Played,
     PlayedFrame,
-    Prefetch,
-    Reboot,
-    Rotate,
     Rtcp,
     SignedAlert,
     SignedAlertCancel,
     State,
     Telemetry,
     TelemetryValues,
-    TimeResp,
-    Volume,
 )
-from loa.protocol.control import Source as SourceCommand
 from loa.protocol.datagram import classify
 from loa.protocol.errors import LocalProtocolError, RemoteProtocolError
 from loa.protocol.noise import x25519_public
 from loa.protocol.priority import Arbiter
 from loa.protocol.rtcp import GenericNack, build_rtcp
-from loa.protocol.session import REKEY_TIMEOUT
 
 __all__ = ["DEFAULT_CAPS", "DeviceStatistics", "SpeakerCore"]
 
@@ -98,7 +82,7 @@ DEADLINE_MARGIN = 2e-6  # local seconds added to server-time deadlines, beyond e
 MAX_LOOP = 64
 
 
-class SpeakerCore(BroadcastHandling):
+class SpeakerCore(CommandHandling):
     """A reference speaker cluster; see the module docstring.
 
     ``static_private`` is the device's X25519 key; ``server_public`` the server's; ``authority_keys`` the Ed25519
@@ -146,6 +130,7 @@ class SpeakerCore(BroadcastHandling):
         self.store = store if store is not None else MemoryStore()
         self.settings = settings if settings is not None else Settings()
         self.alerts = AlertBook(authority_keys)
+        self.beacons = BeaconLimiter()
         self.fetcher = Fetcher(self.store)
         self.log = PlayoutLog(log_limit, true_time=true_time)
         self.model, self.fw, self.caps, self.token = model, fw, caps, token
@@ -202,7 +187,7 @@ class SpeakerCore(BroadcastHandling):
         self._handing_over: dict[int, Broadcast] = {}  # forgotten, but the output still plays out of them
         self._pending_emergency: dict[int, tuple[Join, float]] = {}
         self._scheduled: dict[int, Play] = {}
-        self._deferred_alerts: list[SignedAlert | SignedAlertCancel] = []
+        self._deferred_alerts: list[tuple[SignedAlert | SignedAlertCancel, bool]] = []  # (message, by beacon)
         self._draining: dict[int, float] = {}
         self.probe = ClockProbe(self.clock, fast=not self.count_only)
         self._rtcp_ssrc = self._rng.getrandbits(32)
@@ -299,6 +284,8 @@ class SpeakerCore(BroadcastHandling):
             return
         if kind == "loa":
             self._on_events(self.conn.receive_datagram(data, now), now)
+        elif kind == "beacon":
+            self._on_beacon(data, source, now)
         elif source != self.server_address and (group is None or group not in self.groups()):
             self.drop_counts["UnknownKeyError"] += 1
         else:
@@ -459,10 +446,13 @@ class SpeakerCore(BroadcastHandling):
                     self._send(request, now)
             if now >= self.report.due:
                 self._send_telemetry(now)
-        if self._deferred_alerts and self.clock.ready:
+        if self._deferred_alerts and self.clock.ready and self.settings.zones:
             deferred, self._deferred_alerts = self._deferred_alerts, []
-            for message in deferred:
-                self._on_message(message, now)
+            for message, beacon in deferred:
+                if beacon and isinstance(message, SignedAlert):
+                    self._on_alert(message, now, beacon=True)
+                else:
+                    self._on_message(message, now)
         self._flush()
 
     # -- playout -----------------------------------------------------------------------------------------------
@@ -498,117 +488,6 @@ class SpeakerCore(BroadcastHandling):
 
     def _audible(self, at: float, cls: int) -> bool:
         return self.amp.audible(at, self.settings.preroll_ms / 1000, muted=self.settings.muted, emergency=cls == 2)
-
-    # -- session events and messages ---------------------------------------------------------------------------
-
-    def _on_events(self, events: list[ConnectionEvent], now: float) -> None:
-        for event in events:
-            if isinstance(event, Received):
-                self._on_message(event.message, now)
-            elif isinstance(event, Connected):
-                if event.peer_restarted:
-                    self.order.reset()
-                    self._send_state(now)  # the restarted server lost what we play
-                self._rtcp_ssrc = self._rng.getrandbits(32)
-                self.probe.connected(now)
-            elif isinstance(event, Disconnected):
-                self.probe.disconnected()
-
-    def _on_message(self, message: Message, now: float) -> None:
-        self._stale()
-        name = _HANDLERS.get(type(message))
-        if name is not None:
-            getattr(self, name)(message, now)
-
-    def _on_time_resp(self, message: TimeResp, now: float) -> None:
-        # True when the estimate just became ready: faults change, playout can start
-        if self.probe.answer(message, now, t4_at=self.received_at):
-            self.report.faults_changed(self.faults(now), now)
-            self._plan(now)
-
-    def _probe(self, now: float) -> None:
-        if not self.conn.connected:
-            self.probe.disconnected()
-            return
-        request = self.probe.due(now)
-        if request is None:  # a silent server (restarted, or our NAT binding is gone): handshake again now
-            self.conn.close()
-            self.conn.connect(now)
-            return
-        self._send(request, now)
-
-    @property
-    def rtt(self) -> float:
-        return self.probe.rtt
-
-    def _on_config(self, message: Config, now: float) -> None:
-        values = message.values
-        names = [f.name for f in dataclasses.fields(values) if getattr(values, f.name) is not None]
-        accepted = self.order.accept_keys([("config", n) for n in names], message.id)
-        changed = self.settings.apply_config(values, {str(key[1]) for key in accepted})
-        if "telemetry_s" in changed:
-            self.report.set_interval(float(self.settings.get("telemetry_s")), now)
-        if {"fallback", "fallback_khz"} & set(changed) and self.watchdog.fired:
-            self._plan(now)
-
-    def _on_volume(self, message: Volume, now: float) -> None:
-        if self.order.accept(("volume", None), message.id):
-            self.settings.volume_level = message.level
-
-    def _on_mute(self, message: Mute, now: float) -> None:
-        if self.order.accept(("mute", None), message.id):
-            self.settings.muted = message.on
-
-    def _on_amp(self, message: Amp, now: float) -> None:
-        if self.order.accept(("amp", None), message.id):
-            self.settings.amp_held = message.on
-            self.settings.amp_preroll_ms = message.preroll_ms
-            self._update_amp(now)
-
-    def _on_source(self, message: SourceCommand, now: float) -> None:
-        if self.order.accept(("source", None), message.id):
-            self.settings.source = message.src
-            self.settings.source_khz = message.freq_khz
-            if self.arbiter.current is None:
-                self._plan(now)
-
-    def _on_fm_presets(self, message: FmPresets, now: float) -> None:
-        if self.order.accept(("fm_presets", None), message.id):
-            self.settings.fm_presets = message.presets
-
-    def _on_reboot(self, message: Reboot, now: float) -> None:
-        self._reboot_at = now + message.delay_ms / 1000
-
-    def _on_prefetch(self, message: Prefetch, now: float) -> None:
-        if self.order.accept(("cid", message.cid), message.id):
-            outcome = self.fetcher.start(message.cid, message.size, message.name)
-            if outcome is not None:
-                self._fetched(outcome, now)
-
-    def _on_chunk(self, message: Chunk, now: float) -> None:
-        outcome = self.fetcher.on_chunk(message)
-        if outcome is not None:
-            self._fetched(outcome, now)
-
-    def _fetched(self, outcome: FetchOutcome, now: float) -> None:
-        self.storage_fault = not outcome.ok and outcome.reason == "storage"
-        self._send(Have(cid=outcome.cid, ok=outcome.ok), now)
-        self.report.faults_changed(self.faults(now), now)
-        if outcome.ok:
-            self._check_schedules(now)
-
-    def _on_board(self, message: Board, now: float) -> None:
-        if self.order.accept(("item", message.item), message.id):
-            self.settings.boards[message.item] = message  # a speaker stores items; it has nothing to show them on
-
-    def _on_board_clear(self, message: BoardClear, now: float) -> None:
-        if self.order.accept(("item", message.item), message.id):
-            self.settings.boards.pop(message.item, None)
-
-    def _on_bye(self, message: Bye, now: float) -> None:
-        self.conn.close()
-        self.probe.next_at = None
-        self._reconnect_at = now + REKEY_TIMEOUT
 
     # -- watchdog, amplifier, state ----------------------------------------------------------------------------
 
@@ -734,27 +613,3 @@ class SpeakerCore(BroadcastHandling):
         faults = self.faults(now)
         msg_id = self._send(Telemetry(v=self.telemetry(now)), now)
         self.report.sent(msg_id, faults, now)
-
-
-#: Server -> device message type -> the SpeakerCore method that handles it.
-_HANDLERS: dict[type, str] = {
-    TimeResp: "_on_time_resp",
-    Config: "_on_config",
-    Volume: "_on_volume",
-    Mute: "_on_mute",
-    Amp: "_on_amp",
-    SourceCommand: "_on_source",
-    FmPresets: "_on_fm_presets",
-    Reboot: "_on_reboot",
-    Prefetch: "_on_prefetch",
-    Chunk: "_on_chunk",
-    Play: "_on_play",
-    Join: "_on_join",
-    Rotate: "_on_rotate",
-    Leave: "_on_leave",
-    SignedAlert: "_on_alert",
-    SignedAlertCancel: "_on_alert_cancel",
-    Board: "_on_board",
-    BoardClear: "_on_board_clear",
-    Bye: "_on_bye",
-}

@@ -521,13 +521,14 @@ class StreamerCore:
 
     def announce_alert(self, source: Source, now: float, **options: Any) -> int:
         """The first half of :meth:`trigger_alert` (same arguments, same errors): the alert checked or signed and
-        its ``alert`` queued to every device, nothing else. Call :meth:`start_alert` right after; an I/O loop
-        sends the queued alerts in between, so that they leave before the ``amp`` and ``join`` that follow."""
+        its beacon (PROTOCOL.md section 6.4.2) queued to every device with a session, nothing else. Call
+        :meth:`start_alert` right after; an I/O loop sends the beacons in between, so that they leave before
+        anything is sealed for each device."""
         return self.live.announce_alert(source, now, **{**_ALERT_DEFAULTS, **options})
 
     def start_alert(self, bid: int, now: float) -> None:
-        """The second half of :meth:`trigger_alert`: ``amp`` and the alert's stream with its ``join``s. KeyError
-        unless ``bid`` was announced and not started."""
+        """The second half of :meth:`trigger_alert`: the reliable ``alert`` to every device, ``amp``, and the
+        alert's stream with its ``join``s. KeyError unless ``bid`` was announced and not started."""
         self.live.start_alert(bid, now)
 
     def cancel_alert(self, bid: int, now: float, *, body: bytes | None = None, sig: bytes | None = None,
@@ -609,7 +610,8 @@ class StreamerCore:
 
     def statistics(self) -> StreamerStatistics:
         drops: Counter[str] = Counter(self._drops)
-        drops.update(self.sessions.conn.endpoint.statistics().drops)
+        # the connection counts every datagram its endpoint drops (the endpoint's own counts are the same ones)
+        # and the control messages it drops itself
         drops.update(self.sessions.conn.statistics().drops)
         return StreamerStatistics(
             self._in, self._bytes_in, self._sent, self._bytes_out, MappingProxyType(dict(drops)),

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from loa.codecs import CodecError
 from loa.protocol.alert import PublicKey
+from loa.protocol.beacon import encode_beacon
 from loa.protocol.control import Amp, Join, Leave, Rotate, SignedAlert, SignedAlertCancel
 from loa.protocol.errors import LocalProtocolError
 from loa.protocol.priority import Policy, rank
@@ -111,7 +112,8 @@ class LiveBroadcasts:
         self._memberships: dict[bytes, set[int]] = {}
         self._watch: dict[bytes, set[int]] = {}
         # alerts announced (their `alert` queued) whose amp and stream start_alert has yet to send
-        self._announced: dict[int, tuple[Source, tuple[str, ...], str, str, list[bytes]]] = {}
+        # announced alerts not started: (source, zones, policy, name, every target, the speakers among them)
+        self._announced: dict[int, tuple[Source, tuple[str, ...], str, str, list[bytes], list[bytes]]] = {}
 
     # -- queries -----------------------------------------------------------------------------------------------
 
@@ -422,8 +424,9 @@ class LiveBroadcasts:
                        signing_key: Ed25519PrivateKey | None, zones: Sequence[str], cls: int, lvl: int,
                        status: str, alert_id: str | None, text: str | None, ttl_s: float | None, preroll_ms: int,
                        policy: str, name: str) -> int:
-        """The first half of :meth:`trigger_alert`: check (or sign) the alert and queue the signed ``alert`` to
-        every device of its zones, each sealed at once; nothing else. :meth:`start_alert` must follow."""
+        """The first half of :meth:`trigger_alert`: check (or sign) the alert and queue its beacon (section 6.4.2:
+        the same datagram, unsealed) to every device of its zones that has a session; nothing else.
+        :meth:`start_alert` must follow."""
         if not 0 <= preroll_ms <= 120_000:
             raise ValueError(f"preroll_ms must be 0-120000, not {preroll_ms}")
         now_ns = self._server_time(now)
@@ -450,20 +453,27 @@ class LiveBroadcasts:
         self._alerts[alert.bid] = AlertRecord(alert, body, sig, preroll_ms, expires_at)
         self._alert_ids.add((alert.kid, alert.id))
         covering = self._zones.covering(known)
-        boards = sorted(self._registry.in_zones(covering, kinds=("board",)))
-        speakers = sorted(self._registry.in_zones(covering, kinds=("speaker",)))
+        found = self._registry.kinds_in_zones(covering, ("board", "speaker"))
+        boards, speakers = found["board"], found["speaker"]
         rec = self._alerts[alert.bid]
         rec.targets.update(boards)
         rec.targets.update(speakers)
-        self._link.send_tracked_many(boards + speakers, ("alert", alert.bid), SignedAlert(body=body, sig=sig), now)
-        self._announced[alert.bid] = (source, known, policy, name or alert.id, speakers)
+        try:
+            beacon = encode_beacon(body, sig)
+        except LocalProtocolError:
+            pass  # too long for one datagram: the reliable copies carry it alone
+        else:
+            self._link.send_beacon(boards + speakers, beacon)
+        self._announced[alert.bid] = (source, known, policy, name or alert.id, boards + speakers, speakers)
         return alert.bid
 
     def start_alert(self, bid: int, now: float) -> None:
-        """The second half of :meth:`trigger_alert`: ``amp`` on to the speakers told of alert ``bid``, then its
-        stream and their ``join``. KeyError unless ``bid`` was announced and not started yet."""
-        source, known, policy, name, speakers = self._announced.pop(bid)
+        """The second half of :meth:`trigger_alert`: the reliable ``alert`` to every device told of alert ``bid``,
+        ``amp`` on to the speakers among them, then its stream and their ``join``. KeyError unless ``bid`` was
+        announced and not started yet."""
+        source, known, policy, name, targets, speakers = self._announced.pop(bid)
         rec = self._alerts[bid]
+        self._link.send_tracked_many(targets, ("alert", bid), SignedAlert(body=rec.body, sig=rec.sig), now)
         self._link.send_tracked_many(speakers, ("amp", bid), Amp(on=True, preroll_ms=rec.preroll_ms), now)
         self._start(bid, source, known, now, cls=rec.alert.cls, lvl=rec.alert.lvl, policy=policy, name=name,
                     delay_ms=self._settings.delay_ms, audio_from=now + rec.preroll_ms / 1000, alerted=True)

@@ -14,7 +14,7 @@ duplicate key, an unknown device.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from loa.protocol.keytext import decode_key
@@ -116,6 +116,17 @@ class Registry:
                 if entry.enrolled and entry.kind in wanted:
                     out.add(key)
         return out
+
+    def kinds_in_zones(self, zones: Iterable[str], kinds: Sequence[str]) -> dict[str, list[bytes]]:
+        """:meth:`in_zones` for each of ``kinds`` in one pass: kind -> sorted keys of the enrolled devices."""
+        out: dict[str, set[bytes]] = {kind: set() for kind in kinds}
+        devices = self._devices
+        for zone in zones:
+            for key in self._by_zone.get(zone, ()):
+                entry = devices[key]
+                if entry.enrolled and (found := out.get(entry.kind)) is not None:
+                    found.add(key)
+        return {kind: sorted(keys) for kind, keys in out.items()}
 
     # -- mutations ---------------------------------------------------------------------------------------------
 

@@ -194,8 +194,9 @@ class StreamerService:
         self.changed()
 
     def trigger_alert(self, source: Source, **options: Any) -> int:
-        """Trigger an alert (see :meth:`StreamerCore.trigger_alert`). Every device's ``alert`` is sent before
-        anything else is prepared (then ``amp``, the stream and the ``join``s), and all of it goes out before
+        """Trigger an alert (see :meth:`StreamerCore.trigger_alert`). Its beacon (one datagram for every device,
+        PROTOCOL.md section 6.4.2) is sent before anything is sealed for a device (then the reliable ``alert``,
+        ``amp``, the stream and the ``join``s), and all of it goes out before
         this returns, as far as the socket takes it (the rest at the next flush). The garbage collector is held
         off meanwhile, so that a full collection of a large heap does not land in the middle."""
         collecting = gc.isenabled()

@@ -80,6 +80,7 @@ class DeviceSessions:
         self._runtime: dict[bytes, DeviceRuntime] = {}
         self._by_index: dict[int, bytes] = {}
         self._provisional_by_ip: dict[str, float] = {}
+        self._unsealed: list[tuple[bytes, Address]] = []  # alert beacons: sent ahead of anything sealed
         self._now = 0.0
         self._address: Address | None = None
         self.wants_flush = False
@@ -161,6 +162,17 @@ class DeviceSessions:
             if msg_id is not None:
                 self.runtime(key).sent[tag] = msg_id
 
+    def send_beacon(self, keys: Sequence[bytes], datagram: bytes) -> int:
+        runtimes, out = self._runtime, self._unsealed
+        before = len(out)
+        for key in keys:
+            rt = runtimes.get(key)
+            if rt is not None and rt.online and rt.address is not None:
+                out.append((datagram, rt.address))
+        if len(out) > before:
+            self.wants_flush = True
+        return len(out) - before
+
     def acked(self, key: bytes, msg_id: int) -> bool:
         return _acked(self.conn.channel(key), msg_id)
 
@@ -199,6 +211,10 @@ class DeviceSessions:
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         self.wants_flush = False
+        if self._unsealed:
+            out, self._unsealed = self._unsealed, []
+            out += self.conn.datagrams_to_send()
+            return out
         return self.conn.datagrams_to_send()
 
     def next_timeout(self) -> float | None:

@@ -72,6 +72,10 @@ class DeviceLink(Protocol):
                           now: float) -> None:
         """:meth:`send_tracked` to every device of ``keys``, the message encoded once."""
 
+    def send_beacon(self, keys: Sequence[bytes], datagram: bytes) -> int:
+        """Queue ``datagram`` (an alert beacon: bytes that need no sealing) to the session address of every device
+        of ``keys`` that has a confirmed session, ahead of everything sealed; how many it goes to."""
+
     def acked(self, key: bytes, msg_id: int) -> bool:
         """Whether reliable message ``msg_id`` to ``key`` has been acknowledged."""
 

@@ -22,6 +22,7 @@ TARGETS: dict[str, str] = {
     "transport": "control plaintexts behind a live session's encryption, both directions",
     "control": "control-message decoding and the reliable channel's receive",
     "alert": "signed alert and cancel bodies, raw and signed with the authority key",
+    "beacon": "alert beacon datagrams, raw and carrying bodies signed with the authority key",
     "rtp": "RTP packets",
     "rtcp": "compound RTCP packets",
     "srtp": "SRTP/SRTCP unprotect, raw, round trip and with one byte forged",

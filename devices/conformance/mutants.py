@@ -53,9 +53,10 @@ class NoReplayWindow(SpeakerCore):
 
 
 class _UnsignedBook(AlertBook):
-    def accept(self, body: bytes, sig: bytes, *, now: int, zones: Any, exercise: bool) -> AcceptedAlert:
+    def accept(self, body: bytes, sig: bytes, *, now: int, zones: Any, exercise: bool,
+               beacon: bool = False) -> AcceptedAlert:
         try:
-            return super().accept(body, sig, now=now, zones=zones, exercise=exercise)
+            return super().accept(body, sig, now=now, zones=zones, exercise=exercise, beacon=beacon)
         except SignatureError:
             alert = decode_alert(body)
             pair = (alert.kid, alert.id)
@@ -63,6 +64,7 @@ class _UnsignedBook(AlertBook):
             accepted = AcceptedAlert(alert, should_play(alert, exercise))
             self._by_bid[alert.bid] = accepted
             self._by_pair[pair] = alert.bid
+            self._copies[bytes(body)] = [pair, beacon, not beacon]
             return accepted
 
 
@@ -70,6 +72,11 @@ class UnsignedAlerts(SpeakerCore):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.alerts.__class__ = _UnsignedBook
+
+
+class BeaconFromAnywhere(SpeakerCore):
+    def _on_beacon(self, data: bytes, source: Address, now: float) -> None:
+        super()._on_beacon(data, self.server_address, now)
 
 
 class LevelBlind(SpeakerCore):
@@ -175,7 +182,8 @@ def _mutants(rows: Iterable[tuple[str, str, type[SpeakerCore], set[str]]]) -> di
 MUTANTS: dict[str, Mutant] = _mutants([
     ("no-replay-window", "accepts transport counters it has seen, and any counter (no replay window)",
      NoReplayWindow, {"3.7.1", "3.7.2"}),
-    ("unsigned-alerts", "plays an alert whose signature does not verify", UnsignedAlerts, {"6.4.2"}),
+    ("unsigned-alerts", "plays an alert whose signature does not verify", UnsignedAlerts, {"6.4.2", "6.4.11"}),
+    ("beacon-from-anywhere", "takes alert beacons from any source address", BeaconFromAnywhere, {"6.4.12"}),
     ("level-blind", "ignores the issuing level of a live join (wrong preemption order)", LevelBlind,
      {"6.2.2", "6.2.3", "6.2.4", "6.2.6", "6.2.7", "6.2.8"}),
     ("no-fec", "conceals a lost frame instead of decoding the next packet's in-band FEC", NoFec, {"5.5.3"}),

@@ -53,7 +53,7 @@ class DatagramLog:
         return totals
 
 
-_LOA_TYPES = {1: "HandshakeInit", 2: "HandshakeResponse", 3: "CookieReply", 4: "Transport"}
+_LOA_TYPES = {1: "HandshakeInit", 2: "HandshakeResponse", 3: "CookieReply", 4: "Transport", 5: "AlertBeacon"}
 
 
 def describe(data: bytes) -> str:

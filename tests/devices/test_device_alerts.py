@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from serverdriver import World
+from serverdriver import SERVER, World
 
+from loa.protocol.beacon import BEACON_VERIFY_BURST, encode_beacon
 from loa.protocol.control import ConfigValues, Leave, SignedAlert
 
 
@@ -131,3 +132,72 @@ def test_an_alert_whose_leave_overtook_it_does_not_silence_the_programme(payload
     assert core.arbiter.current == 7
     played = [e for e in core.log.for_bid(7) if e.true_at is not None and e.true_at > world.net.now - 1.0]
     assert len(played) >= 45  # the programme went on playing
+
+
+# -- alert beacons (section 6.4.2) ------------------------------------------------------------------------------
+
+def _beacon_to(world: World, node: object, message: SignedAlert, *, src: tuple[str, int] = SERVER) -> None:
+    address = next(a for a, e in world.net._endpoints.items() if e is node)
+    world.net.inject(encode_beacon(message.body, message.sig), src, address)
+
+
+def test_a_beacon_delivers_the_alert_and_its_reliable_copy_is_not_counted_again(alert_payloads: list[bytes]) -> None:
+    world, node, pub = _setup(23)
+    core = node.core  # type: ignore[attr-defined]
+    genuine = world.alert(70, alert_id="beacon-1")
+    _beacon_to(world, node, genuine)
+    world.run(0.2)
+    assert core.statistics().alerts_accepted == 1  # held from the beacon alone, before any reliable message
+    assert core.alerts.for_bid(70) is not None
+    world.server.send(pub, genuine)  # the reliable copy: acknowledged, neither checked nor counted again
+    world.server.start_stream(70, [pub], cls=2, lvl=2, payloads=alert_payloads, start_in=0.1, join=True)
+    world.run(2.0)
+    assert core.arbiter.current == 70
+    assert len(core.log.for_bid(70)) > 50
+    assert core.statistics().alerts_accepted == 1
+    assert core.statistics().alerts_refused == {}
+    assert world.server.conn.channel(pub).statistics().in_flight == 0  # the reliable copy was acknowledged
+    _beacon_to(world, node, genuine)  # a third copy is a replay: checked and counted
+    world.run(0.2)
+    assert core.statistics().alerts_refused == {"ReplayError": 1}
+
+
+def test_beacons_from_elsewhere_malformed_or_forged_are_dropped_and_counted() -> None:
+    world, node, _pub = _setup(24)
+    core = node.core  # type: ignore[attr-defined]
+    genuine = world.alert(80, alert_id="beacon-2")
+    _beacon_to(world, node, genuine, src=("203.0.113.9", 4433))  # not the server's address
+    address = next(a for a, e in world.net._endpoints.items() if e is node)
+    datagram = encode_beacon(genuine.body, genuine.sig)
+    world.net.inject(datagram[:-1], SERVER, address)  # truncated
+    world.net.inject(datagram + b"\x00", SERVER, address)  # a byte after the signature
+    world.net.inject(datagram[:1] + b"\x02" + datagram[2:], SERVER, address)  # version 2
+    _beacon_to(world, node, SignedAlert(body=genuine.body, sig=bytes(64)))  # forged
+    world.run(0.5)
+    drops = core.drops()
+    assert drops["UnknownKeyError"] >= 1
+    assert drops["TruncatedError"] == 1
+    assert drops["BadLengthError"] == 1
+    assert drops["UnknownVersionError"] == 1
+    assert core.statistics().alerts_refused == {"SignatureError": 1}
+    assert core.statistics().alerts_accepted == 0
+    _beacon_to(world, node, genuine)  # the genuine one, from the server's address, still goes through
+    world.run(0.2)
+    assert core.statistics().alerts_accepted == 1
+
+
+def test_beacon_signature_checks_are_rate_limited() -> None:
+    world, node, _pub = _setup(25)
+    core = node.core  # type: ignore[attr-defined]
+    forged = world.alert(90, alert_id="beacon-3")
+    flood = BEACON_VERIFY_BURST + 20
+    for i in range(flood):  # within 0.3 s: the burst, and at most one more as the bucket refills
+        _beacon_to(world, node, SignedAlert(body=forged.body, sig=bytes([i + 1]) * 64))
+    world.run(0.3)
+    verified = core.statistics().alerts_refused["SignatureError"]
+    assert BEACON_VERIFY_BURST <= verified <= BEACON_VERIFY_BURST + 1
+    assert core.drops()["RateLimitError"] == flood - verified
+    world.run(10.0)  # the bucket refills: a genuine beacon is verified again
+    _beacon_to(world, node, world.alert(91, alert_id="beacon-4"))
+    world.run(0.2)
+    assert core.statistics().alerts_accepted == 1

@@ -96,6 +96,7 @@ class KitDevice:
         self.alerts: list[Alert] = []
         self.alert_drops: list[str] = []
         self.zone_path: tuple[str, ...] = ()
+        self.held_alerts: list[SignedAlert] = []
         self.content: dict[bytes, bytes] = {}
         self.fetching: dict[bytes, Fetching] = {}
         self.fetch_window = 16
@@ -162,10 +163,22 @@ class KitDevice:
 
     # -- messages ----------------------------------------------------------------------------------------------
 
+    def _check_alert(self, message: SignedAlert, now: float) -> None:
+        try:
+            alert = verify_alert(message.body, message.sig, self.authorities, now=EPOCH_NS + round(now * 1e9),
+                                 zone_path=self.zone_path, seen_ids={(a.kid, a.id) for a in self.alerts})
+        except RemoteProtocolError as exc:
+            self.alert_drops.append(type(exc).__name__)
+        else:
+            self.alerts.append(alert)
+
     def _on_message(self, message: Message, now: float) -> None:
         self.messages.append(message)
         if isinstance(message, Config) and message.values.zones is not None:
             self.zone_path = message.values.zones
+            held, self.held_alerts = self.held_alerts, []
+            for alert in held:  # alerts that came before the zone path (PROTOCOL.md 6.4)
+                self._check_alert(alert, now)
         elif isinstance(message, Join):
             if message.bid not in self.joined:
                 self.joined[message.bid] = message
@@ -175,14 +188,10 @@ class KitDevice:
                 self._take_key(message.bid, message.ssrc, message.key)
         elif isinstance(message, Leave):
             self.left.append(message.bid)
+        elif isinstance(message, SignedAlert) and not self.zone_path:
+            self.held_alerts.append(message)
         elif isinstance(message, SignedAlert):
-            try:
-                alert = verify_alert(message.body, message.sig, self.authorities, now=EPOCH_NS + round(now * 1e9),
-                                     zone_path=self.zone_path, seen_ids={(a.kid, a.id) for a in self.alerts})
-            except RemoteProtocolError as exc:
-                self.alert_drops.append(type(exc).__name__)
-            else:
-                self.alerts.append(alert)
+            self._check_alert(message, now)
         elif isinstance(message, Prefetch):
             if message.cid in self.content:
                 self.conn.send(Have(cid=message.cid, ok=True), now)

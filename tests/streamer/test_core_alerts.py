@@ -8,7 +8,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from streamer_kit import EPOCH_NS, World
 
-from loa.protocol.alert import Alert, key_id, sign_alert, verify_cancel
+from loa.protocol.alert import Alert, key_id, sign_alert, verify_alert, verify_cancel
+from loa.protocol.beacon import parse_beacon
 from loa.protocol.control import Amp, Join, Leave, SignedAlert, SignedAlertCancel
 from loa.protocol.rtp import ntp64_to_ns
 from loa.streamer.alerts import AlertError
@@ -140,3 +141,38 @@ def test_cancel_must_come_from_the_same_authority() -> None:
     with pytest.raises(AlertError):
         world.core.cancel_alert(bid, world.now, body=b"\x80", sig=bytes(64))
     assert world.core.live_broadcasts() == [bid]
+
+
+def test_an_alert_sends_one_beacon_to_each_device_with_a_session_before_anything_sealed() -> None:
+    world = World()
+    online = [world.device("C11"), world.device("C21"), world.device("C11", kind="board")]
+    offline = world.device("C21", start=False)  # enrolled, never connected: no verified address
+    assert world.run_until(lambda: world.online(*online), 10.0)
+    bid = world.core.trigger_alert(ToneSource(), world.now, signing_key=world.authority, zones=["D2"], ttl_s=30.0)
+    out = world.core.datagrams_to_send()
+    beacons = [(data, address) for data, address in out if data[0] == 0x05]
+    targets = [online[1]]  # the speaker in D2; C11 devices are in D1
+    assert [address for _, address in beacons] == [world.address(d) for d in targets]
+    assert out[: len(beacons)] == beacons  # ahead of every sealed datagram
+    assert world.address(offline) not in {address for _, address in out}
+    ((data, _),) = beacons
+    body, sig = parse_beacon(data)
+    alert = verify_alert(body, sig, world.authorities, now=EPOCH_NS + round(world.now * 1e9),
+                         zone_path=("P", "D2", "C21"), seen_ids=())
+    assert alert.bid == bid
+
+
+def test_every_target_of_a_wide_alert_gets_the_same_beacon_bytes() -> None:
+    world = World()
+    devices = [world.device(zone) for zone in ("C11", "C12", "C21", "C11", "C21")]
+    board = world.device("C12", kind="board")
+    assert world.run_until(lambda: world.online(*devices, board), 10.0)
+    world.core.trigger_alert(ToneSource(), world.now, signing_key=world.authority, zones=["P"], ttl_s=30.0)
+    out = world.core.datagrams_to_send()
+    beacons = [(data, address) for data, address in out if data[0] == 0x05]
+    assert sorted(address for _, address in beacons) == sorted(world.address(d) for d in [*devices, board])
+    assert len({data for data, _ in beacons}) == 1
+    # and each also gets the reliable alert, sealed for its session
+    world.run_for(1.0)
+    for device in [*devices, board]:
+        assert len(device.of_type(SignedAlert)) == 1

@@ -181,3 +181,21 @@ def test_a_device_holding_a_broadcast_the_server_does_not_run_is_told_to_leave_i
     device.conn.send(State(bid=stale, src="ip", since=EPOCH_NS), world.now)
     assert world.run_until(lambda: bool(device.of_type(Leave)), 5.0)
     assert [m.bid for m in device.of_type(Leave)] == [stale]
+
+
+def test_each_dropped_datagram_is_counted_once() -> None:
+    world = World()
+    device = world.device("C11")
+    assert world.run_until(lambda: world.online(device), 10.0)
+    before = world.core.statistics().drops
+    bad = {
+        "TruncatedError": b"\x04\x01\x00\x00" + bytes(8),
+        "UnknownVersionError": b"\x04\x02\x00\x00" + bytes(40),
+        "ReservedBitsError": b"\x04\x01\x00\x01" + bytes(40),
+        "BadLengthError": b"\x01\x01\x00\x00" + bytes(150),
+        "UnknownKeyError": b"\x04\x01\x00\x00" + b"\xde\xad\xbe\xef" + bytes(40),
+    }
+    for data in bad.values():
+        world.core.receive_datagram(data, ("203.0.113.5", 9999), world.now)
+    after = world.core.statistics().drops
+    assert {name: after.get(name, 0) - before.get(name, 0) for name in bad} == dict.fromkeys(bad, 1)

@@ -13,6 +13,7 @@ from loa.devices.conformance.context import Context
 from loa.devices.conformance.media import KitStream
 from loa.devices.conformance.registry import case
 from loa.protocol.alert import Alert, AlertCancel, key_id, sign_alert, sign_cancel
+from loa.protocol.beacon import encode_beacon
 from loa.protocol.control import Leave, SignedAlert, SignedAlertCancel
 
 NS = 1_000_000_000
@@ -272,6 +273,96 @@ async def emergency_unsigned(ctx: Context) -> None:
             "is otherwise accepted, acknowledged, reported and not played.", timeout=20.0)
 async def alert_exercise(ctx: Context) -> None:
     await _alert_case(ctx, plays=False, status="exercise")
+
+
+async def _beacon_case(ctx: Context, *, plays: bool, forged: bool = False, stranger: bool = False,
+                       error: str | None = None) -> None:
+    """An alert delivered by its beacon alone (section 6.4.2), then the emergency join and its audio."""
+    await ctx.start()
+    await ctx.clock_ready()
+    kit = ctx.kit
+    stream = ctx.stream(cls=2, lvl=2)
+    signed, _ = make_alert(ctx, stream.bid, lvl=2)
+    sig = bytes(b ^ 0x5A for b in signed.sig) if forged else signed.sig
+    beacon = encode_beacon(signed.body, sig)
+    if stranger:
+        await kit.open_alt(ctx.tg)
+        target = kit.device_address()
+        assert target is not None
+        kit.send_alt(beacon, target, "alert beacon from a stranger")
+    else:
+        kit.send_raw(beacon, note="alert beacon")
+    await anyio.sleep(0.2)
+    await reliable(ctx, stream.join(), "join")
+    await kit.pace(stream, 30)
+    await settle(ctx, stream)
+    played = played_of(ctx, stream.bid)
+    if plays:
+        ctx.check(len(played) >= 20, "the alert's broadcast plays", expected="its frames", observed=f"{len(played)}")
+    else:
+        ctx.check(not played and stream.bid not in state_bids(ctx), "the alert's broadcast does not play",
+                  expected="no frame, no state", observed=f"{len(played)} frames")
+    if error is not None:
+        values = await ctx.telemetry_after(kit.t(), TELEMETRY_WAIT)
+        drops = values.drops or {}
+        ctx.check(drops.get(error, 0) >= 1, f"the beacon is counted as {error}", expected=f"drops.{error} >= 1",
+                  observed=str(drops), level="SHOULD")
+
+
+@case("6.4.10", "An alert beacon alone is enough to play the alert",
+      description="The kit sends a valid alert as a beacon (type 0x05, in the clear, from the server's address) and "
+                  "no reliable alert, then the emergency join and the audio.",
+      expectation="The device MUST verify and accept the beacon's alert and play the broadcast.",
+      quote="then treats it exactly as an `alert` message (section 6.4: the same steps, errors, holding and "
+            "acting), except that nothing is sent back", timeout=20.0)
+async def beacon_valid(ctx: Context) -> None:
+    await _beacon_case(ctx, plays=True)
+
+
+@case("6.4.11", "An alert beacon with a forged signature is refused",
+      description="The beacon's signature does not verify; then the emergency join and the audio.",
+      expectation="The device MUST refuse it (SignatureError) and MUST NOT play the broadcast.",
+      quote="then treats it exactly as an `alert` message (section 6.4: the same steps, errors, holding and "
+            "acting)", timeout=20.0)
+async def beacon_forged(ctx: Context) -> None:
+    await _beacon_case(ctx, plays=False, forged=True, error="SignatureError")
+
+
+@case("6.4.12", "An alert beacon from an address other than the server's is dropped",
+      description="A valid alert's beacon comes from a second address of the kit; then the emergency join and the "
+                  "audio from the server's address.",
+      expectation="The device MUST drop the beacon (UnknownKeyError) and MUST NOT play the broadcast.",
+      quote="drops a beacon whose source address and port are not those it sends its session traffic to "
+            "(`UnknownKeyError`)", timeout=20.0)
+async def beacon_stranger(ctx: Context) -> None:
+    await _beacon_case(ctx, plays=False, stranger=True, error="UnknownKeyError")
+
+
+@case("6.4.13", "The reliable copy of an alert accepted from its beacon is acknowledged and not a replay",
+      description="The kit sends a valid alert as a beacon, then the same alert as a reliable alert message, then "
+                  "the emergency join and the audio.",
+      expectation="The device MUST acknowledge the reliable alert and play the broadcast once; it SHOULD NOT count "
+                  "the second copy as a ReplayError.",
+      quote="The reliable `alert` of an alert first accepted from its beacon is acknowledged and not checked or "
+            "counted again", timeout=25.0)
+async def beacon_then_reliable(ctx: Context) -> None:
+    await ctx.start()
+    await ctx.clock_ready()
+    kit = ctx.kit
+    stream = ctx.stream(cls=2, lvl=2)
+    signed, _ = make_alert(ctx, stream.bid, lvl=2)
+    kit.send_raw(encode_beacon(signed.body, signed.sig), note="alert beacon")
+    await anyio.sleep(0.2)
+    await reliable(ctx, signed, "the reliable copy of the alert")
+    await reliable(ctx, stream.join(), "join")
+    await kit.pace(stream, 30)
+    await settle(ctx, stream)
+    played = played_of(ctx, stream.bid)
+    ctx.check(len(played) >= 20, "the alert's broadcast plays", expected="its frames", observed=f"{len(played)}")
+    values = await ctx.telemetry_after(kit.t(), TELEMETRY_WAIT)
+    drops = values.drops or {}
+    ctx.check(drops.get("ReplayError", 0) == 0, "the reliable copy is not counted as a replay",
+              expected="drops.ReplayError = 0", observed=str(drops), level="SHOULD")
 
 
 async def _cancel_case(ctx: Context, *, valid: bool) -> None:
