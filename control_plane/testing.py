@@ -5,6 +5,9 @@ Nothing here is used by the running service.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +16,13 @@ from sqlalchemy import update
 
 from loa.control_plane import devices, users
 from loa.control_plane.auth import Actor
+from loa.control_plane.db import Database, Tx
 from loa.control_plane.db.schema import users as users_table
 from loa.control_plane.settings import ControlPlane, Settings
 from loa.control_plane.zone_import import import_csv
 
-__all__ = ["PROVINCE_CSV", "TEST_PASSWORD", "Seed", "bearer", "fast_settings"]
+__all__ = ["PROVINCE_CSV", "TEST_PASSWORD", "ManualClock", "Seed", "bearer", "fast_settings",
+           "write_concurrently"]
 
 PROVINCE_CSV = """code,name,parent,level
 48,Thành phố Đà Nẵng,,province
@@ -43,6 +48,42 @@ def fast_settings(data_dir: Path, url: str | None = None, **overrides: Any) -> S
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+class ManualClock:
+    """A wall clock (the ``clock`` setting) that only moves when told: set :attr:`now`, or :meth:`advance` it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+def write_concurrently(db: Database, *, writers: int, each: int, write: Callable[[Tx, int, int], object],
+                       timeout: float = 60.0) -> list[BaseException]:
+    """``writers`` threads at once, each running ``each`` write transactions ``write(tx, writer, i)`` one after
+    the other; returns what they raised (a writer stops at its first error). Each thread is waited on for at most
+    ``timeout`` seconds."""
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(each):
+                with db.write() as tx:
+                    write(tx, n, i)
+        except Exception as exc:  # noqa: BLE001 (returned to the caller, which asserts on it)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    return errors
 
 
 class Seed:

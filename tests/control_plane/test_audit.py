@@ -11,6 +11,7 @@ from sqlalchemy import delete, select, text, update
 from loa.control_plane import audit
 from loa.control_plane.db import Database
 from loa.control_plane.db.schema import audit_head, audit_log
+from loa.control_plane.testing import write_concurrently
 
 
 def _fill(db: Database, n: int = 6) -> None:
@@ -179,24 +180,9 @@ def test_a_rolled_back_change_leaves_no_entry(db: Database) -> None:
 
 
 def test_concurrent_appends_stay_one_chain(db_url: str) -> None:
-    import threading
-
     db = Database.open(db_url)
-    errors: list[Exception] = []
-
-    def writer(n: int) -> None:
-        try:
-            for i in range(15):
-                with db.write() as tx:
-                    audit.record(tx, actor=f"w{n}", action="x", target=str(i))
-        except Exception as exc:  # noqa: BLE001 (collected and asserted below)
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    errors = write_concurrently(db, writers=4, each=15,
+                                write=lambda tx, n, i: audit.record(tx, actor=f"w{n}", action="x", target=str(i)))
     try:
         assert errors == []
         report = _verify(db)

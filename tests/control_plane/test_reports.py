@@ -21,7 +21,7 @@ from loa.control_plane.api import create_app
 from loa.control_plane.asplayed import BroadcastStart, DeviceOffline, PlayedReport, StateReport
 from loa.control_plane.errors import InvalidError, NotFoundError
 from loa.control_plane.settings import ControlPlane
-from loa.control_plane.testing import Seed, bearer, fast_settings
+from loa.control_plane.testing import ManualClock, Seed, bearer, fast_settings
 from loa.protocol.control import Played, PlayedFrame, State
 
 T0 = datetime(2025, 3, 1, 0, 0, tzinfo=UTC)
@@ -32,20 +32,12 @@ def ns(when: datetime) -> int:
     return (when - EPOCH) // timedelta(microseconds=1) * 1000
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @dataclass
 class Env:
     cp: ControlPlane
     client: TestClient
     seed: Seed
-    clock: Clock
+    clock: ManualClock
     tokens: dict[str, dict[str, str]]
 
     def at(self, when: datetime) -> Env:
@@ -80,7 +72,7 @@ class Env:
 
 @pytest.fixture
 def env(db_url: str, tmp_path: Path) -> Iterator[Env]:
-    clock = Clock(T0)
+    clock = ManualClock(T0)
     cp = ControlPlane(fast_settings(tmp_path, db_url, clock=clock))
     seed = Seed(cp)
     seed.province()

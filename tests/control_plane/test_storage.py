@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from loa.control_plane.db import Database, StorageError, open_engine
 from loa.control_plane.db.migrate import head_revision, migrate
 from loa.control_plane.db.schema import devices, metadata, zones
+from loa.control_plane.testing import write_concurrently
 
 NOW = datetime(2025, 3, 1, 8, 30, tzinfo=UTC)
 
@@ -164,21 +165,8 @@ def test_bad_urls_are_one_clear_error(url: str, message: str) -> None:
 def test_writers_on_sqlite_take_turns(tmp_path: Path) -> None:
     """Concurrent write transactions queue on the write lock instead of failing with 'database is locked'."""
     db = Database.open(data_dir=tmp_path)
-    errors: list[BaseException] = []
-
-    def writer(n: int) -> None:
-        try:
-            for i in range(20):
-                with db.write() as tx:
-                    tx.conn.execute(insert(zones).values(code=f"z{n}-{i}", name="Z", created_at=NOW))
-        except Exception as exc:  # noqa: BLE001 (collected and asserted below)
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    errors = write_concurrently(db, writers=6, each=20, write=lambda tx, n, i: tx.conn.execute(
+        insert(zones).values(code=f"z{n}-{i}", name="Z", created_at=NOW)))
     try:
         assert errors == []
         with db.read() as conn:

@@ -13,16 +13,14 @@ import contextlib
 import errno
 import hashlib
 import os
-import re
 import sqlite3
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import _serve
 import httpx2
 import pytest
 
@@ -54,54 +52,14 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-class Server:
-    def __init__(self, data: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "loa.cli", "serve", "--data-dir", str(data), "--http",
-                                      "127.0.0.1:0", "--udp", "127.0.0.1:0"], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.lines: list[str] = []
-        for stream in (self.proc.stdout, self.proc.stderr):
-            threading.Thread(target=lambda s=stream: self.lines.extend(line.rstrip("\n") for line in s),
-                             daemon=True).start()
-
-    def find(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if (found := re.search(pattern, line)) is not None:
-                    return found
-            if self.proc.poll() is not None:
-                time.sleep(0.2)
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no line matching {pattern!r}; output:\n" + "\n".join(self.lines[-30:]))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
 @contextlib.contextmanager
-def serving(data: Path) -> Iterator[tuple[Server, httpx2.Client]]:
-    server = Server(data)
-    try:
-        base = server.find(r"API on (http://\S+)").group(1)
-        with httpx2.Client(base_url=base, timeout=60.0) as client:
-            yield server, client
-    finally:
-        server.stop()
+def serving(data: Path) -> Iterator[tuple[_serve.Serve, httpx2.Client]]:
+    with _serve.serving(data) as server, httpx2.Client(base_url=server.api, timeout=60.0) as client:
+        yield server, client
 
 
-def _admin(server: Server, client: httpx2.Client) -> dict[str, str]:
-    first = server.find(r"password: (\S+)").group(1)
+def _admin(server: _serve.Serve, client: httpx2.Client) -> dict[str, str]:
+    first = server.first_password()
     token = client.post("/api/v1/auth/login", json={"username": "admin", "password": first}).json()["token"]
     headers = {"Authorization": f"Bearer {token}"}
     assert client.post("/api/v1/auth/password", headers=headers,
@@ -210,8 +168,7 @@ def test_loa_serve_refuses_a_read_only_data_directory_with_one_line(small_disk: 
     assert "Traceback" not in started.stderr
     with sqlite3.connect(data / "loa.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    with serving(data) as (server, client):  # writable again: it starts, and the upload is there
-        server.find(r"devices on udp")
+    with serving(data) as (_, client):  # writable again: it starts (serving waits for it), and the upload is there
         token = client.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}).json()["token"]
         headers = {"Authorization": f"Bearer {token}"}
         assert _content_ok(client, headers, item.json())

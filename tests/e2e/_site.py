@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import time
 import wave
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from loa.devices.content import MemoryStore
 from loa.devices.core import SpeakerCore
+from loa.devices.playout import PlayoutEntry
 from loa.devices.runner import DeviceRunner
 from loa.devices.simclock import SimulatedClock
 from loa.devices.simnode import TrueTimeSink
@@ -271,3 +273,12 @@ def windowed_tone_correlation(recorded: npt.NDArray[np.float64], freq: float, wi
     n = round(window * SAMPLE_RATE)
     pieces = [recorded[i:i + n] for i in range(0, len(recorded) - n + 1, n)] or [recorded]
     return min(tone_correlation(piece, freq) for piece in pieces)
+
+
+def frame_counts(entries: list[PlayoutEntry]) -> Counter[str]:
+    """Frames by kind, plus ``missing``: slots between the first and last frame that never played."""
+    counts = Counter(e.kind for e in entries)
+    span = ((entries[-1].rtp_ts - entries[0].rtp_ts) % 2**32) // FRAME + 1
+    counts["missing"] = span - len(entries)
+    counts["slots"] = span
+    return counts

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _netem import LossProxy, frame_counts
-from _site import Device, Site, wait_for
+from _site import Device, Site, frame_counts, wait_for
 
+from loa.bench.impair import Impairment, ImpairProxy
 from loa.protocol.control import Volume
 from loa.streamer.sources import ToneSource
 
@@ -43,7 +43,7 @@ async def test_five_percent_loss_both_ways(anyio_backend: str, tmp_path: Path) -
     with anyio.fail_after(35):
         async with anyio.create_task_group() as tg:
             await site.start_server(tg)
-            proxy = LossProxy(tg, site.address, loss=LOSS, seed=41)
+            proxy = ImpairProxy(tg, site.address, up=Impairment(loss=LOSS), down=Impairment(loss=LOSS), seed=41)
             devices = [site.add_device("A", record=False, server=(await proxy.add_leg()).address)
                        for _ in range(3)]
             seen = [record_volumes(d) for d in devices]
@@ -60,7 +60,8 @@ async def test_five_percent_loss_both_ways(anyio_backend: str, tmp_path: Path) -
             await site.stop_server()
             await proxy.aclose()
             tg.cancel_scope.cancel()
-    up, down = proxy.totals()
+    totals = proxy.totals()
+    up, down = totals["up"], totals["down"]
     print(f"{anyio_backend}: proxy up {up.forwarded} forwarded / {up.dropped} dropped "
           f"({up.dropped / (up.forwarded + up.dropped):.2%}), down {down.forwarded} / {down.dropped} "
           f"({down.dropped / (down.forwarded + down.dropped):.2%})")

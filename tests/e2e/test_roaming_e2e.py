@@ -9,9 +9,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _netem import LossProxy, frame_counts
-from _site import Site, wait_for
+from _site import Site, frame_counts, wait_for
 
+from loa.bench.impair import ImpairProxy
 from loa.streamer.sources import ToneSource
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +23,7 @@ async def test_a_device_that_changes_address_keeps_playing(anyio_backend: str, t
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             await site.start_server(tg)
-            proxy = LossProxy(tg, site.address, loss=0.0, seed=51)
+            proxy = ImpairProxy(tg, site.address, seed=51)
             legs = [await proxy.add_leg() for _ in range(2)]
             devices = [site.add_device("A", record=False, server=leg.address) for leg in legs]
             await wait_for(lambda: all(d.core.statistics().clock_ready for d in devices), 10, "clock sync")

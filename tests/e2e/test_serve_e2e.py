@@ -10,21 +10,18 @@ others keep it; the as-played report shows both; `loa audit verify` passes over 
 from __future__ import annotations
 
 import base64
-import os
-import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+from _serve import Serve, serving, spawn
 
 from loa.devices.fleet import load_fleet_keys
 from loa.protocol.noise import x25519_public
@@ -36,52 +33,6 @@ HAMLETS_PER_COMMUNE = 5
 DEVICES = 200
 PASSWORD = "mật khẩu đủ dài 2026"
 PROGRAMME_S = 40
-
-
-@dataclass
-class Process:
-    proc: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
-
-    def start_reader(self) -> None:
-        def read(stream: Any) -> None:
-            for line in stream:
-                self.lines.append(line.rstrip("\n"))
-
-        for stream in (self.proc.stdout, self.proc.stderr):
-            threading.Thread(target=read, args=(stream,), daemon=True).start()
-
-    def find(self, pattern: str, timeout: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if (found := re.search(pattern, line)) is not None:
-                    return found
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no line matching {pattern!r}; output:\n" + "\n".join(self.lines[-40:]))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def _spawn(*args: str) -> Process:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "loa.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    process = Process(proc)
-    process.start_reader()
-    return process
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -113,22 +64,15 @@ class Api:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[tuple[Process, Api, dict[str, str]]]:
-    server = _spawn("serve", "--data-dir", str(tmp_path / "data"), "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0")
-    try:
-        password = server.find(r"password: (\S+)", 60).group(1)
-        http = server.find(r"API on (http://\S+)", 30).group(1)
-        udp = server.find(r"devices on udp (\S+); server public key (\S+)", 30)
-        authority = server.find(r"alert authority public key (\S+)", 30).group(1)
-        api = Api(http)
-        info = {"udp": udp.group(1), "server_key": udp.group(2), "authority": authority, "password": password,
-                "data": str(tmp_path / "data")}
+def site(tmp_path: Path) -> Iterator[tuple[Serve, Api, dict[str, str]]]:
+    with serving(tmp_path / "data") as server:
+        api = Api(server.api)
+        info = {"udp": server.udp, "server_key": server.server_key, "authority": server.authority,
+                "password": server.first_password(), "data": str(tmp_path / "data")}
         try:
             yield server, api, info
         finally:
             api.close()
-    finally:
-        server.stop()
 
 
 def _province_csv() -> str:
@@ -149,7 +93,7 @@ def _mp3(path: Path) -> Path:
 
 
 def test_two_hundred_devices_play_the_schedule_and_one_commune_takes_the_alert(
-        site: tuple[Process, Api, dict[str, str]], tmp_path: Path) -> None:
+        site: tuple[Serve, Api, dict[str, str]], tmp_path: Path) -> None:
     _, api, info = site
     # The first administrator changes the one-time password, then creates the people of the story.
     token = api.login("admin", info["password"])
@@ -174,9 +118,9 @@ def test_two_hundred_devices_play_the_schedule_and_one_commune_takes_the_alert(
         device = api.call(admin, "POST", "/api/v1/devices", 201, json={
             "public_key": public, "kind": "speaker", "zone": hamlets[i % len(hamlets)], "name": f"cụm loa {i}"})
         zone_of[device["id"]] = hamlets[i % len(hamlets)]
-    fleet = _spawn("fleet", "--count", str(DEVICES), "--server", info["udp"], "--server-key", info["server_key"],
-                   "--keys-dir", str(keys_dir), "--authority-key", info["authority"], "--start-rate", "400",
-                   "--offset-max", "2", "--drift-max", "50", "--status-every", "2")
+    fleet = spawn("fleet", "--count", str(DEVICES), "--server", info["udp"], "--server-key", info["server_key"],
+                  "--keys-dir", str(keys_dir), "--authority-key", info["authority"], "--start-rate", "400",
+                  "--offset-max", "2", "--drift-max", "50", "--status-every", "2")
     try:
         def online() -> bool:
             page = api.call(admin, "GET", "/api/v1/devices", params={"limit": 1000})
