@@ -7,9 +7,13 @@ the same run on the same destinations and payload (:mod:`loa.bench.fanout`, whos
   (:class:`~loa.streamer.fanout.Fanout`), the C ceiling, a plain ``sendto`` loop and GStreamer's
   ``multiudpsink`` (when installed) send ``--packets`` datagrams (``us_per_pkt_N``, ``ceiling_us_per_pkt_N``,
   ``sendto_us_per_pkt_N``, ``gst_us_per_pkt_N``, ``ratio_to_ceiling_N``); then the whole streamer service streams a
-  live tone to the first N devices of one set of sessions made once through the real handshake
-  (:mod:`loa.bench._streamer_load`), on trio and on asyncio (``trio_us_per_pkt_N``, ``asyncio_us_per_pkt_N``,
-  ``trio_ratio_to_ceiling_N``...).
+  live tone to N devices with sessions made through the real handshake (:mod:`loa.bench._streamer_load`), on trio
+  and on asyncio (``trio_us_per_pkt_N``, ``asyncio_us_per_pkt_N``, ``trio_ratio_to_ceiling_N``...; the ceiling
+  of those ratios, measured beside them, is ``streamer_ceiling_us_per_pkt_N``), up to ``--streamer-devices``
+  (``--streamer-counts`` picks other counts for this part). The counts up to ``--streams-devices`` share one set
+  of sessions; each larger count has a set of its own, made just before it is measured and dropped after, so that
+  a small count does not carry the bookkeeping of many idle sessions and no set lives long enough to rekey (120 s;
+  making and settling 20,000 sessions takes about a minute on 2 shared cores).
 * Streams (``--streams``, default 1, 10, 100): the same devices (the largest N that is at most
   ``--streams-devices``) split into S zones, each with its own live stream (its own encoding, SRTP and frame
   clock): ``streams_trio_us_per_pkt_S``, ``streams_asyncio_us_per_pkt_S``, ``streams_ratio_to_ceiling_S`` (the
@@ -31,6 +35,7 @@ Each measured figure is the median of ``--repeat`` runs; ``_min``/``_max`` keys 
 
 from __future__ import annotations
 
+import gc
 import socket
 import statistics
 import sys
@@ -83,8 +88,13 @@ def _median_ratio(ceiling: list[float], ours: list[float]) -> float | None:
 
 def measure_streamer(counts: list[int], streams: list[int], *, streams_devices: int, seconds: float, repeat: int,
                      binary: str, payload: bytes, most: int) -> dict[str, Any]:
-    """The streamer service to the first N of one set of sessions, and to S zones of one total; see the module.
-    Only counts up to ``most`` (sessions are made in memory first, which takes time)."""
+    """The streamer service to N devices, and to S zones of one total; see the module.
+
+    Only counts up to ``most``. The counts up to ``streams_devices`` share one set of sessions (the largest of
+    them, also the one the streams part splits into zones); every larger count gets a set of its own, made
+    through the handshake just before it is measured and dropped after. So no measurement carries many more
+    idle sessions than it sends to, and no set lives long enough for its devices to rekey (120 s), which at
+    20,000 devices costs as much as making them."""
     from loa.bench._streamer_load import StreamerLoad, leaf
 
     out: dict[str, Any] = {}
@@ -94,54 +104,72 @@ def measure_streamer(counts: list[int], streams: list[int], *, streams_devices: 
     if any(count % leaf_size for count in counts):
         raise UserError(f"--devices must all be multiples of {leaf_size} to share one set of sessions")
     with ExitStack() as stack:
-        rx = Receivers(stack, counts[-1], 2)
-        began = time.perf_counter()
-        load = StreamerLoad(rx.addresses, leaf_size=leaf_size)
-        print(f"scale: {counts[-1]} sessions in {time.perf_counter() - began:.1f} s", file=sys.stderr)
         sock = stack.enter_context(open_udp_socket("127.0.0.1", 0))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
 
-        def run(groups: list[list[str]], backend: str) -> float:
-            cpu, sent = load.measure(sock, groups, seconds=seconds, backend=cast(Any, backend))
-            rx.drain(1, None)
-            return cpu / 1000 / max(sent, 1)
-
         def ceiling_of(count: int) -> float:
-            part = Receivers(stack, count, 1)
-            cpu, sent = measure_ceiling(part, max(2, 20_000 // count), payload, binary)
+            with ExitStack() as inner:
+                part = Receivers(inner, count, 1)
+                cpu, sent = measure_ceiling(part, max(2, 20_000 // count), payload, binary)
             return cpu / 1000 / max(sent, 1)
 
+        def one_set(size: int, measured: list[int], with_streams: bool) -> None:
+            with ExitStack() as inner:
+                rx = Receivers(inner, size, 2)
+                began = time.perf_counter()
+                load = StreamerLoad(rx.addresses, leaf_size=leaf_size)
+                print(f"scale: {size} sessions in {time.perf_counter() - began:.1f} s", file=sys.stderr)
+
+                def run(groups: list[list[str]], backend: str) -> float:
+                    cpu, sent = load.measure(sock, groups, seconds=seconds, backend=cast(Any, backend))
+                    rx.drain(1, None)
+                    return cpu / 1000 / max(sent, 1)
+
+                for count in measured:
+                    began = time.perf_counter()
+                    zones = [leaf(i) for i in range(count // leaf_size)]
+                    figures: dict[str, list[float]] = {name: [] for name in (*BACKENDS, "ceiling")}
+                    for turn in range(repeat):
+                        for backend in BACKENDS if turn % 2 == 0 else BACKENDS[::-1]:
+                            figures[backend].append(run([zones], backend))
+                        figures["ceiling"].append(ceiling_of(count))
+                    for backend in BACKENDS:
+                        out[f"{backend}_us_per_pkt_{count}"] = round(statistics.median(figures[backend]), 4)
+                        out[f"{backend}_ratio_to_ceiling_{count}"] = _median_ratio(figures["ceiling"],
+                                                                                   figures[backend])
+                    out[f"streamer_ceiling_us_per_pkt_{count}"] = round(
+                        statistics.median(figures["ceiling"]), 4)
+                    print(f"scale: streamer to {count}: trio {out[f'trio_us_per_pkt_{count}']} asyncio "
+                          f"{out[f'asyncio_us_per_pkt_{count}']} us/pkt ({time.perf_counter() - began:.1f} s)",
+                          file=sys.stderr)
+                if with_streams:
+                    measure_streams(run, size)
+
+        def measure_streams(run: Any, total: int) -> None:
+            leaves = total // leaf_size
+            out["streams_devices"] = total
+            for count in streams:
+                if count > leaves:
+                    continue
+                per = leaves // count
+                groups = [[leaf(j) for j in range(i * per, (i + 1) * per)] for i in range(count)]
+                figures: dict[str, list[float]] = {name: [] for name in (*BACKENDS, "ceiling")}
+                for turn in range(repeat):
+                    for backend in BACKENDS if turn % 2 == 0 else BACKENDS[::-1]:
+                        figures[backend].append(run(groups, backend))
+                    figures["ceiling"].append(ceiling_of(per * count * leaf_size))
+                for backend in BACKENDS:
+                    out[f"streams_{backend}_us_per_pkt_{count}"] = round(statistics.median(figures[backend]), 4)
+                out[f"streams_ceiling_us_per_pkt_{count}"] = round(statistics.median(figures["ceiling"]), 4)
+                out[f"streams_ratio_to_ceiling_{count}"] = _median_ratio(figures["ceiling"], figures["asyncio"])
+                print(f"scale: {count} streams to {per * count * leaf_size}: asyncio "
+                      f"{out[f'streams_asyncio_us_per_pkt_{count}']} us/pkt", file=sys.stderr)
+
+        one_set(shared, [c for c in counts if c <= shared], with_streams=True)
         for count in counts:
-            zones = [leaf(i) for i in range(count // leaf_size)]
-            figures: dict[str, list[float]] = {name: [] for name in (*BACKENDS, "ceiling")}
-            for turn in range(repeat):
-                for backend in BACKENDS if turn % 2 == 0 else BACKENDS[::-1]:
-                    figures[backend].append(run([zones], backend))
-                figures["ceiling"].append(ceiling_of(count))
-            for backend in BACKENDS:
-                out[f"{backend}_us_per_pkt_{count}"] = round(statistics.median(figures[backend]), 4)
-                out[f"{backend}_ratio_to_ceiling_{count}"] = _median_ratio(figures["ceiling"], figures[backend])
-            print(f"scale: streamer to {count}: trio {out[f'trio_us_per_pkt_{count}']} asyncio "
-                  f"{out[f'asyncio_us_per_pkt_{count}']} us/pkt", file=sys.stderr)
-        total = shared
-        leaves = total // leaf_size
-        out["streams_devices"] = total
-        for count in streams:
-            if count > leaves:
-                continue
-            per = leaves // count
-            groups = [[leaf(j) for j in range(i * per, (i + 1) * per)] for i in range(count)]
-            figures = {name: [] for name in (*BACKENDS, "ceiling")}
-            for turn in range(repeat):
-                for backend in BACKENDS if turn % 2 == 0 else BACKENDS[::-1]:
-                    figures[backend].append(run(groups, backend))
-                figures["ceiling"].append(ceiling_of(per * count * leaf_size))
-            for backend in BACKENDS:
-                out[f"streams_{backend}_us_per_pkt_{count}"] = round(statistics.median(figures[backend]), 4)
-            out[f"streams_ceiling_us_per_pkt_{count}"] = round(statistics.median(figures["ceiling"]), 4)
-            out[f"streams_ratio_to_ceiling_{count}"] = _median_ratio(figures["ceiling"], figures["asyncio"])
-            print(f"scale: {count} streams to {per * count * leaf_size}: asyncio "
-                  f"{out[f'streams_asyncio_us_per_pkt_{count}']} us/pkt", file=sys.stderr)
+            if count > shared:
+                gc.collect()  # the previous set's sessions, before the next is made
+                one_set(count, [count], with_streams=False)
     return out
 
 
@@ -249,8 +277,11 @@ def measure_multicast(counts: list[int], *, frames: int, repeat: int, payload: b
 @click.option("--streams", default="1,10,100", show_default=True, help="Comma-separated simultaneous stream counts.")
 @click.option("--streams-devices", type=click.IntRange(1, 100_000), default=5000, show_default=True,
               help="Devices shared by the streams (the largest device count up to this).")
-@click.option("--streamer-devices", type=click.IntRange(1, 100_000), default=5000, show_default=True,
+@click.option("--streamer-devices", type=click.IntRange(1, 100_000), default=20_000, show_default=True,
               help="The largest device count the streamer service is measured at (its sessions are made first).")
+@click.option("--streamer-counts", default=None,
+              help="Comma-separated device counts of the streamer service [default: every --devices count up to "
+                   "--streamer-devices].")
 @click.option("--packets", type=click.IntRange(1, 5_000_000), default=100_000, show_default=True,
               help="Datagrams per fan-out measurement.")
 @click.option("--stream-seconds", type=click.FloatRange(0.1, 10), default=1.0, show_default=True,
@@ -264,11 +295,16 @@ def measure_multicast(counts: list[int], *, frames: int, repeat: int, payload: b
               help="Runs per figure; the median is reported.")
 @click.option("--parts", default="devices,streamer,frames,multicast", show_default=True,
               help="Which parts to run: devices, streamer, frames, multicast.")
-def scale(*, as_json: bool, devices: str, streams: str, streams_devices: int, streamer_devices: int, packets: int,
-          stream_seconds: float,
+def scale(*, as_json: bool, devices: str, streams: str, streams_devices: int, streamer_devices: int,
+          streamer_counts: str | None, packets: int, stream_seconds: float,
           frame_devices: int, bitrate: int, multicast: str, repeat: int, parts: str) -> None:
     """Fan-out cost against devices and simultaneous streams; 20/40/60 ms frames; unicast against multicast."""
     counts = _counts(devices, "--devices", 1, 100_000)
+    if streamer_counts is not None:
+        served = _counts(streamer_counts, "--streamer-counts", 1, 100_000)
+        streamer_devices = served[-1]
+    else:
+        served = counts
     stream_counts = _counts(streams, "--streams", 1, 1000)
     chosen = {part.strip() for part in parts.split(",") if part.strip()}
     known = {"devices", "streamer", "frames", "multicast"}
@@ -296,7 +332,7 @@ def scale(*, as_json: bool, devices: str, streams: str, streams_devices: int, st
                       f"{metrics[f'ceiling_us_per_pkt_{count}']} ({time.perf_counter() - began:.1f} s)",
                       file=sys.stderr)
         if "streamer" in chosen:
-            metrics.update(measure_streamer(counts, stream_counts, streams_devices=streams_devices,
+            metrics.update(measure_streamer(served, stream_counts, streams_devices=streams_devices,
                                             seconds=stream_seconds, repeat=repeat, binary=binary, payload=payload,
                                             most=streamer_devices))
         if "frames" in chosen:

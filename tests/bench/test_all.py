@@ -125,7 +125,8 @@ def test_out_that_is_a_file_is_one_clear_line(tmp_path: Path) -> None:
     ("sample_delivery_10", "fraction"), ("spread_pct_10", "%"), ("frame_cpu_pct_20ms", "%"),
     ("bytes_per_session_100", "bytes"), ("size", "bytes"), ("pps_1000", "datagrams/s"),
     ("frame_pps_20ms", "datagrams/s"), ("loa_d500_p50_ms", "ms"), ("gst_jb20_p99_ms", "ms"),
-    ("frames_loa_d500", "count"), ("ratio_vs_gstreamer_low", "ratio"),
+    ("frames_loa_d500", "count"), ("ratio_vs_gstreamer_low", "ratio"), ("status_rps_sqlite", "requests/s"),
+    ("streamer_ceiling_us_per_pkt_20000", "µs CPU/datagram"),
 ])
 def test_units_from_metric_names(key: str, unit: str) -> None:
     assert unit_of(key) == unit

@@ -49,8 +49,24 @@ def test_scale_bench_json() -> None:
         assert "multicast_us_per_frame_2" not in metrics
 
 
+@pytest.mark.e2e
+@needs_cc
+def test_streamer_counts_above_the_shared_set_get_sessions_of_their_own() -> None:
+    args = ["--json", "--parts", "streamer", "--devices", "4", "--streamer-counts", "2,4,8", "--streams", "1,2",
+            "--streams-devices", "4", "--stream-seconds", "0.2", "--repeat", "1"]
+    result = CliRunner().invoke(scale, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])["metrics"]
+    for n in (2, 4, 8):  # 8 is not among --devices and above --streams-devices: a set of its own
+        for key in ("trio_us_per_pkt", "asyncio_us_per_pkt", "streamer_ceiling_us_per_pkt"):
+            assert metrics[f"{key}_{n}"] > 0, (key, n)
+    assert metrics["streams_devices"] == 4  # the streams split the shared set, not the larger one
+    assert metrics["streams_asyncio_us_per_pkt_2"] > 0
+    assert "us_per_pkt_4" not in metrics  # the bare fan-out part did not run
+
+
 @pytest.mark.parametrize(("option", "value"), [("--devices", "ten"), ("--streams", "0"), ("--parts", "nope"),
-                                               ("--multicast", "x")])
+                                               ("--multicast", "x"), ("--streamer-counts", "0")])
 def test_bad_options_are_one_clear_line(option: str, value: str) -> None:
     result = CliRunner().invoke(scale, [option, value])
     assert result.exit_code == 1
