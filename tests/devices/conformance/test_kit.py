@@ -32,10 +32,12 @@ PROCESSES = 3
 RUN_TIMEOUT_S = 240
 
 
-def _run_agent(device: str, out: Path) -> dict[str, tuple[str, str]]:
-    """``{case: (verdict, reason)}`` of one full run of ``device``."""
+def _run_agent(device: str, out: Path, cases: list[str] | None = None) -> dict[str, tuple[str, str]]:
+    """``{case: (verdict, reason)}`` of one run of ``device`` (every case, or ``cases``)."""
     cmd = [sys.executable, "-m", "loa.cli", "conformance", "run", "--device", device, "--out", str(out),
            "--jobs", str(RUN_JOBS)]
+    for case_id in cases or ():
+        cmd += ["--cases", case_id]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
     index_file = out / "index.json"
     assert index_file.exists(), f"{device}: no index.json; exit {done.returncode}\n{done.stderr[-2000:]}"
@@ -67,8 +69,12 @@ def test_every_agent_ran_every_case(verdicts: dict[str, dict[str, tuple[str, str
     assert {agent: set(results) for agent, results in verdicts.items()} == dict.fromkeys(AGENTS, ids)
 
 
-def test_reference_passes_every_case(verdicts: dict[str, dict[str, tuple[str, str]]]) -> None:
+def test_reference_passes_every_case(verdicts: dict[str, dict[str, tuple[str, str]]], tmp_path: Path) -> None:
     results = verdicts["reference"]
+    shaky = sorted(case for case, (v, _) in results.items() if v == "NON-STRICT")
+    if shaky:  # a SHOULD-level timing check (an ack within 60 ms...) can miss on a loaded machine: run those again
+        again = _run_agent("reference", tmp_path / "again", shaky)
+        results = {**results, **{case: again[case] for case in shaky}}
     assert {v for v, _ in results.values()} == {"OK"}, _explain(results)
 
 
