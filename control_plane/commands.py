@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -135,14 +136,19 @@ def serve(*, data_dir: Path | None, url: str | None, http: str, udp: str, zeroco
             click.echo("loa: log in and change it (POST /api/v1/auth/password, or `loa admin password`)")
         bound = listener.getsockname()
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        click.echo(f"loa: control plane API on http://{shown}:{bound[1]} (database: {cp.db.dialect})", err=True)
         udp_bound = sock.getsockname()
-        click.echo(f"loa: devices on udp {udp_bound[0]}:{udp_bound[1]}; server public key "
-                   f"{public_base64(dataplane.public_key)}", err=True)
-        click.echo(f"loa: alert authority public key {cp.authority.public_base64}", err=True)
+        lines = [f"loa: control plane API on http://{shown}:{bound[1]} (database: {cp.db.dialect})",
+                 (f"loa: devices on udp {udp_bound[0]}:{udp_bound[1]}; server public key "
+                  f"{public_base64(dataplane.public_key)}"),
+                 f"loa: alert authority public key {cp.authority.public_base64}"]
         sys.stdout.flush()
+
+        def ready() -> None:  # once the streamer answers devices: whoever waits for these lines may go on
+            for line in lines:
+                click.echo(line, err=True)
+
         with sock:
-            _run(cp, listener, backend, dataplane, sock)
+            _run(cp, listener, backend, dataplane, sock, ready=ready)
     finally:
         listener.close()
         cp.close()
@@ -182,7 +188,8 @@ def _listen(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _run(cp: object, listener: socket.socket, backend: str, dataplane: object, sock: socket.socket) -> None:
+def _run(cp: object, listener: socket.socket, backend: str, dataplane: object, sock: socket.socket, *,
+         ready: Callable[[], None]) -> None:
     import anyio
     from hypercorn.config import Config
 
@@ -211,6 +218,7 @@ def _run(cp: object, listener: socket.socket, backend: str, dataplane: object, s
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             await tg.start(dataplane.run, sock)
+            ready()  # the API's socket listens already: a request made now waits in its backlog
             scheduling = anyio.CancelScope()
 
             async def run_scheduler() -> None:
