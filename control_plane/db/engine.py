@@ -13,6 +13,8 @@ SQLAlchemy exceptions.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,7 +74,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(cursor)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -96,3 +98,21 @@ def read(engine: Engine) -> Iterator[Connection]:
     """One read transaction (a consistent snapshot); it must not write."""
     with engine.connect().execution_options(**{_READ_OPTION: True}) as conn, conn.begin():
         yield conn
+
+
+def _enter_wal(cursor: Any) -> None:
+    # Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is locked" at once,
+    # without its busy handler, while another connection holds any lock (several processes or threads
+    # opening a new data directory at the same moment). WAL is a property of the file: once one connection
+    # has set it, the pragma is a no-op for the others. So retry, within the same busy timeout.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)

@@ -65,6 +65,32 @@ def test_concurrent_starts_migrate_once(empty_db_url: str) -> None:
     assert sum(r.changed for r in results) == 1
 
 
+def test_new_sqlite_files_opened_by_several_threads_at_once_all_open(tmp_path: Path) -> None:
+    # Switching a new file to WAL needs an exclusive lock, and SQLite refuses it at once (no busy wait) to
+    # a connection that races another one doing the same; each such race must end with every opener in WAL.
+    def open_and_check(url: str, modes: list[object], errors: list[Exception]) -> None:
+        engine = open_engine(url)
+        try:
+            with engine.connect() as conn:
+                modes.append(conn.exec_driver_sql("PRAGMA journal_mode").scalar())
+        except Exception as exc:  # noqa: BLE001 (collected and asserted below)
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    modes: list[object] = []
+    errors: list[Exception] = []
+    for round_ in range(40):
+        url = f"sqlite:///{tmp_path / f'new-{round_}.db'}"
+        threads = [threading.Thread(target=open_and_check, args=(url, modes, errors)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert errors == []
+    assert modes == ["wal"] * 240
+
+
 def test_a_newer_schema_is_refused(db_url: str) -> None:
     db = Database.open(db_url)
     try:
