@@ -207,7 +207,11 @@ def _run(cp: object, listener: socket.socket, backend: str, dataplane: object, s
     config.bind = [f"fd://{listener.detach()}"]  # hypercorn takes the socket over
     config.graceful_timeout = 5.0
     config.accesslog = None
-    scheduler = Scheduler(cp.db, ContentStore(cp.settings.data_dir / "content"), dataplane)
+    store = ContentStore(cp.settings.data_dir / "content")
+    swept = store.sweep()
+    if swept:
+        click.echo(f"loa: removed {swept} unfinished upload file(s) left by a server that stopped mid-upload", err=True)
+    scheduler = Scheduler(cp.db, store, dataplane)
 
     async def shutdown_trigger() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -4,7 +4,9 @@ The same bytes are stored once, and a name always means the same bytes (it is th
 check). Every file is written under a temporary name in the same folder, fsynced and renamed, and the folder is
 fsynced: a reader, or a crash, sees the whole file or none of it. The library writes a file *before* the
 database row that refers to it commits, so a committed row always has its file; a crash between the two leaves
-an unreferenced file, which is harmless and is reused by the next upload of the same content.
+an unreferenced file, which is harmless and is reused by the next upload of the same content. A file being
+received or encoded lives in ``content/.incoming`` until it is complete; what a killed process left there is
+removed by :meth:`ContentStore.sweep` when ``loa serve`` starts.
 
 Failure semantics: ``OSError`` from the file system (disk full, permissions) propagates; nothing partial is
 left under a final name, and temporary files are removed on failure.
@@ -49,10 +51,33 @@ class ContentStore:
 
     def incoming(self, suffix: str = "") -> Path:
         """A fresh path for a file being received or encoded (in the store's file system, so it can be adopted
-        by a rename). The caller removes it if it does not :meth:`adopt` it."""
+        by a rename). The caller removes it if it does not :meth:`adopt` it. Its name starts with this process's
+        id, so that :meth:`sweep` can tell a file of a process that died before removing it."""
         folder = self.root / _INCOMING
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return folder / f"{secrets.token_hex(8)}{suffix}"
+        return folder / f"{os.getpid()}.{secrets.token_hex(8)}{suffix}"
+
+    def sweep(self) -> int:
+        """Remove the unfinished files of processes that are gone (an upload or encoding cut by a crash or a
+        ``kill -9``): never part of the store, and nothing else would ever remove them. A file whose process is
+        still running (another ``loa`` on the same data directory) is left alone. Returns how many were
+        removed; a file that cannot be removed is left for the next sweep."""
+        folder = self.root / _INCOMING
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            return 0  # no folder yet (nothing was ever received), or unreadable: nothing to do here
+        removed = 0
+        for entry in entries:
+            owner, dot, _ = entry.name.partition(".")
+            if dot and owner.isdigit() and _running(int(owner)):
+                continue
+            try:
+                entry.unlink()
+            except OSError:
+                continue
+            removed += 1
+        return removed
 
     def put_bytes(self, blob: bytes, media_type: str) -> tuple[str, Path]:
         """Store ``blob``; returns its sha256 and path. Storing bytes already there writes nothing."""
@@ -81,6 +106,19 @@ class ContentStore:
         """Remove a temporary file from :meth:`incoming` (no error if it is gone)."""
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` exists (another user's counts: it may be writing there)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

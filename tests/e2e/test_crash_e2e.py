@@ -43,3 +43,4 @@ def test_three_kills_lose_nothing_and_fire_every_slot_once(tmp_path: Path) -> No
     assert 0 < metrics["detect_max_ms"] <= 12_000, metrics  # 3 unanswered probes (section 7.6), wide margin
     assert metrics["init_wait_max_ms"] <= 15_000, metrics
     assert metrics["audit_entries"] > metrics["acknowledged"], metrics
+    assert metrics["orphan_files"] == 0, metrics  # what a kill cut off mid-upload is swept at the next start
