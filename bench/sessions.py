@@ -6,7 +6,10 @@ Noise IK handshake (PROTOCOL.md section 3), sends ``hello``, and the core's answ
 ``config``/``volume``) are handed back until both sides are quiet. Each device has its own source address, and
 the devices start ``1 / HANDSHAKE_SPACING`` apart on the virtual clock, below the rate at which the server turns
 on cookie mode (``HANDSHAKES_PER_SECOND_BEFORE_COOKIE``), so every session takes one round trip as on a quiet
-network.
+network. Every side's timers run every ``TICK`` (10) virtual seconds meanwhile, as they would on a network, so
+that the devices already up keep their sessions alive (keepalives, PROTOCOL.md section 3.8.2) while the others
+come up: a device whose timers first ran more than ``DEAD_AFTER`` (45 s) after its handshake would find the
+server silent and handshake again.
 
 Memory (``bytes_per_session_N``): :mod:`tracemalloc` traces the Python heap while N sessions are established
 and settle (half a virtual second of timers on every side, so that delayed acknowledgements flow and nothing
@@ -62,6 +65,7 @@ EPOCH_NS = 1_750_000_000 * 1_000_000_000
 GOAL_BYTES = 2048
 HANDSHAKE_SPACING = 1.0 / (HANDSHAKES_PER_SECOND_BEFORE_COOKIE // 2)  # virtual seconds between two devices
 MAX_ROUNDS = 8  # exchanges per device before giving up on quiet
+TICK = 10.0  # virtual seconds between two runs of every side's timers while the devices come up
 Address = tuple[str, int]
 
 
@@ -96,7 +100,11 @@ class InMemoryDevices:
         out = cls(core, {})
         now = start
         keys = device_keys(seed, len(addresses))
+        ticked = start
         for i, (address, device_zone, key) in enumerate(zip(addresses, zones, keys, strict=True)):
+            if now - ticked >= TICK:
+                out.tick(now)
+                ticked = now
             if enrol:
                 core.add_device(x25519_public(key), device_zone, now, name=f"bench-{i:05d}")
             device = DeviceConnection(static_private=key, server_public=core.public_key,
@@ -137,13 +145,18 @@ class InMemoryDevices:
         waits for its acknowledgement. Returns the virtual time reached."""
         for _ in range(steps):
             now += step
-            self.core.handle_timeout(now)
-            for address, device in self.devices.items():
-                device.handle_timeout(now)
-                for data in device.datagrams_to_send():
-                    self.core.receive_datagram(data, address, now)
-            self.pump(now)
+            self.tick(now)
         return now
+
+    def tick(self, now: float) -> None:
+        """Run every side's timers at ``now`` (retransmissions, delayed acknowledgements, keepalives) and let
+        what they send flow until quiet."""
+        self.core.handle_timeout(now)
+        for address, device in self.devices.items():
+            device.handle_timeout(now)
+            for data in device.datagrams_to_send():
+                self.core.receive_datagram(data, address, now)
+        self.pump(now)
 
     def pump(self, now: float, rounds: int = MAX_ROUNDS) -> int:
         """Hand the core's queued datagrams to their devices and the answers back until quiet; datagrams moved."""

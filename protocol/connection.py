@@ -195,7 +195,6 @@ class ServerConnection:
         )
         self._rng = rng
         self._channels: dict[bytes, ReliableChannel] = {}
-        self._boots: dict[bytes, int] = {}
         self._drops: Counter[str] = Counter()
         self._timers: list[tuple[float, bytes]] = []
         self._scheduled: dict[bytes, float] = {}  # the deadline of each device's newest entry in _timers
@@ -268,11 +267,10 @@ class ServerConnection:
         return ids
 
     def forget(self, device: bytes) -> None:
-        """Drop the device's sessions and its channel (it was revoked or deleted)."""
-        self.endpoint.forget(device)
+        """Drop the device's sessions, its channel and its boot (it was revoked or deleted)."""
+        self.endpoint.forget(device, boot=True)
         self._channels.pop(device, None)
         self._scheduled.pop(device, None)
-        self._boots.pop(device, None)
         self._unconfirmed.discard(device)
 
     def receive_datagram(self, data: bytes, address: Address, now: float) -> list[ConnectionEvent]:
@@ -299,8 +297,11 @@ class ServerConnection:
 
     def _pop_timer(self) -> bytes:
         deadline, device = heapq.heappop(self._timers)
-        if self._scheduled.get(device) == deadline:
-            del self._scheduled[device]
+        scheduled = self._scheduled
+        if scheduled.get(device) == deadline:
+            del scheduled[device]
+            if not scheduled:
+                self._scheduled = {}  # a dict keeps the table it grew to: an idle server should not
         return device
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
@@ -322,13 +323,10 @@ class ServerConnection:
                 assert event.device_pub is not None
                 device = event.device_pub
                 channel = self.channel(device)
-                previous = self._boots.get(device)
-                restarted = previous is not None and previous != event.boot
-                if restarted:
+                if event.peer_restarted:  # the endpoint keeps each device's boot
                     channel.peer_restarted()
-                self._boots[device] = event.boot
                 self._unconfirmed.add(device)
-                out.append(Connected(device, event.boot, restarted))
+                out.append(Connected(device, event.boot, event.peer_restarted))
             elif isinstance(event, Keepalive):
                 if event.device_pub is not None:
                     self._pump(event.device_pub, now, retransmit=self._confirmed(event.device_pub))

@@ -49,8 +49,10 @@ __all__ = [
     "HandshakeResponse",
     "Transport",
     "classify",
+    "is_init",
     "parse",
     "transport_header",
+    "transport_index",
 ]
 
 VERSION: Final = 1
@@ -212,6 +214,27 @@ def transport_header(receiver_index: int, counter: int) -> bytes:
 
 
 _FIXED: Final = {TYPE_INIT: HandshakeInit.SIZE, TYPE_RESPONSE: HandshakeResponse.SIZE, TYPE_COOKIE: CookieReply.SIZE}
+
+
+_INIT_HEADER: Final = _header(TYPE_INIT)
+
+
+def is_init(data: bytes) -> bool:
+    """True exactly when :func:`parse` returns a HandshakeInit for ``data``: 148 bytes beginning ``01 01 00 00``
+    (every field of an init has a fixed size, so nothing else can fail). A server checks an init's mac1 on these
+    bytes before it builds anything."""
+    return len(data) == HandshakeInit.SIZE and data[:HEADER_SIZE] == _INIT_HEADER
+
+
+_TRANSPORT_HEADER: Final = _header(TYPE_TRANSPORT)
+
+
+def transport_index(data: bytes) -> int | None:
+    """The ``receiver_index`` of ``data`` when :func:`parse` returns a Transport for it (32 to 1200 bytes beginning
+    ``04 01 00 00``), else None. A server looks the index up before it builds anything."""
+    if TRANSPORT_OVERHEAD <= len(data) <= MAX_DATAGRAM and data[:HEADER_SIZE] == _TRANSPORT_HEADER:
+        return int.from_bytes(data[4:8], "big")
+    return None
 
 
 def parse(data: bytes) -> Datagram:

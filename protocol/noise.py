@@ -43,6 +43,9 @@ TAGLEN: Final = 16
 _MAX_NONCE: Final = 2**64 - 1
 STATIC_KEY_CACHE: Final = 16384  # loaded static private keys kept (a fleet process hosts thousands of devices)
 
+#: The cipher names, each mapped to itself: a CipherState keeps this one shared string, not a copy per session.
+_CIPHERS: Final[dict[str, str]] = {"ChaChaPoly": "ChaChaPoly", "AESGCM": "AESGCM"}
+
 _HASHES: Final[dict[str, Callable[..., Any]]] = {
     "BLAKE2s": hashlib.blake2s,
     "BLAKE2b": hashlib.blake2b,
@@ -101,9 +104,10 @@ class CipherState:
     __slots__ = ("_aead", "_cipher", "key", "n")
 
     def __init__(self, cipher: str = "ChaChaPoly", key: bytes | None = None) -> None:
-        if cipher not in ("ChaChaPoly", "AESGCM"):
+        name = _CIPHERS.get(cipher)
+        if name is None:
             raise LocalProtocolError(f"unsupported Noise cipher {cipher!r}")
-        self._cipher = cipher
+        self._cipher = name
         self.key: bytes | None = None
         self._aead: ChaCha20Poly1305 | AESGCM | None = None
         self.n = 0

@@ -148,8 +148,9 @@ class ReliableChannel:
     * ``max_queued``: how many messages may wait behind the in-flight window before :meth:`send` refuses.
     """
 
-    # A server holds one channel per device: slots, and the queue, the lists of datagrams ready, the pending
-    # acknowledgements and the set of ids received out of order exist only while they hold something.
+    # A server holds one channel per device: slots, and the messages in flight with their deadline heap, the
+    # queue, the lists of datagrams ready, the pending acknowledgements and the set of ids received out of order
+    # exist only while they hold something.
     __slots__ = (
         "_above", "_ack_deadline", "_floor", "_ids_acked", "_in_flight", "_max_queued", "_n_acked", "_n_acks_sent",
         "_n_delivered", "_n_duplicates", "_n_rejected", "_n_retransmitted", "_n_sent", "_n_unknown", "_next_id",
@@ -163,8 +164,8 @@ class ReliableChannel:
         self._rng = rng
         self._max_queued = max_queued
         self._next_id = 1
-        self._in_flight: dict[int, _Pending] = {}
-        self._timers: list[tuple[float, int]] = []  # (deadline, id) of in-flight messages; stale entries skipped
+        self._in_flight: dict[int, _Pending] | None = None  # None when nothing is in flight; then _timers is too
+        self._timers: list[tuple[float, int]] | None = None  # (deadline, id) of in-flight messages; stale skipped
         self._queue: deque[tuple[int, bytes]] | None = None  # messages behind the in-flight window
         self._ready_acks: list[bytes] | None = None  # made at first use, as below
         self._ready: list[bytes] | None = None
@@ -231,8 +232,7 @@ class ReliableChannel:
         self._next_id = msg_id + 1
         data = message.with_id(msg_id)
         deadline = now + self._rto
-        in_flight[msg_id] = _Pending(data, now, deadline, self._rto)
-        heapq.heappush(self._timers, (deadline, msg_id))
+        self._start_timer(msg_id, _Pending(data, now, deadline, self._rto))
         self._n_sent += 1
         return msg_id, data
 
@@ -260,10 +260,21 @@ class ReliableChannel:
             if not queue:
                 self._queue = None
             deadline = now + self._rto
-            in_flight[msg_id] = _Pending(data, now, deadline, self._rto)
-            heapq.heappush(self._timers, (deadline, msg_id))
+            in_flight = self._start_timer(msg_id, _Pending(data, now, deadline, self._rto))
             self._push(data, now)
             self._n_sent += 1
+
+    def _start_timer(self, msg_id: int, pending: _Pending) -> dict[int, _Pending]:
+        """Put ``pending`` in flight with its deadline in the heap (both made here if nothing was in flight)."""
+        in_flight, timers = self._in_flight, self._timers
+        if in_flight is None:
+            self._in_flight = in_flight = {}
+        in_flight[msg_id] = pending
+        if timers is None:
+            self._timers = [(pending.deadline, msg_id)]
+        else:
+            heapq.heappush(timers, (pending.deadline, msg_id))
+        return in_flight
 
     def _push(self, data: bytes, now: float) -> None:
         if self._ready is None:
@@ -279,10 +290,13 @@ class ReliableChannel:
         The interval after that retransmission is the current RTO. Call this when a new session is established
         after a rekey or reconnect (spec section 3.8), so that messages do not wait out a long backoff.
         """
-        for pending in self._in_flight.values():
+        in_flight = self._in_flight
+        if in_flight is None:
+            return
+        for pending in in_flight.values():
             pending.deadline = now
             pending.interval = self._rto / 2
-        self._timers = [(now, msg_id) for msg_id in self._in_flight]  # ascending ids: already a heap
+        self._timers = [(now, msg_id) for msg_id in in_flight]  # ascending ids: already a heap
 
     # receiving
 
@@ -323,7 +337,8 @@ class ReliableChannel:
             raise LocalProtocolError(f"id {msg_id} was never sent on this channel")
         # queued ids are the newest ones, contiguous up to the last id given out
         queue = self._queue
-        return msg_id not in self._in_flight and (not queue or msg_id < queue[0][0])
+        in_flight = self._in_flight
+        return (in_flight is None or msg_id not in in_flight) and (not queue or msg_id < queue[0][0])
 
     def peer_restarted(self) -> None:
         """Forget which ids the peer sent (its ids start again at 1), and acknowledgements not yet sent."""
@@ -375,17 +390,19 @@ class ReliableChannel:
                 self._ready_at = now
 
     def _on_ack(self, ids: tuple[int, ...], now: float) -> None:
-        for msg_id in ids:
-            pending = self._in_flight.pop(msg_id, None)
-            if pending is None:
-                continue
-            self._n_acked += 1
-            if pending.transmissions == 1:
-                rtt = now - pending.first_sent
-                self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt
-                self._rto = min(max(2 * self._srtt, RTO_MIN), RTO_MAX)
-        if not self._in_flight:
-            self._in_flight = {}  # a dict keeps the table it grew to; an idle channel should not
+        in_flight = self._in_flight
+        if in_flight is not None:
+            for msg_id in ids:
+                pending = in_flight.pop(msg_id, None)
+                if pending is None:
+                    continue
+                self._n_acked += 1
+                if pending.transmissions == 1:
+                    rtt = now - pending.first_sent
+                    self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt
+                    self._rto = min(max(2 * self._srtt, RTO_MIN), RTO_MAX)
+            if not in_flight:  # every heap entry is stale now, and a dict keeps the table it grew to
+                self._in_flight = self._timers = None
         self._compact()
         self._admit(now)
 
@@ -394,6 +411,8 @@ class ReliableChannel:
     def _next_deadline(self) -> float | None:
         """The earliest retransmission deadline; drops heap entries of acknowledged or rescheduled messages."""
         timers, in_flight = self._timers, self._in_flight
+        if timers is None or in_flight is None:
+            return None
         while timers:
             deadline, msg_id = timers[0]
             pending = in_flight.get(msg_id)
@@ -415,7 +434,7 @@ class ReliableChannel:
         if self._ack_deadline is not None and now >= self._ack_deadline:
             self._flush_acks(now)
         timers, in_flight = self._timers, self._in_flight
-        if not timers or timers[0][0] > now:
+        if not timers or in_flight is None or timers[0][0] > now:
             return
         due: list[int] = []
         while timers and timers[0][0] <= now:
@@ -438,9 +457,10 @@ class ReliableChannel:
 
     def _compact(self) -> None:
         """Rebuild the deadline heap when acknowledged messages left most of its entries stale (amortised O(1))."""
-        if len(self._timers) > 2 * len(self._in_flight) + 64:
-            self._timers = [(p.deadline, i) for i, p in self._in_flight.items()]
-            heapq.heapify(self._timers)
+        timers, in_flight = self._timers, self._in_flight
+        if timers is not None and in_flight is not None and len(timers) > 2 * len(in_flight) + 64:
+            self._timers = timers = [(p.deadline, i) for i, p in in_flight.items()]
+            heapq.heapify(timers)
 
     def outgoing(self, now: float) -> list[bytes]:
         """Run :meth:`handle_timeout` and return the plaintexts to send now, acknowledgements first."""
@@ -457,7 +477,7 @@ class ReliableChannel:
             sent=self._n_sent,
             retransmitted=self._n_retransmitted,
             acked=self._n_acked,
-            in_flight=len(self._in_flight),
+            in_flight=len(self._in_flight or ()),
             queued=len(self._queue) if self._queue is not None else 0,
             delivered=self._n_delivered,
             duplicates=self._n_duplicates,

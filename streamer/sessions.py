@@ -15,6 +15,7 @@ layer); sending to a device never raises (a refused message is counted as ``send
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Sequence
@@ -57,6 +58,22 @@ class SessionHooks(Protocol):
 
     def send_state(self, device: bytes, now: float) -> None:
         """Send the device everything it needs after it (or the server) started."""
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_hello(hello: Hello) -> Hello:
+    """The first of the equal hellos seen lately. The devices of a fleet send the same ``hello`` (same kind, model,
+    firmware and capabilities, id 1 as the first message of their start), and the server keeps each device's:
+    equal ones are then held once. (Hellos with an enrolment token are not shared: each is different anyway.)"""
+    return hello
+
+
+def _track(rt: DeviceRuntime, tag: Hashable, msg_id: int) -> None:
+    """Remember ``msg_id`` as the last message sent to the device under ``tag``."""
+    if rt.sent is None:
+        rt.sent = {tag: msg_id}
+    else:
+        rt.sent[tag] = msg_id
 
 
 def _acked(channel: ReliableChannel, msg_id: int) -> bool:
@@ -123,12 +140,12 @@ class DeviceSessions:
 
     def send_tracked(self, key: bytes, tag: Hashable, message: Message, now: float) -> int | None:
         rt = self.runtime(key)
-        previous = rt.sent.get(tag)
+        previous = None if rt.sent is None else rt.sent.get(tag)
         if previous is not None and not self.acked(key, previous):
             return previous
         msg_id = self.send(key, message, now)
         if msg_id is not None:
-            rt.sent[tag] = msg_id
+            _track(rt, tag, msg_id)
         return msg_id
 
     def send_many(self, keys: Sequence[bytes], message: ReliableMessage, now: float) -> list[int | None]:
@@ -155,12 +172,12 @@ class DeviceSessions:
         runtimes = self._runtime
         for key in keys:
             rt = runtimes.get(key)
-            previous = None if rt is None else rt.sent.get(tag)
+            previous = None if rt is None or rt.sent is None else rt.sent.get(tag)
             if previous is None or self.acked(key, previous):
                 todo.append(key)
         for key, msg_id in zip(todo, self.send_many(todo, message, now), strict=True):
             if msg_id is not None:
-                self.runtime(key).sent[tag] = msg_id
+                _track(self.runtime(key), tag, msg_id)
 
     def send_beacon(self, keys: Sequence[bytes], datagram: bytes) -> int:
         runtimes, out = self._runtime, self._unsealed
@@ -281,9 +298,10 @@ class DeviceSessions:
         keepalives) are still attributed to it."""
         rt = self.runtime(device)
         self._by_index[index] = device
-        rt.indexes.append(index)
-        while len(rt.indexes) > 3:  # current, next and previous session at most
-            self._by_index.pop(rt.indexes.pop(0), None)
+        indexes = (*rt.indexes, index)
+        for old in indexes[:-3]:  # current, next and previous session at most
+            self._by_index.pop(old, None)
+        rt.indexes = indexes[-3:]
 
     def _touch(self, device: bytes, address: Address, now: float) -> None:
         rt = self._runtime.get(device)
@@ -322,7 +340,7 @@ class DeviceSessions:
             self.forget(device, f"bye: {message.reason}" if message.reason else "bye")
             return False
         if isinstance(message, Hello):
-            rt.hello = message
+            rt.hello = message = _shared_hello(message) if message.token is None else message
             self._events.append(HelloReceived(device, message))
             return True
         return self._hooks.on_message(device, message, now)
@@ -373,5 +391,5 @@ class DeviceSessions:
             rt.state_sent = False
             for index in rt.indexes:
                 self._by_index.pop(index, None)
-            rt.indexes.clear()
+            rt.indexes = ()
         self.conn.endpoint.forget(device)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from loa.protocol.control import Hello, State
@@ -113,12 +113,13 @@ class DeviceRuntime:
     played: int = 0
     state_sent: bool = False
     provisional_until: float | None = None
-    # The three below are made at their first use: a server holds one record per device (memory per session).
+    # The containers below are made at their first use: a server holds one record per device (memory per
+    # session), and most devices never need most of them.
     prefetched: set[bytes] | None = None
     have: dict[bytes, bool] | None = None
     drops: Counter[str] | None = None
-    indexes: list[int] = field(default_factory=list)
-    sent: dict[Hashable, int] = field(default_factory=dict)  # state messages by tag -> last id (see send_tracked)
+    sent: dict[Hashable, int] | None = None  # state messages by tag -> last id (see DeviceSessions.send_tracked)
+    indexes: tuple[int, ...] = ()  # the local indexes of its latest sessions (see DeviceSessions._learn_index)
 
     def mark_prefetched(self, cid: bytes) -> None:
         """The device was asked to prefetch ``cid`` (it may then fetch its pieces)."""

@@ -161,6 +161,31 @@ def test_a_restarted_device_is_not_mistaken_for_duplicates() -> None:
     assert any(isinstance(e, Connected) and e.peer_restarted for e in world.server.events)
 
 
+def test_a_deleted_device_comes_back_afresh_and_a_closed_session_keeps_its_boot() -> None:
+    """``ServerConnection.forget`` (the device was deleted) forgets its boot with its channel: back with another
+    boot, its session is a first one. The endpoint's ``forget`` alone (its sessions closed, as after ``bye``)
+    keeps the boot: a new boot is then a restart."""
+    world = World(5, devices=1, delay=(0.01, 0.02))
+    static = world.rng.randbytes(32)
+    server = world.server.conn
+
+    def connected_after_a_new_boot() -> Connected:
+        conn = DeviceConnection(static_private=static, server_public=server.endpoint.public_key,
+                                random_bytes=world.rng.randbytes)
+        world.devices[0].conn = conn
+        before = len(world.server.events)
+        conn.connect(world.net.now)
+        assert world.net.run_until(lambda: any(isinstance(e, Connected) for e in world.server.events[before:]), 30.0)
+        (event,) = [e for e in world.server.events[before:] if isinstance(e, Connected)]
+        return event
+
+    assert not connected_after_a_new_boot().peer_restarted
+    server.forget(conn_pub := world.pub(world.devices[0]))
+    assert not connected_after_a_new_boot().peer_restarted
+    server.endpoint.forget(conn_pub)
+    assert connected_after_a_new_boot().peer_restarted
+
+
 def test_messages_of_the_wrong_direction_are_acknowledged_not_delivered() -> None:
     world = World(4, devices=1, delay=(0.01, 0.02))
     (node,) = world.devices

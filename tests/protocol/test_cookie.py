@@ -11,8 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loa.protocol.cookie import (
+    ADDRESS_CACHE,
     COOKIE_LIFETIME,
+    CookieSealer,
     CookieSecret,
+    MacKey,
+    _address_bytes_of,
     address_bytes,
     cookie_key,
     mac,
@@ -119,3 +123,66 @@ def test_address_bytes_of_any_text_agrees_with_the_definition_or_refuses(host: s
             address_bytes((host, port))
     else:
         assert address_bytes((host, port)) == expected
+
+
+@pytest.mark.parametrize("address", [([1], 2), ("10.0.0.1",), ("10.0.0.1", [2]), 7, None, ({}, 1)])
+def test_addresses_that_cannot_be_looked_up_are_local_errors(address: object) -> None:
+    with pytest.raises(LocalProtocolError):
+        address_bytes(address)  # type: ignore[arg-type]
+
+
+def test_kept_address_forms_are_bounded_and_equal_to_fresh_ones() -> None:
+    hosts = [(f"10.{i >> 8 & 255}.{i & 255}.1", 1000 + i % 7) for i in range(ADDRESS_CACHE + 500)]
+    first = [address_bytes(a) for a in hosts]
+    assert _address_bytes_of.cache_info().currsize <= ADDRESS_CACHE
+    assert [address_bytes(a) for a in reversed(hosts)] == first[::-1]
+    assert first == [_reference_address_bytes(a) for a in hosts]
+    assert address_bytes(("10.0.0.1", True)) == address_bytes(("10.0.0.1", 1)) == _reference_address_bytes(
+        ("10.0.0.1", 1))
+
+
+@given(st.binary(min_size=1, max_size=32), st.binary(max_size=300))
+def test_a_mac_key_is_mac_under_that_key(key: bytes, data: bytes) -> None:
+    keyed = MacKey(key)
+    tag = keyed(data)
+    assert tag == mac(key, data) == keyed(data)
+    assert keyed.verify(data, tag)
+    assert not keyed.verify(data + b"x", tag)
+    assert not keyed.verify(data, bytes(16) if tag != bytes(16) else bytes([1]) * 16)
+
+
+@given(st.binary(min_size=4, max_size=4), st.binary(min_size=16, max_size=16), st.binary(min_size=16, max_size=16),
+       st.binary(min_size=12, max_size=12))
+def test_the_sealer_makes_the_cookie_reply_make_cookie_reply_makes(index: bytes, cookie: bytes, init_mac1: bytes,
+                                                                   nonce: bytes) -> None:
+    sealed = CookieSealer(SERVER_PUB).seal(index, cookie, init_mac1, nonce)
+    reply = make_cookie_reply(int.from_bytes(index, "big"), cookie, init_mac1, SERVER_PUB, nonce)
+    assert sealed == reply.to_bytes()
+    parsed = parse(sealed)
+    assert isinstance(parsed, CookieReply)
+    assert open_cookie_reply(parsed, init_mac1, SERVER_PUB) == cookie
+
+
+@pytest.mark.parametrize(("index", "cookie", "nonce"), [(bytes(3), bytes(16), bytes(12)),
+                                                         (bytes(4), bytes(15), bytes(12)),
+                                                         (bytes(4), bytes(16), bytes(13))])
+def test_the_sealer_refuses_wrong_sizes(index: bytes, cookie: bytes, nonce: bytes) -> None:
+    with pytest.raises(LocalProtocolError):
+        CookieSealer(SERVER_PUB).seal(index, cookie, bytes(16), nonce)
+
+
+@given(st.lists(st.floats(0, 1000), min_size=1, max_size=6), st.sampled_from([0, 1, 2]), st.binary(max_size=40))
+def test_check_mac2_answers_as_verify_mac2_and_cookie(times: list[float], which: int, data: bytes) -> None:
+    """None exactly when verify_mac2 accepts; otherwise the cookie :meth:`cookie` gives at that time."""
+    a, b = ("198.51.100.1", 5000), ("198.51.100.2", 5000)
+    checked, reference = CookieSecret(random.Random(4).randbytes), CookieSecret(random.Random(4).randbytes)
+    tags = [bytes(16)]
+    for now in sorted(times):
+        tags.append(mac(reference.cookie(a, now), data))
+        checked.cookie(a, now)
+        tag = tags[-1 - min(which, len(tags) - 1)]
+        answer = checked.check_mac2(address_bytes(a), data, tag, now)
+        assert (answer is None) == reference.verify_mac2(a, data, tag, now)
+        if answer is not None:
+            assert answer == reference.cookie(a, now)
+        assert checked.check_mac2(address_bytes(b), data, tag, now) == reference.cookie(b, now)

@@ -48,6 +48,31 @@ def leave(bid: int, msg_id: int) -> bytes:
 # ---- sending ----
 
 
+def test_an_idle_channel_holds_no_containers_and_works_on_after() -> None:
+    """Once everything sent is acknowledged, the messages in flight and their deadline heap are gone (a server
+    holds one channel per device); the next message makes them again and is retransmitted as the first was."""
+    ch = ReliableChannel()
+    assert (ch._in_flight, ch._timers) == (None, None)
+    ch.send(c.Volume(level=1), 0.0)
+    ch.outgoing(0.0)
+    ch.receive(ack(1), 0.05)
+    assert (ch._in_flight, ch._timers) == (None, None)
+    assert ch.is_acked(1)
+    assert ch.next_timeout() is None
+    ch.retransmit_now(0.1)  # nothing in flight: nothing to do
+    assert ch.outgoing(0.1) == []
+    assert ch._timers is None
+    assert ch.send(c.Volume(level=2), 1.0) == 2
+    assert [c.decode(d) for d in ch.outgoing(1.0)] == [c.Volume(level=2, id=2)]
+    deadline = ch.next_timeout()
+    assert deadline is not None
+    assert deadline > 1.0
+    assert [c.decode(d) for d in ch.outgoing(deadline)] == [c.Volume(level=2, id=2)]
+    ch.receive(ack(2), deadline + 0.01)
+    assert (ch._in_flight, ch._timers) == (None, None)
+    assert (ch.statistics().in_flight, ch.statistics().retransmitted) == (0, 1)
+
+
 def test_send_assigns_ids_from_1_and_transmits_at_once() -> None:
     ch = ReliableChannel()
     assert ch.send(c.Volume(level=10), 0.0) == 1

@@ -61,6 +61,28 @@ def establish(device: DeviceSession, server: ServerEndpoint, now: float = 0.0) -
     assert server.peer_state(device.public_key) is PeerState.ESTABLISHED
 
 
+def test_devices_are_found_by_device_id_before_and_after_the_first_such_look_up() -> None:
+    """The index by device id is made at the first look-up by id; devices that come and go afterwards are kept in
+    it."""
+    rng = random.Random(9)
+    server = ServerEndpoint(static_private=rng.randbytes(32), is_enrolled=lambda _pub: True,
+                            random_bytes=rng.randbytes)
+    devices = [DeviceSession(static_private=rng.randbytes(32), server_public=server.public_key,
+                             random_bytes=rng.randbytes) for _ in range(3)]
+    establish(devices[0], server)
+    assert server.peer_state(device_id(devices[1].public_key)) is PeerState.NONE  # the index is made here
+    assert server.peer_state(device_id(devices[0].public_key)) is PeerState.ESTABLISHED
+    establish(devices[1], server, 1.0)
+    assert server.has_session(device_id(devices[1].public_key))
+    assert server.address_of(device_id(devices[1].public_key)) == A
+    server.forget(device_id(devices[0].public_key))
+    assert server.peer_state(device_id(devices[0].public_key)) is PeerState.NONE
+    assert server.peer_state(devices[0].public_key) is PeerState.NONE
+    assert server.peer_state("not a device id") is PeerState.NONE
+    establish(devices[2], server, 2.0)
+    assert [server.has_session(device_id(d.public_key)) for d in devices] == [False, True, True]
+
+
 def test_join_sequence_sizes_and_events() -> None:
     device, server, _ = make()
     device.connect(0.0)
