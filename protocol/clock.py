@@ -6,37 +6,50 @@ time when it arrived, ``t3`` server time when ``time_resp`` left, ``t4`` device 
     offset = ((t2 - t1) + (t3 - t4)) / 2        server time minus device clock
     delay  = (t4 - t1) - (t3 - t2)              round-trip time on the network
 
-A sample's offset is wrong by at most half of the part of its delay that is not the path's minimum, so
-:class:`ClockEstimator` trusts the samples of least delay: the ones within ``DELAY_MARGIN_NS`` of the least
-delay in its window (at least ``MIN_GOOD``, at most ``MAX_GOOD``). It fits the drift as the median of the
-pairwise slopes of those samples (Theil-Sen) and the offset as the median of their drift-corrected offsets
-(a median filter, as Snapcast uses), both over a window of ``WINDOW`` samples. All times are integer
-nanoseconds.
+Whatever the delays were, an exchange bounds the true offset ``θ`` from both sides: the request cannot arrive
+before it left, so ``θ <= t2 - t1 = offset + delay/2`` (its *forward bound*), and the answer cannot arrive
+before it left, so ``θ >= t3 - t4 = offset - delay/2`` (its *backward bound*). Queueing in either direction, a
+``t1`` taken before a late send or a ``t4`` taken after a late read only loosens a bound, never makes it wrong.
+Over the window of ``WINDOW`` exchanges ``θ`` is a line in device time (offset and drift).
+:class:`ClockEstimator` takes the line that leaves the widest gap between the lowest forward bounds and the
+highest backward bounds (the drift within ``±MAX_DRIFT``, and 0 until the window spans ``MIN_DRIFT_SPAN_NS``),
+and the offset in the middle of that gap. Each side of the gap is set by the exchange whose delay *in that
+direction* was least, so it takes one exchange with an unqueued request and another with an unqueued answer,
+not both in one exchange: on a path whose one-way trips are queued half the time, a quarter of the exchanges are
+unqueued both ways, but half of them give a tight bound on one side. The error is half the difference between
+the two directions' least excess delays in the window, plus a drift error times the distance to the window; a
+constant difference between the two directions' least delays adds half of itself, which no estimator can see.
+All times are integer nanoseconds.
 
 Bad samples are refused and counted, never raised: negative delay, a server that answered before it was
-asked, delays over ``MAX_DELAY_NS``; and, once ready, a sample whose offset interval
-``[offset - delay/2, offset + delay/2]`` misses the current estimate by more than the estimate's own
-uncertainty (half the largest delay among the samples it trusts, plus what a drift error can add) plus
-1 ms: a clock step somewhere.
-``STEP_SAMPLES`` such samples in a row that agree with each other mean a real step: the estimator starts again
-from them.
+asked, delays over ``MAX_DELAY_NS``; and a sample whose bounds contradict the window's: with it, no line with a
+drift within ``±MAX_DRIFT`` keeps within ``STEP_TOLERANCE_NS`` (1 ms) of every bound, where the window alone had
+one (or it contradicts more than the window alone did): a clock step somewhere. Delay alone never makes a sample
+contradict anything. ``STEP_SAMPLES`` such samples in a row that agree with each other mean a real step: the
+estimator starts again from them.
 """
 
 from __future__ import annotations
 
-import statistics as _stats
+import heapq
+import itertools
+from bisect import bisect_left
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from loa.protocol.errors import LocalProtocolError
 
 __all__ = [
-    "DELAY_MARGIN_NS",
     "MAX_DELAY_NS",
+    "MAX_DRIFT",
+    "MIN_DRIFT_SPAN_NS",
     "MIN_SAMPLES",
     "PROBE_FAST_COUNT",
     "PROBE_FAST_INTERVAL_NS",
     "PROBE_INTERVAL_NS",
+    "STEP_SAMPLES",
+    "STEP_TOLERANCE_NS",
     "WINDOW",
     "ClockEstimate",
     "ClockEstimator",
@@ -47,12 +60,8 @@ __all__ = [
 
 WINDOW = 256
 MIN_SAMPLES = 8
-MIN_GOOD = 4
-MAX_GOOD = 32
-DELAY_MARGIN_NS = 1_000_000
 MAX_DELAY_NS = 10_000_000_000
 MIN_DRIFT_SPAN_NS = 10_000_000_000
-MIN_PAIR_SPAN_NS = 2_000_000_000
 MAX_DRIFT = 500e-6
 STEP_TOLERANCE_NS = 1_000_000
 STEP_SAMPLES = 3
@@ -79,7 +88,10 @@ def clock_sample(t1: int, t2: int, t3: int, t4: int) -> ClockSample:
 @dataclass(frozen=True, slots=True)
 class ClockEstimate:
     """The current estimate: server time minus device clock at ``reference_local`` (the latest sample), and
-    ``drift_ppm``, the device clock's rate error (positive when it runs fast), as telemetry reports them."""
+    ``drift_ppm``, the device clock's rate error (positive when it runs fast), as telemetry reports them.
+    ``error_ns`` is a typical error, not a bound: half the sum of the spacings between the two tightest bounds
+    of each direction (an estimate of how far each direction's tightest bound is from the path's least delay);
+    a constant asymmetry of the path is not in it."""
 
     offset_ns: int
     drift_ppm: float
@@ -98,8 +110,60 @@ class ClockStatistics:
     resets: int
 
 
+Point = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Fit:
+    offset: int  # server time minus device clock at ``ref``
+    drift: float
+    ref: int
+    gap: float  # ns: the widest gap between the two sides' bounds over all drifts allowed; < 0: they contradict
+
+
+_NO_FIT = _Fit(0, 0.0, 0, 0.0)
+
+
+def _push(hull: list[Point], p: Point) -> None:
+    """Extend a lower convex hull (points sorted by x) by ``p``, at or right of its last point."""
+    px, py = p
+    while hull:
+        qx, qy = hull[-1]
+        if qx == px:  # one point per x: the lower
+            if qy <= py:
+                return
+            hull.pop()
+            continue
+        if len(hull) < 2:
+            break
+        ox, oy = hull[-2]
+        if (qx - ox) * (py - oy) - (qy - oy) * (px - ox) > 0:
+            break
+        hull.pop()
+    hull.append(p)
+
+
+def _hull(points: Iterable[Point]) -> list[Point]:
+    hull: list[Point] = []
+    for p in points:
+        _push(hull, p)
+    return hull
+
+
+def _slopes(hull: list[Point]) -> list[float]:
+    return [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(hull)]
+
+
+def _lowest(hull: list[Point], slopes: list[float], r: float) -> float:
+    """``min(y - r * x)`` over the points ``hull`` was made from (``slopes``: its edges')."""
+    x, y = hull[bisect_left(slopes, r)]
+    return y - r * x
+
+
 def _agree(a: ClockSample, b: ClockSample) -> bool:
-    return abs(a.offset - b.offset) <= (a.delay + b.delay) // 2 + STEP_TOLERANCE_NS
+    """Whether the bounds of two exchanges leave room for one offset (a drift within ``±MAX_DRIFT`` between)."""
+    slack = (a.delay + b.delay) // 2 + STEP_TOLERANCE_NS + int(MAX_DRIFT * abs(a.local - b.local))
+    return abs(a.offset - b.offset) <= slack
 
 
 class ClockEstimator:
@@ -108,17 +172,19 @@ class ClockEstimator:
     Probe schedule it is made for (:meth:`probe_interval`): one probe per second for the first
     ``PROBE_FAST_COUNT`` accepted samples after start or a reset, then one every 5 s. It is :attr:`ready`
     after ``MIN_SAMPLES`` accepted samples; the accuracy then keeps improving as the window fills.
+
+    The window holds the ``WINDOW`` latest samples in device time. Each side's bounds are kept as a convex hull
+    (the lower hull of the forward bounds, the upper hull of the backward ones, a few dozen points at most), in
+    doubled integer units relative to the first sample since the last start: ``x = 2 * (local - local0)``,
+    forward ``2 * (offset - offset0) + delay``, backward negated, ``delay - 2 * (offset - offset0)``. A sample
+    that arrives in order extends both hulls; one that does not, or a reset, rebuilds them.
     """
 
     def __init__(self) -> None:
-        self._samples: deque[ClockSample] = deque(maxlen=WINDOW)
-        self._offset = 0
-        self._drift = 0.0
-        self._ref = 0
-        self._error = 0
-        self._good_delay = 0
-        self._good_oldest = 0
-        self._fitted = False
+        self._samples: deque[ClockSample] = deque()
+        self._hulls: tuple[list[Point], list[Point]] = ([], [])
+        self._fit = _NO_FIT
+        self._base = (0, 0)  # local0, offset0
         self._since_reset = 0
         self._suspects: list[ClockSample] = []
         self._counts = {"accepted": 0, "negative_delay": 0, "absurd": 0, "inconsistent": 0, "resets": 0}
@@ -143,80 +209,138 @@ class ClockEstimator:
         if sample.delay > MAX_DELAY_NS:
             self._counts["absurd"] += 1
             return False
-        if self.ready and not self._consistent(sample):
-            self._counts["inconsistent"] += 1
-            self._suspects = [s for s in self._suspects if _agree(s, sample)] + [sample]
-            if len(self._suspects) < STEP_SAMPLES:
-                return False
-            self._counts["resets"] += 1
-            self._samples.clear()
-            self._since_reset = 0
-            for suspect in self._suspects[:-1]:
-                self._samples.append(suspect)
-                self._since_reset += 1
-        self._suspects.clear()
-        self._samples.append(sample)
-        self._since_reset += 1
-        self._counts["accepted"] += 1
-        self._fit()
+        if not self._samples:
+            self._restart([sample])
+            return True
+        hulls = self._hulls_with(sample)
+        fit = self._solve(hulls)
+        if fit.gap >= min(self._fit.gap, 0.0) - STEP_TOLERANCE_NS:
+            self._suspects.clear()
+            if len(self._samples) == WINDOW:
+                self._samples.popleft()
+            if sample.local >= self._samples[-1].local:
+                self._samples.append(sample)
+            else:
+                self._samples.insert(bisect_left(self._samples, sample.local, key=_local), sample)
+            self._since_reset += 1
+            self._counts["accepted"] += 1
+            self._hulls, self._fit = hulls, fit
+            return True
+        self._counts["inconsistent"] += 1
+        self._suspects = [s for s in self._suspects if _agree(s, sample)] + [sample]
+        if len(self._suspects) < STEP_SAMPLES:
+            return False
+        self._counts["resets"] += 1
+        suspects, self._suspects = self._suspects, []
+        self._restart(suspects)
         return True
 
-    def _consistent(self, sample: ClockSample) -> bool:
-        predicted = self.to_server(sample.local) - sample.local
-        rate_error = 1e-5 if self._fitted else 1e-4
-        tolerance = (
-            (sample.delay + self._good_delay) // 2
-            + STEP_TOLERANCE_NS
-            + int(rate_error * abs(sample.local - self._good_oldest))
-        )
-        return abs(sample.offset - predicted) <= tolerance
+    def _points(self, s: ClockSample) -> tuple[Point, Point]:
+        local0, offset0 = self._base
+        x, mid = 2 * (s.local - local0), 2 * (s.offset - offset0)
+        return (x, mid + s.delay), (x, s.delay - mid)
 
-    def _fit(self) -> None:
+    def _rebuilt(self, samples: Iterable[ClockSample]) -> tuple[list[Point], list[Point]]:
+        points = [self._points(s) for s in samples]
+        return _hull(f for f, _ in points), _hull(b for _, b in points)
+
+    def _hulls_with(self, sample: ClockSample) -> tuple[list[Point], list[Point]]:
+        """The hulls of the window with ``sample`` added (and its first sample dropped if it is full)."""
         samples = self._samples
-        ref = samples[-1].local
-        by_delay = sorted(samples, key=lambda s: s.delay)
-        least = by_delay[0].delay
-        good = [s for s in by_delay[:MAX_GOOD] if s.delay <= least + DELAY_MARGIN_NS]
-        if len(good) < MIN_GOOD:
-            good = by_delay[:MIN_GOOD]
+        full = len(samples) == WINDOW
+        if sample.local < samples[-1].local:  # out of order: rare (answers overtaking by more than a probe gap)
+            return self._rebuilt(sorted([*itertools.islice(samples, int(full), None), sample], key=_local))
+        forward, backward = self._hulls
+        if full:
+            forward, backward = self._dropped_first(forward, 0), self._dropped_first(backward, 1)
+        else:
+            forward, backward = forward.copy(), backward.copy()
+        f, b = self._points(sample)
+        _push(forward, f)
+        _push(backward, b)
+        return forward, backward
+
+    def _dropped_first(self, hull: list[Point], side: int) -> list[Point]:
+        """``hull`` without the window's first sample: only points up to its second vertex can join it."""
+        first = self._points(self._samples[0])[side]
+        if hull[0] != first:  # another sample at the same device time holds the vertex
+            return hull.copy()
+        if len(hull) == 1:
+            return _hull(self._points(s)[side] for s in itertools.islice(self._samples, 1, None))
+        stop = hull[1][0]
+        prefix: list[Point] = []
+        for s in itertools.islice(self._samples, 1, None):
+            point = self._points(s)[side]
+            if point[0] > stop:
+                break
+            _push(prefix, point)
+        for point in hull[2:]:
+            _push(prefix, point)
+        return prefix
+
+    def _restart(self, samples: list[ClockSample]) -> None:
+        self._samples.clear()
+        self._samples.extend(sorted(samples, key=_local))
+        self._base = (self._samples[0].local, self._samples[0].offset)
+        self._since_reset = len(samples)
+        self._counts["accepted"] += 1
+        self._hulls = self._rebuilt(self._samples)
+        self._fit = self._solve(self._hulls)
+
+    def _solve(self, hulls: tuple[list[Point], list[Point]]) -> _Fit:
+        """The widest-gap line between the two hulls (see the module docstring)."""
+        forward, backward = hulls
+        f_slopes, b_slopes = _slopes(forward), _slopes(backward)
+
+        def width(r: float) -> float:  # doubled: forward side minus backward side at drift r
+            return _lowest(forward, f_slopes, r) + _lowest(backward, b_slopes, -r)
+
+        candidates = sorted({-MAX_DRIFT, MAX_DRIFT, *(r for r in f_slopes if -MAX_DRIFT < r < MAX_DRIFT),
+                             *(-r for r in b_slopes if -MAX_DRIFT < -r < MAX_DRIFT)})
+        widths = [width(r) for r in candidates]
+        best = max(widths)
         drift = 0.0
-        fitted = False
-        if samples[-1].local - samples[0].local >= MIN_DRIFT_SPAN_NS:
-            slopes = [
-                (b.offset - a.offset) / (b.local - a.local)
-                for a in good
-                for b in good
-                if b.local - a.local >= MIN_PAIR_SPAN_NS
-            ]
-            if slopes:
-                drift = min(max(_stats.median(slopes), -MAX_DRIFT), MAX_DRIFT)
-                fitted = True
-        residuals = [s.offset - drift * (s.local - ref) for s in good]
-        offset = _stats.median(residuals)
-        spread = _stats.median(abs(r - offset) for r in residuals)
-        self._offset = round(offset)
-        self._drift = drift
-        self._ref = ref
-        self._good_delay = max(s.delay for s in good)
-        self._good_oldest = min(s.local for s in good)
-        self._fitted = fitted
-        self._error = round(spread + (_stats.median(s.delay for s in good) - least) / 2)
+        if forward[-1][0] - forward[0][0] >= 2 * MIN_DRIFT_SPAN_NS:  # both hulls span the window's device time
+            # the width is concave in r: the candidates within rounding of the best are one interval; its middle
+            widest = [r for r, w in zip(candidates, widths, strict=True) if w >= best - 1.0]
+            drift = (widest[0] + widest[-1]) / 2
+        middle = (_lowest(forward, f_slopes, drift) - _lowest(backward, b_slopes, -drift)) / 4
+        local0, offset0 = self._base
+        ref = local0 + forward[-1][0] // 2  # the latest sample in device time
+        return _Fit(offset0 + round(middle + drift * (ref - local0)), drift, ref, best / 2)
 
     def to_server(self, local_ns: int) -> int:
         """Server time at device clock ``local_ns``. Raises :class:`LocalProtocolError` before any sample."""
         if not self._samples:
             raise LocalProtocolError("no clock sample yet")
-        return local_ns + self._offset + round(self._drift * (local_ns - self._ref))
+        fit = self._fit
+        return local_ns + fit.offset + round(fit.drift * (local_ns - fit.ref))
 
     def to_local(self, server_ns: int) -> int:
         """Device clock at server time ``server_ns`` (the inverse of :meth:`to_server`, to within 1 ns)."""
         if not self._samples:
             raise LocalProtocolError("no clock sample yet")
-        return self._ref + round((server_ns - self._ref - self._offset) / (1 + self._drift))
+        fit = self._fit
+        return fit.ref + round((server_ns - fit.ref - fit.offset) / (1 + fit.drift))
 
     def estimate(self) -> ClockEstimate:
-        drift_ppm = (1 / (1 + self._drift) - 1) * 1e6
-        return ClockEstimate(self._offset, drift_ppm, self._ref, self._error, len(self._samples), self.ready)
+        fit = self._fit
+        drift_ppm = (1 / (1 + fit.drift) - 1) * 1e6
+        return ClockEstimate(fit.offset, drift_ppm, fit.ref, self._error(), len(self._samples), self.ready)
+
+    def _error(self) -> int:
+        """Half the sum of the spacings between each side's two tightest bounds at the fitted drift (ns)."""
+        if len(self._samples) < 2:
+            return 0
+        r = self._fit.drift
+        points = [self._points(s) for s in self._samples]
+        f_two = heapq.nsmallest(2, (y - r * x for (x, y), _ in points))
+        b_two = heapq.nsmallest(2, (y + r * x for _, (x, y) in points))
+        return round((f_two[1] - f_two[0] + b_two[1] - b_two[0]) / 4)
 
     def statistics(self) -> ClockStatistics:
         return ClockStatistics(**self._counts)
+
+
+def _local(s: ClockSample) -> int:
+    return s.local
