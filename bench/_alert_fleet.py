@@ -11,9 +11,13 @@ on the host's monotonic clock (the true timeline, shared with the bench's proces
 * ``accepted``: ``arrival + own``, when a device with a processor of its own would hold the alert;
 * ``first_packet``: when the kernel received the first media packet handled after that;
 
-decoding devices also log the true start of every frame played. Once every device holds the alert and every
-decoding device has played its first frame (or at the time limit) the process writes ``RESULT`` (JSON) and
-exits. A line ``ready`` on stdout says the devices are being started.
+decoding devices also log the true start of every frame played. When the server gives the zone a multicast group,
+the decoding devices join it and play from it, the counting ones do not (:class:`loa.devices.FleetHost`); ``io``
+in ``RESULT`` counts the datagrams that came on a group (``group_received``), and ``decoding`` gives each decoding
+device's media counters and its playout log by kind of frame (what stopped a device from playing: packets late,
+frames never logged). Once every device holds the alert and every decoding device has played its first frame (or
+at the time limit) the process writes ``RESULT`` (JSON) and exits. A line ``ready`` on stdout says the devices
+are being started.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from loa.devices.simclock import SimulatedClock
 from loa.devices.sinks import CounterSink
 
 STATUS_EVERY_S = 0.5
+DECODING_FIGURES = ("boot", "alerts_accepted", "received", "late", "skipped", "gaps", "watchdog_fires", "drops")
 
 
 def device_keys(seed: int, count: int) -> list[bytes]:
@@ -154,8 +159,9 @@ def main(spec_path: str, result_path: str) -> None:
             "offset_change_ns": host.offset_change_ns,
             "first_packet": [getattr(c, "first_packet_at", None) for c in cores],
             "playout": [playout(c) for c in cores[:full]],
-            "io": {"received": host.stats.received, "sent": host.stats.sent,
-                   "send_errors": host.stats.send_errors, "receive_errors": host.stats.receive_errors},
+            "io": dataclasses.asdict(host.stats),
+            "decoding": [{**{k: v for k, v in dataclasses.asdict(c.statistics()).items() if k in DECODING_FIGURES},
+                          "log": dict(Counter(e.kind for e in c.log.entries))} for c in cores[:full]],
         }
         Path(result_path).write_text(json.dumps(result))
 

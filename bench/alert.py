@@ -31,8 +31,19 @@ playout delay, ``delay_ms`` of the join, 500 ms by default, and the pre-roll, 0 
 (devices that accepted the alert within the time limit); ``bringup_s``; ``floor_ms``: the peer measured in the
 same run, the wall time of the C ``sendmmsg`` ceiling (``bench/ceiling``, compiled at run time) sending one
 256-byte datagram to each of N loopback destinations (median of 5); ``ratio_to_floor`` = ``p99_ms / floor_ms``;
-``clock_offset_change_us`` (how far the wall clock moved against the monotonic one during the run). Top level:
+``clock_offset_change_us`` (how far the wall clock moved against the monotonic one during the run);
+``stream_destinations`` (the alert stream's fan-out just after the trigger: N sessions, or one group with
+``--multicast``; each of the stream's 50 packets a second goes to every one). Top level:
 those figures at the largest N that ran.
+
+``--multicast``: the bench's zone gets an IP multicast group (PROTOCOL.md section 5.7; a 239.255.0.0/16 group, RFC
+2365, with a port free on this host, :func:`free_group`) and the streamer's socket is set up to send to groups
+(``open_udp_socket(..., multicast=True)``, bound to 127.0.0.1 so that groups go out of ``lo``). Every device says
+``multicast`` in ``hello``, so the alert's stream goes once per packet to the group instead of once per device;
+the decoding devices join the group and play from it; the counting ones do not join (see
+:class:`loa.devices.FleetHost`), so ``packet_p99_ms`` is then over the decoding devices only. The alert itself and
+the ``join`` still go to each device over its session. ``env.multicast`` says which way the run went. Without a
+group, N devices cost the streamer N datagrams per 20 ms packet (500,000 per second at 10,000 devices).
 
 If N devices cannot all connect within the bring-up limit, or fewer than 99 % have a clock estimate 60 s
 after that, the bench reports what it measured at the smaller counts and names the count that failed in
@@ -45,6 +56,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -85,6 +97,17 @@ class BringUpError(Exception):
     """The fleet did not come up in time."""
 
 
+def free_group(rng: random.Random | None = None) -> str:
+    """``"239.255.x.y:port"``: an administratively scoped IPv4 group (RFC 2365) picked at random, with a UDP port
+    no socket of this host holds on that address now (the kernel's choice for a bind to port 0). OSError if the
+    host has no IPv4."""
+    rng = rng or random.SystemRandom()
+    host = f"239.255.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((host, 0))
+        return f"{host}:{probe.getsockname()[1]}"
+
+
 def _fleet_status(path: Path) -> dict[str, int]:
     try:
         status: dict[str, int] = json.loads(path.read_text())
@@ -98,17 +121,18 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 async def _run_count(count: int, *, full: int, start_rate: float, settle: float, seed: int,
-                     workdir: str) -> dict[str, Any]:
+                     workdir: str, multicast: bool = False) -> dict[str, Any]:
     rng_seed = seed * 1_000_003 + count
     authority = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
     core = StreamerCore(static_private=os.urandom(32), zones=ZoneTree([Zone(ZONE, "bench")]),
                         authorities={key_id(authority.public_key()): authority.public_key()},
-                        epoch_ns=epoch_for(anyio.current_time()), send_clock=anyio.current_time)
+                        epoch_ns=epoch_for(anyio.current_time()), send_clock=anyio.current_time,
+                        groups={ZONE: free_group()} if multicast else None)
     keys = device_keys(rng_seed, count)
     now = anyio.current_time()
     for i, key in enumerate(keys):
         core.add_device(x25519_public(key), ZONE, now, name=f"bench-{i:05d}")
-    sock = open_udp_socket("127.0.0.1", 0)
+    sock = open_udp_socket("127.0.0.1", 0, multicast=multicast)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     service = StreamerService(core, sock)
     bringup_limit = 3 * count / start_rate + 30.0  # thrice the start schedule: retries, a loaded host
@@ -155,9 +179,10 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
                 os.setpriority(os.PRIO_PROCESS, child.pid, FLEET_NICE)
             cpu0 = time.thread_time()
             t0 = time.monotonic()
-            service.trigger_alert(ToneSource(880.0, seconds=3.0), signing_key=authority, zones=[ZONE],
-                                  text="bench")
+            bid = service.trigger_alert(ToneSource(880.0, seconds=3.0), signing_key=authority, zones=[ZONE],
+                                        text="bench")
             trigger_cpu = time.thread_time() - cpu0
+            fanout = len(core.destinations(bid))
             while child.poll() is None:
                 await anyio.sleep(0.1)
         finally:
@@ -171,6 +196,12 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
     if not result_path.exists():
         raise BringUpError(f"the fleet process ended without a result: {errors.strip()[-300:]}")
     result = json.loads(result_path.read_text())
+    io = result["io"]
+    decoding = result["decoding"]
+    print(f"alert {count}: the stream went to {fanout} destination(s); the fleet received {io['received']} "
+          f"datagrams, {io['group_received']} of them on a multicast group; the {len(decoding)} decoding devices "
+          f"received {sum(d['received'] for d in decoding)} media packets ({sum(d['late'] for d in decoding)} late) "
+          f"and logged {sum(sum(d['log'].values()) for d in decoding)} frames", file=sys.stderr)
     held = [(t - t0) * 1000 for t in result["accepted"] if t is not None]
     arrived = [(t - t0) * 1000 for t in result["arrival"] if t is not None]
     own = [t * 1000 for t in result["own"] if t is not None]
@@ -197,6 +228,7 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
         f"floor_ms_{count}": round(floor_ms, 3),
         f"ratio_to_floor_{count}": round(p99 / floor_ms, 2) if p99 is not None and floor_ms > 0 else None,
         f"clock_offset_change_us_{count}": round(result["offset_change_ns"] / 1000, 1),
+        f"stream_destinations_{count}": fanout,
     }
 
 
@@ -232,7 +264,10 @@ def measure_floor(count: int, workdir: str, *, repeat: int = 5) -> float:
 @click.option("--settle", type=click.FloatRange(0, 120), default=3.0, show_default=True,
               help="Seconds between the last session and the alert (clock estimates).")
 @click.option("--seed", type=int, default=1, show_default=True)
-def alert(*, as_json: bool, devices: str, full: int, start_rate: float, settle: float, seed: int) -> None:
+@click.option("--multicast", is_flag=True,
+              help="Give the zone an IP multicast group: the alert's stream goes once per packet to the group.")
+def alert(*, as_json: bool, devices: str, full: int, start_rate: float, settle: float, seed: int,
+          multicast: bool) -> None:
     """Alert delivery and first playout across a fleet in another process, on loopback sockets."""
     try:
         counts = sorted({int(part) for part in devices.split(",") if part.strip()})
@@ -251,7 +286,7 @@ def alert(*, as_json: bool, devices: str, full: int, start_rate: float, settle: 
         for count in counts:
             async def one(n: int = count) -> dict[str, Any]:
                 return await _run_count(n, full=full, start_rate=start_rate, settle=settle, seed=seed,
-                                        workdir=workdir)
+                                        workdir=workdir, multicast=multicast)
             problem = None
             try:
                 metrics.update(anyio.run(one, backend="asyncio", backend_options={"use_uvloop": True}))
@@ -270,5 +305,5 @@ def alert(*, as_json: bool, devices: str, full: int, start_rate: float, settle: 
         metrics[key] = metrics[f"{key}_{top}"]
     metrics["devices"] = top
     env = environment(transport="UDP loopback, streamer and fleet in two processes", backend="asyncio+uvloop",
-                      start_rate=start_rate, failed=failed or None)
+                      start_rate=start_rate, multicast=multicast, failed=failed or None)
     emit("alert", metrics, as_json=as_json, env=env)

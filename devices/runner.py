@@ -7,6 +7,11 @@ sends what the core queued to the server address. It runs on trio and on asyncio
 each: on Linux a single ``epoll`` object, itself waited on by anyio, tells which sockets have data, and one heap
 of deadlines drives every device's timers, so the cost grows with traffic, not with the number of tasks.
 
+IP multicast (PROTOCOL.md section 5.7): a device joins the groups its core wants (``SpeakerCore.groups()``) with
+one socket per group, and hands what arrives there to the core with ``group=``. The membership is taken on the
+interface of the device's own bind address when that is a specific IPv4 address (127.0.0.1 on one host: a streamer
+bound there sends its groups out of ``lo``), on any interface (the routing table's choice) otherwise.
+
 Both simulate the device clock: the host's monotonic clock is the *true* time, and each device sees
 ``SimulatedClock.local(true)`` (offset and drift), as a fleet of real devices would. The playout log records
 both times.
@@ -38,10 +43,12 @@ from anyio.abc import TaskGroup
 from loa.devices.core import Address, SpeakerCore
 from loa.devices.simclock import SimulatedClock
 
-__all__ = ["DeviceRunner", "FleetHost", "IoStatistics", "open_udp_socket", "realtime_offset", "run"]
+__all__ = ["DeviceRunner", "FleetHost", "IoStatistics", "group_interface", "open_udp_socket", "realtime_offset",
+           "run"]
 
 RECV_BATCH = 256  # datagrams taken from one socket before the loop yields
 RECEIVE_SLICE_S = 0.005  # the fleet's receive loop yields to its timers at least this often
+URGENT_EVERY = 32  # datagrams of a fleet's receive round between two looks at the decoding devices' sockets
 WINDOW_POLL_S = 0.05  # how often the starter counts the devices still connecting
 SEND_WAIT_S = 0.05
 MAX_DATAGRAM = 2048
@@ -80,6 +87,8 @@ class IoStatistics:
     sent: int = 0
     send_errors: int = 0
     receive_errors: int = 0
+    group_received: int = 0  # of ``received``: datagrams that came on a joined multicast group
+    group_errors: int = 0  # groups that could not be joined (an IPv6 group, an address in use...)
 
 
 def open_udp_socket(server: Address, bind_host: str | None = None, port: int = 0) -> socket.socket:
@@ -126,13 +135,19 @@ def _drain(sock: socket.socket, core: SpeakerCore, clock: SimulatedClock, stats:
             stats.receive_errors += 1
             continue
         stats.received += 1
+        if group is not None:
+            stats.group_received += 1
         count += 1
         core.receive_datagram(data, _address(raw), clock.local(time.monotonic()), group=group)
     return count
 
 
 class DeviceRunner:
-    """One device on its own socket (see the module docstring). ``clock`` simulates the device clock."""
+    """One device on its own socket (see the module docstring). ``clock`` simulates the device clock.
+
+    Multicast groups are joined on the interface of the address the socket is bound to (``bind_host``, or
+    ``sock``'s) when that is a specific IPv4 address; a group that cannot be joined is counted in
+    ``stats.group_errors`` and tried again after the next datagram."""
 
     def __init__(self, core: SpeakerCore, server: Address, *, clock: SimulatedClock | None = None,
                  sock: socket.socket | None = None, bind_host: str | None = None) -> None:
@@ -140,6 +155,7 @@ class DeviceRunner:
         self.server = server
         self.clock = clock or SimulatedClock()
         self.sock = sock if sock is not None else open_udp_socket(server, bind_host)
+        self.interface = group_interface(self.sock.getsockname()[0])  # where groups are joined
         self.stats = IoStatistics()
         self._changed = anyio.Event()
         self._backlog: list[bytes] = []
@@ -198,6 +214,7 @@ class DeviceRunner:
             if deadline is not None and deadline <= self.now():
                 self.core.handle_timeout(self.now())
                 await self._flush()
+                self._sync_groups()  # a broadcast that ended on a timer leaves its group
                 self._poke()
                 await anyio.sleep(0)
                 continue
@@ -213,6 +230,10 @@ class DeviceRunner:
                 continue
             await self._sleep_until(deadline)
 
+    def groups(self) -> set[str]:
+        """The multicast groups this device has joined."""
+        return set(self._groups)
+
     def _sync_groups(self) -> None:
         wanted = self.core.groups()
         for group in list(self._groups):
@@ -221,9 +242,12 @@ class DeviceRunner:
         for group in wanted - set(self._groups):
             if self._task_group is None:
                 return
-            with contextlib.suppress(OSError, ValueError):
-                self._groups[group] = _open_group(group)
-                self._task_group.start_soon(self._receive_loop, self._groups[group], group)
+            try:
+                self._groups[group] = _open_group(group, self.interface)
+            except (OSError, ValueError):
+                self.stats.group_errors += 1
+                continue
+            self._task_group.start_soon(self._receive_loop, self._groups[group], group)
 
     async def run(self, *, duration: float | None = None) -> None:
         """Start the device and run until ``duration`` seconds passed (None: until cancelled)."""
@@ -252,18 +276,36 @@ class DeviceRunner:
         self.sock.close()
 
 
-def _open_group(group: str) -> socket.socket:
-    """A socket that receives the IPv4 multicast group ``"a.b.c.d:port"`` (raises OSError/ValueError)."""
+ANY_INTERFACE = "0.0.0.0"  # noqa: S104 - IP_ADD_MEMBERSHIP's INADDR_ANY: the routing table picks the interface
+
+
+def group_interface(bind_host: str | None) -> str:
+    """The IPv4 address whose interface joins multicast groups for a device bound to ``bind_host``: that address
+    itself when it is a specific IPv4 address, else :data:`ANY_INTERFACE` (a wildcard bind, IPv6, a name)."""
+    try:
+        address = ipaddress.ip_address(bind_host or "")
+    except ValueError:
+        return ANY_INTERFACE
+    return str(address) if address.version == 4 and not address.is_unspecified else ANY_INTERFACE
+
+
+def _open_group(group: str, interface: str = ANY_INTERFACE) -> socket.socket:
+    """A non-blocking socket that receives the IPv4 multicast group ``"a.b.c.d:port"``, joined on the interface
+    of the local IPv4 address ``interface``. ValueError for a malformed or IPv6 group (the reference device joins
+    IPv4 groups only), OSError when the kernel refuses (no such interface, the port in use without
+    ``SO_REUSEADDR``, the membership limit)."""
     host, _, port = group.rpartition(":")
     address = ipaddress.ip_address(host.strip("[]"))
     if address.version != 4:
         raise ValueError("IPv6 multicast groups are not joined by the reference device")
+    if not address.is_multicast or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"a multicast group is ADDR:PORT with a multicast address, not {group!r}")
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setblocking(False)
         sock.bind((str(address), int(port)))
-        membership = address.packed + socket.inet_aton("0.0.0.0")  # noqa: S104 - any interface
+        membership = address.packed + socket.inet_aton(interface)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
     except OSError:
         sock.close()
@@ -288,8 +330,10 @@ class FleetHost:
     whose answers come back too late to count, where real devices each have a processor of their own.
     ``on_tick`` is called every ``tick`` seconds (status lines). The receive loop takes one datagram from each
     ready socket per round and yields to the timers every few milliseconds; the sockets of the first
-    ``priority`` devices (those that decode) are emptied after every round, so that their audio does not queue
-    behind the counting devices.
+    ``priority`` devices (those that decode), and their group sockets, are emptied every :data:`URGENT_EVERY`
+    datagrams of a round (a second ``epoll`` set of just those sockets says which have data), so that their
+    audio, and the ``join`` that has them take a group, do not queue behind the counting devices: a round can
+    hold hundreds of alert verifications.
 
     ``timestamps``: the kernel stamps every datagram as it arrives (``SO_TIMESTAMPNS``) and :attr:`arrival`
     holds that time, on the host's monotonic clock, while the datagram is handed to its device. One process
@@ -298,6 +342,16 @@ class FleetHost:
     on its own clock, as ``received_at``: its clock exchanges take t4 from the kernel's stamp, not from when this
     process came round to it. The wall-clock offset used for the conversion is read again at every tick;
     :attr:`offset_change_ns` is the largest change seen.
+
+    Multicast: the devices that decode (not ``count_only``) join the groups their core wants, as
+    :class:`DeviceRunner` does (on the interface of ``bind_host``, see the module docstring): one socket per
+    device and group, kept in step with ``core.groups()`` whenever the device has handled something that moved
+    its timers (a ``join`` or ``leave`` does), registered in the same ``epoll``, emptied with the decoding
+    devices' own sockets (above), closed on leave and by :meth:`close`. Counting devices say
+    ``multicast`` in ``hello`` like every reference device, so the server sends their zone's stream to the group
+    and not to them, but they do not join it: ten thousand memberships on one host would have the kernel copy
+    every frame ten thousand times, the very load a group spares the server. In a zone with a group they count
+    no media (their watchdog sees a silent stream). Groups are joined only where ``epoll`` exists (Linux).
     """
 
     def __init__(self, devices: Sequence[tuple[SpeakerCore, SimulatedClock]], server: Address, *,
@@ -313,6 +367,10 @@ class FleetHost:
         self.arrival = 0.0
         self._realtime_offset = realtime_offset() if self.timestamps else 0
         self.offset_change_ns = 0  # the largest change of that offset seen (the wall clock slewed or stepped)
+        self._groups: dict[int, dict[str, socket.socket]] = {}  # device index -> group -> its socket
+        self._group_fds: dict[int, tuple[int, str]] = {}  # a group socket's fd -> (device index, group)
+        self._poller: Any = None  # the receive loop's epoll object while it runs
+        self._urgent: Any = None  # and its set of the decoding devices' sockets (see the class docstring)
         try:
             for core, clock in devices:
                 sock = open_udp_socket(server, bind_host)
@@ -324,6 +382,9 @@ class FleetHost:
             self.close()
             raise
         self._by_fd = {sock.fileno(): i for i, sock in enumerate(self.socks)}
+        self.interface = group_interface(self.socks[0].getsockname()[0] if self.socks else bind_host)
+        joins = hasattr(select, "epoll")
+        self._joins_groups = [joins and not core.count_only for core in self.cores]
         self._rates = [clock.rate for clock in self.clocks]  # SimulatedClock.local, unrolled for the hot path
         self._offsets = [clock.offset_s for clock in self.clocks]
         self.stats = IoStatistics()
@@ -347,7 +408,46 @@ class FleetHost:
 
     def _after(self, index: int) -> None:
         _send_all(self.socks[index], self.cores[index], self.server, self.stats)
+        if self._joins_groups[index]:
+            self._sync_groups(index)
         self._schedule(index)
+
+    def _sync_groups(self, index: int) -> None:
+        """Join and leave so that device ``index`` (a decoding one) holds exactly the groups its core wants."""
+        wanted = self.cores[index].groups()
+        joined = self._groups.get(index)
+        if not wanted and not joined:
+            return
+        joined = self._groups.setdefault(index, {})
+        for group in [g for g in joined if g not in wanted]:
+            self._leave(index, group)
+        for group in wanted - joined.keys():
+            try:
+                sock = _open_group(group, self.interface)
+            except (OSError, ValueError):
+                self.stats.group_errors += 1
+                continue
+            try:
+                if self.timestamps and SO_TIMESTAMPNS is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                for poller in (self._poller, self._urgent):
+                    if poller is not None:
+                        poller.register(sock.fileno(), select.EPOLLIN)
+            except OSError:
+                sock.close()
+                self.stats.group_errors += 1
+                continue
+            joined[group] = sock
+            self._group_fds[sock.fileno()] = (index, group)
+
+    def _leave(self, index: int, group: str) -> None:
+        sock = self._groups[index].pop(group)
+        del self._group_fds[sock.fileno()]
+        sock.close()  # which also takes it out of the epoll set
+
+    def groups(self, index: int) -> set[str]:
+        """The multicast groups device ``index`` has joined (none for a counting device)."""
+        return set(self._groups.get(index, ()))
 
     def connecting(self) -> int:
         """Started devices without a session."""
@@ -408,10 +508,15 @@ class FleetHost:
         self.arrival = now
         stamped = self.timestamps
         offset = self._realtime_offset
+        group_fds = self._group_fds
         count = 0
         for fd in fds:
             index = fd if indexes else by_fd.get(fd)
-            if index is None or index >= started:
+            if index is None:
+                if fd in group_fds:
+                    count += self._receive_group(fd, now)
+                continue
+            if index >= started:
                 continue
             try:
                 if stamped:
@@ -433,12 +538,37 @@ class FleetHost:
                 self._after(index)
         return count
 
-    def _drain_priority(self) -> None:
-        """Empty the sockets of the first ``priority`` devices (the decoding ones: their audio must not wait
-        behind thousands of counting devices)."""
-        first = range(min(self.priority, self.started))
+    def _receive_group(self, fd: int, now: float) -> int:
+        """One datagram from the group socket ``fd`` (0 if it had none), handed to its device with ``group=``;
+        :attr:`arrival` as in :meth:`_receive_ready`."""
+        index, group = self._group_fds[fd]
+        sock, core, stats = self._groups[index][group], self.cores[index], self.stats
+        self.arrival = now
+        try:
+            if self.timestamps:
+                data, ancillary, _, raw = sock.recvmsg(MAX_DATAGRAM, _TIMESTAMP_SPACE)
+                self.arrival = _arrival(ancillary, self._realtime_offset, now)
+                core.received_at = self.arrival * self._rates[index] + self._offsets[index]
+            else:
+                data, raw = sock.recvfrom(MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            stats.receive_errors += 1
+            return 0
+        stats.received += 1
+        stats.group_received += 1
+        core.receive_datagram(data, (raw[0], raw[1]), now * self._rates[index] + self._offsets[index], group=group)
+        if core.timers_changed:
+            self._after(index)
+        return 1
+
+    def _drain_priority(self, urgent: Any) -> None:
+        """Empty the ready sockets of the ``urgent`` epoll set: the first ``priority`` devices' (the decoding
+        ones: their audio must not wait behind thousands of counting devices) and their group sockets."""
         for _ in range(RECV_BATCH):
-            if not self._receive_ready(first, indexes=True):
+            ready = urgent.poll(0)
+            if not ready or not self._receive_ready([fd for fd, _ in ready]):
                 return
 
     def _refresh_offset(self) -> None:
@@ -448,10 +578,16 @@ class FleetHost:
             self._realtime_offset = offset
 
     async def _receive_epoll(self) -> None:
-        poller = select.epoll()
+        poller, urgent = select.epoll(), select.epoll()
         try:
             for sock in self.socks:
                 poller.register(sock.fileno(), select.EPOLLIN)
+            for sock in self.socks[: self.priority]:
+                urgent.register(sock.fileno(), select.EPOLLIN)
+            for fd in self._group_fds:
+                poller.register(fd, select.EPOLLIN)
+                urgent.register(fd, select.EPOLLIN)
+            self._poller, self._urgent = poller, urgent
             while True:
                 await anyio.wait_readable(poller.fileno())
                 began = time.monotonic()
@@ -459,12 +595,18 @@ class FleetHost:
                     ready = poller.poll(0, 512)
                     if not ready:
                         break
-                    self._receive_ready([fd for fd, _ in ready])
-                    if self.priority:
-                        self._drain_priority()
+                    fds = [fd for fd, _ in ready]
+                    if not (self.priority or self._group_fds):
+                        self._receive_ready(fds)
+                        continue
+                    for start in range(0, len(fds), URGENT_EVERY):
+                        self._receive_ready(fds[start:start + URGENT_EVERY])
+                        self._drain_priority(urgent)
                 await anyio.sleep(0)
         finally:
+            self._poller = self._urgent = None
             poller.close()
+            urgent.close()
 
     async def _receive_one(self, index: int) -> None:
         sock = self.socks[index]
@@ -504,6 +646,9 @@ class FleetHost:
             self.close()
 
     def close(self) -> None:
+        for index in list(self._groups):
+            for group in list(self._groups[index]):
+                self._leave(index, group)
         for sock in self.socks:
             sock.close()
 

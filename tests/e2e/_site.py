@@ -95,7 +95,8 @@ class Device:
 class Site:
     """The server and its devices, all inside one task group (see the module docstring)."""
 
-    def __init__(self, tmp: Path, *, seed: int = 1, content: bool = False, delay_ms: int = 300) -> None:
+    def __init__(self, tmp: Path, *, seed: int = 1, content: bool = False, delay_ms: int = 300,
+                 groups: dict[str, str] | None = None) -> None:
         self.tmp = tmp
         self.rng = random.Random(seed)
         self.zones = site_zones()
@@ -110,6 +111,7 @@ class Site:
         self.core: StreamerCore
         self.service: StreamerService
         self._service_scope: anyio.CancelScope | None = None
+        self.groups = groups  # zone code -> multicast group "a.b.c.d:port"; the socket then sends to groups
 
     # -- server ------------------------------------------------------------------------------------------------
 
@@ -119,7 +121,7 @@ class Site:
             static_private=self.server_key, zones=self.zones, content=content, settings=self.settings,
             authorities={key_id(self.authority_public): self.authority_public},
             epoch_ns=epoch_for(anyio.current_time()), send_clock=anyio.current_time,
-            first_bid=time.time_ns() // 1_000_000 & 0xFFFFFF,
+            first_bid=time.time_ns() // 1_000_000 & 0xFFFFFF, groups=self.groups,
         )
 
     async def start_server(self, tg: anyio.abc.TaskGroup, port: int = 0) -> None:
@@ -127,7 +129,7 @@ class Site:
         self.core = self._new_core()
         for name, (private, zone) in self.keys.items():
             self.core.add_device(x25519_public(private), zone, anyio.current_time(), name=name)
-        self.service = StreamerService(self.core, open_udp_socket("127.0.0.1", port))
+        self.service = StreamerService(self.core, open_udp_socket("127.0.0.1", port, multicast=bool(self.groups)))
         await tg.start(self.service.serve)
 
     async def stop_server(self) -> None:
