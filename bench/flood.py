@@ -33,6 +33,10 @@ Metrics:
   ``received_flood`` (media packets at every device);
 * ``alert_p99_quiet_ms``/``alert_p99_flood_ms`` (from the trigger to each device holding the verified alert,
   on the host's monotonic clock) and ``alert_p99_ratio``; ``alert_held_quiet``/``alert_held_flood``;
+* ``loop_lag_p99_quiet_ms``/``loop_lag_p99_flood_ms`` and ``loop_lag_max_*``: how late a task of the server's
+  event loop that sleeps ``LAG_PROBE_S`` at a time wakes, per window; the wait of anything ready to run there (a
+  frame, an API call that triggers an alert, a timer) while the receive loop has the loop. The alert's figures
+  start when its trigger runs, after that wait;
 * amplification, per unverified source address: ``amplification_max`` (the largest bytes sent to it / bytes
   received from it, counted by the server on its side), ``amplification_total``; ``flooder_received_bytes`` and
   ``server_sent_unverified_bytes`` (the flooder's own count of what came back, and the server's: they must agree
@@ -87,6 +91,7 @@ ZONE = "X1"
 FIRST_SOURCE = "127.1.0.1"
 KIND_NAMES = ("garbage", "init_mac1_valid", "init_mac1_bad", "cookie_reply", "transport_unknown_index")
 STATUS_EVERY_S = 0.2
+LAG_PROBE_S = 0.01
 ALERT_TONE_S = 2.0
 BRINGUP_LIMIT_S = 60.0
 
@@ -317,6 +322,17 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
     metrics: dict[str, Any] = {}
     async with anyio.create_task_group() as tg:
         await tg.start(service.serve)
+        lags: list[tuple[float, float]] = []  # (when a probe was due, how late it woke), on the service's clock
+        probe_scope = anyio.CancelScope()
+
+        async def probe() -> None:
+            with probe_scope:
+                while True:
+                    due = anyio.current_time() + LAG_PROBE_S
+                    await anyio.sleep_until(due)
+                    lags.append((due, anyio.current_time() - due))
+
+        tg.start_soon(probe)
         port = service.address[1]
         spec: dict[str, Any] = {"host": "127.0.0.1", "port": port, "server_public": core.public_key.hex(),
                 "authority": authority.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex(),
@@ -358,12 +374,14 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
                                                 str(max(1, int(seconds) - 1)), "--format", "raw", "--output",
                                                 profile, "--nonblocking"], stdout=subprocess.DEVNULL,
                                                stderr=subprocess.DEVNULL)
+                window_start = anyio.current_time()
                 await anyio.sleep(seconds / 2)
                 t0 = time.monotonic()
                 service.trigger_alert(ToneSource(880.0, seconds=ALERT_TONE_S), signing_key=authority,
                                       zones=[ZONE], text=f"flood bench {phase}")
                 alerts[phase] = t0
                 await anyio.sleep(seconds / 2)
+                window_lags = [lag for due, lag in lags if window_start <= due <= anyio.current_time()]
                 if flooder is not None:
                     while flooder.poll() is None:
                         await anyio.sleep(0.05)
@@ -377,6 +395,7 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
                 end_status = _status(status_path)
                 drops1 = socket_drops(port)
                 windows[phase] = {
+                    "lags": window_lags,
                     "start": start_status, "end": end_status, "received": meter.datagrams_in - received0,
                     "drops": None if drops0 is None or drops1 is None else drops1 - drops0,
                 }
@@ -388,6 +407,7 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
                     await anyio.sleep(0.05)
             service.stop()
         finally:
+            probe_scope.cancel()
             if fleet.poll() is None:
                 fleet.terminate()
             while fleet.poll() is None:
@@ -407,6 +427,9 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
         times = [held[index] if len(held) > index else None for held in final.get("alerts", [])]
         metrics[f"alert_p99_{phase}_ms"] = _p99_ms(times, alerts[phase])
         metrics[f"alert_held_{phase}"] = sum(t is not None for t in times)
+        phase_lags = np.array(windows[phase]["lags"] or [0.0]) * 1000
+        metrics[f"loop_lag_p99_{phase}_ms"] = round(float(np.percentile(phase_lags, 99)), 3)
+        metrics[f"loop_lag_max_{phase}_ms"] = round(float(phase_lags.max()), 3)
     quiet, flooded = metrics["alert_p99_quiet_ms"], metrics["alert_p99_flood_ms"]
     metrics["alert_p99_ratio"] = round(flooded / quiet, 3) if quiet and flooded is not None else None
     worst, total = meter.amplification()

@@ -4,9 +4,11 @@
 (uvloop when installed). Everything a device sends and everything sent to devices - handshakes, control, media,
 retransmissions, multicast - goes through one socket:
 
-* the receive loop waits until the socket is readable, drains up to 256 datagrams into the core, then sends
-  what the core queued; on Linux it first gives the socket a kernel filter (:mod:`loa.streamer.sockfilter`) so
-  that datagrams no server takes (junk, wrong type, version or length) are dropped, and counted, by the kernel;
+* the receive loop waits until the socket is readable, drains up to 256 datagrams into the core (fewer if that
+  takes more than 2 ms: :data:`RECEIVE_SLICE_S`), then sends what the core queued and goes back to the event loop,
+  so that under a flood a frame, an alert or a timer waits at most one such slice; on Linux it first gives the
+  socket a kernel filter (:mod:`loa.streamer.sockfilter`) so that datagrams no server takes (junk, wrong type,
+  version or length) are dropped, and counted, by the kernel;
 * the timer loop sleeps until the core's ``next_timeout()`` (or until woken by an API call) and runs it;
 * each live broadcast has its own task: it sleeps until the frame is due (``next_frame_time``, on the same
   monotonic clock, computed from the frame count so it never drifts), takes the frame's packets from the core
@@ -30,6 +32,7 @@ broadcast sends its closing RTCP BYE, the queues are flushed, the advertisement 
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gc
 import math
@@ -57,6 +60,8 @@ __all__ = ["MULTICAST_TTL", "ServiceStatistics", "StreamerService", "epoch_for",
 
 MULTICAST_TTL = 16
 RECEIVE_BATCH = 256
+#: The receive loop hands the event loop back after this much time reading (or RECEIVE_BATCH datagrams).
+RECEIVE_SLICE_S = 0.002
 WALL_OFFSET_REFRESH_S = 10.0
 # SO_TIMESTAMPNS (asm-generic/socket.h; Python does not name it): the kernel's wall-clock time of each datagram,
 # a struct timespec. A clock probe's t2 is taken from it (PROTOCOL.md section 4.7: "kernel receive timestamp
@@ -88,6 +93,16 @@ def _wall_offset() -> float:
             best = (after - before, (before + after) / 2 - wall / 1e9)
     assert best is not None
     return best[1]
+
+
+def _loop_clock() -> Callable[[], float]:
+    """The running event loop's clock, the one ``anyio.current_time()`` reads, as a function to call per datagram:
+    on asyncio the loop's own ``time`` (anyio's look-up of the backend costs as much as the rest of reading a
+    datagram), elsewhere ``anyio.current_time``."""
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:  # no asyncio loop runs this task: trio
+        return anyio.current_time
 
 
 def _arrival(ancillary: list[tuple[int, int, bytes]], offset: float) -> float | None:
@@ -197,10 +212,12 @@ class StreamerService:
         """Trigger an alert (see :meth:`StreamerCore.trigger_alert`). Its beacon (one datagram for every device,
         PROTOCOL.md section 6.4.2) is sent before anything is sealed for a device (then the reliable ``alert``,
         ``amp``, the stream and the ``join``s), and all of it goes out before
-        this returns, as far as the socket takes it (the rest at the next flush). The garbage collector is held
-        off meanwhile, so that a full collection of a large heap does not land in the middle."""
+        this returns, as far as the socket takes it (the rest at the next flush), ahead of anything still waiting
+        for the socket (answers to handshakes under a flood among it). The garbage collector is held off
+        meanwhile, so that a full collection of a large heap does not land in the middle."""
         collecting = gc.isenabled()
         gc.disable()
+        waiting, self._pending = self._pending, []
         try:
             bid = self.core.announce_alert(source, self.now(), **options)
             self._pending.extend(self.core.datagrams_to_send())
@@ -209,6 +226,7 @@ class StreamerService:
             self._pending.extend(self.core.datagrams_to_send())
             self._send_pending()
         finally:
+            self._pending.extend(waiting)
             if collecting:
                 gc.enable()
         self.changed()
@@ -261,7 +279,7 @@ class StreamerService:
     # -- loops -------------------------------------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
-        sock, core = self.sock, self.core
+        sock, core, clock = self.sock, self.core, _loop_clock()
         stamped = _stamp_arrivals(sock)
         self.filtered = self.socket_filter and sockfilter.attach(sock)
         offset, offset_at = _wall_offset(), anyio.current_time()
@@ -270,6 +288,7 @@ class StreamerService:
             now = anyio.current_time()
             if now - offset_at > WALL_OFFSET_REFRESH_S:  # follows any slewing of the wall clock
                 offset, offset_at = _wall_offset(), now
+            slice_end = now + RECEIVE_SLICE_S
             for _ in range(RECEIVE_BATCH):
                 arrived = None
                 try:
@@ -284,7 +303,10 @@ class StreamerService:
                     self._receive_errors += 1  # e.g. an ICMP error reported on the socket; nothing to read
                     continue
                 self._received += 1
-                core.receive_datagram(data, (str(address[0]), int(address[1])), anyio.current_time(), arrived=arrived)
+                now = clock()
+                core.receive_datagram(data, (str(address[0]), int(address[1])), now, arrived=arrived)
+                if now >= slice_end:
+                    break
             await self._flush()
 
     async def _timer_loop(self) -> None:
