@@ -54,44 +54,42 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
-import io
 import json
-import math
-import os
 import random
-import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import wave
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx2
 import numpy as np
 
+from loa.bench._crash_checks import Ledger, Workload, check_slots, verify
 from loa.bench._report import emit, environment
+from loa.bench._serve import (
+    START_TIMEOUT_S,
+    Api,
+    Child,
+    RtpFeeder,
+    UnacknowledgedError,
+    free_port,
+    spawn,
+    wav_tone,
+)
 from loa.cli import UserError
 from loa.devices.watchdog import DEFAULT_WATCHDOG_MS
 
 PASSWORD = "mật khẩu đủ dài 2026"  # noqa: S105 - a test account on a throw-away server
 ZONES_CSV = "code,name,parent,level\nP,Tỉnh thử,,province\nA,Xã A,P,commune\nB,Xã B,P,commune\n"
 PROGRAMME_S = 4.0
-UPLOAD_S = 0.5
-SLOT_GAP_S = 6  # slots are at least this far apart (a programme lasts PROGRAMME_S)
-START_TIMEOUT_S = 60.0
-REQUEST_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,427 +110,6 @@ class CrashConfig:
     backend: str = "trio"
 
 
-# -- processes ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Child:
-    """A child process whose output lines are kept with the monotonic time they were read."""
-
-    proc: subprocess.Popen[str]
-    lines: list[tuple[float, str]] = field(default_factory=list)
-    on_line: Callable[[float, str], None] | None = None
-
-    def start_reader(self) -> None:
-        def read(stream: Any) -> None:
-            for line in stream:
-                stamped = (time.monotonic(), line.rstrip("\n"))
-                if self.on_line is not None:
-                    self.on_line(*stamped)
-                self.lines.append(stamped)
-
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                threading.Thread(target=read, args=(stream,), daemon=True).start()
-
-    def find(self, pattern: str, timeout: float) -> tuple[float, re.Match[str]]:
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            lines = list(self.lines)
-            for at, line in lines[seen:]:
-                if (found := re.search(pattern, line)) is not None:
-                    return at, found
-            seen = len(lines)
-            if self.proc.poll() is not None and seen == len(self.lines):
-                break
-            time.sleep(0.01)
-        tail = "\n".join(line for _, line in self.lines[-20:])
-        raise UserError(f"`loa serve` did not print {pattern!r} in {timeout:g} s; its output ends:\n{tail}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self, grace: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def _spawn(args: list[str], *, module: str = "loa.cli", on_line: Callable[[float, str], None] | None = None) -> Child:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
-    child = Child(proc, on_line=on_line)
-    child.start_reader()
-    return child
-
-
-def _free_port(kind: int, rng: random.Random) -> int:
-    """A free port below the usual ephemeral range (32768-60999), so that no socket bound to port 0 takes it
-    while the server is down."""
-    for _ in range(200):
-        port = rng.randrange(20_000, 32_000)
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise UserError("no free port found between 20000 and 32000 on 127.0.0.1")
-
-
-# -- test content --------------------------------------------------------------------------------------------------
-
-
-def wav_tone(seconds: float, frequency: float) -> bytes:
-    """A mono 48 kHz WAV file of a tone (every upload gets its own frequency, so its own content id)."""
-    t = np.arange(int(48_000 * seconds)) / 48_000
-    samples = (0.3 * 32767 * np.sin(2 * math.pi * frequency * t)).astype("<i2")
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48_000)
-        w.writeframes(samples.tobytes())
-    return out.getvalue()
-
-
-class RtpFeeder:
-    """Sends a 440 Hz RTP/Opus stream (20 ms frames, real time) to a live input until stopped."""
-
-    def __init__(self, address: tuple[str, int]) -> None:
-        from loa.codecs import OpusEncoder
-        from loa.protocol.rtp import write_opus_rtp
-
-        encoder = OpusEncoder()
-        t = np.arange(960) / 48_000
-        self._frame = encoder.encode((0.2 * 32767 * np.sin(2 * math.pi * 440 * t)).astype(np.int16))
-        self._write = write_opus_rtp
-        self._address = address
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        ssrc = random.getrandbits(32)
-        buf = bytearray(1500)
-        start = time.monotonic()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            for k in range(10**7):
-                wait = start + k * 0.02 - time.monotonic()
-                if self._stop.wait(max(0.0, wait)):
-                    return
-                size = self._write(buf, sequence=k & 0xFFFF, timestamp=(k * 960) & 0xFFFFFFFF, ssrc=ssrc,
-                                   payload=self._frame, marker=k == 0)
-                with contextlib.suppress(OSError):
-                    sock.sendto(bytes(buf[:size]), self._address)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-# -- the HTTP side -------------------------------------------------------------------------------------------------
-
-
-class UnacknowledgedError(Exception):
-    """A request got no 2xx answer (the server was killed under it, or refused it)."""
-
-
-class Api:
-    def __init__(self, base: str) -> None:
-        self.client = httpx2.Client(base_url=base, timeout=REQUEST_TIMEOUT_S)
-        self.token = ""
-
-    def close(self) -> None:
-        self.client.close()
-
-    def login(self, username: str, password: str) -> str:
-        response = self.client.post("/api/v1/auth/login", json={"username": username, "password": password})
-        if response.status_code != 200:
-            raise UnacknowledgedError(f"login {username}: {response.status_code} {response.text[:200]}")
-        return str(response.json()["token"])
-
-    def call(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> Any:
-        try:
-            response = self.client.request(method, path, headers={"Authorization": f"Bearer {token or self.token}"},
-                                           **kwargs)
-        except httpx2.HTTPError as exc:
-            raise UnacknowledgedError(f"{method} {path}: {type(exc).__name__}") from None
-        if not 200 <= response.status_code < 300:
-            raise UnacknowledgedError(f"{method} {path}: {response.status_code} {response.text[:300]}")
-        return response.json() if response.content else None
-
-    def read(self, path: str, **params: Any) -> Any:
-        """A GET, tried three times (a freshly started server on a busy machine can be slow)."""
-        for attempt in range(3):
-            try:
-                return self.call("GET", path, params=params)
-            except UnacknowledgedError:
-                if attempt == 2:
-                    raise
-                time.sleep(1.0)
-        raise AssertionError("unreachable")
-
-    def pages(self, path: str, **params: Any) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        cursor = None
-        for _ in range(10_000):
-            page = self.read(path, limit=1000, **params, **({"cursor": cursor} if cursor else {}))
-            rows.extend(page["items"])
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
-        return rows
-
-
-@dataclass
-class Ledger:
-    """What the server acknowledged, and what was asked when the answer never came."""
-
-    uploads: dict[int, str] = field(default_factory=dict)            # item id -> content id
-    pending_uploads: set[str] = field(default_factory=set)            # titles of unanswered uploads
-    entries: dict[int, dict[str, Any] | None] = field(default_factory=dict)  # id -> fields (None: deleted)
-    pending_entries: dict[int, list[dict[str, Any] | None]] = field(default_factory=dict)
-    pending_creates: dict[str, dict[str, Any]] = field(default_factory=dict)  # title -> fields
-    slots: dict[int, datetime] = field(default_factory=dict)          # slot entry id -> occurrence
-    broadcasts: set[int] = field(default_factory=set)
-    acknowledged: int = 0
-    unacknowledged: int = 0
-    adopted: int = 0
-
-
-def _fields(entry: dict[str, Any]) -> dict[str, Any]:
-    return {k: entry[k] for k in ("title", "start", "zones", "item", "enabled")}
-
-
-class Workload:
-    """The client thread: uploads, schedule edits and slots, paced, each result kept in the ledger."""
-
-    def __init__(self, api: Api, ledger: Ledger, rng: random.Random, programme: int, slot_ahead: float) -> None:
-        self.api = api
-        self.slot_ahead = slot_ahead
-        self.ledger = ledger
-        self.rng = rng
-        self.programme = programme
-        self.lock = threading.Lock()
-        self.running = threading.Event()
-        self.stop_all = threading.Event()
-        self.busy = threading.Lock()  # held while one operation is under way
-        self.counter = 0
-        self.want_slot = True  # each round adds one slot first
-        self.slot_floor = datetime.now(UTC)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self.stop_all.is_set():
-            if not self.running.wait(0.1):
-                continue
-            with self.busy:
-                if not self.running.is_set():
-                    continue
-                try:
-                    self._one()
-                except UnacknowledgedError:
-                    with self.lock:
-                        self.ledger.unacknowledged += 1
-                    time.sleep(0.05)
-            time.sleep(self.rng.uniform(0.02, 0.15))
-
-    def pause(self) -> None:
-        """Stop issuing requests; returns once none is under way."""
-        self.running.clear()
-        with self.busy:
-            pass
-
-    def close(self) -> None:
-        self.stop_all.set()
-        self.running.clear()
-        self._thread.join(REQUEST_TIMEOUT_S + 5)
-
-    def _name(self, what: str) -> str:
-        self.counter += 1
-        return f"{what} {self.counter} {self.rng.getrandbits(32):08x}"
-
-    def _one(self) -> None:
-        roll = self.rng.random()
-        live = [i for i, f in self.ledger.entries.items() if f is not None and i not in self.ledger.slots]
-        if roll < 0.15 or self.want_slot:
-            self.want_slot = False
-            self._slot()
-        elif roll < 0.4:
-            self._upload()
-        elif roll < 0.7 or not live:
-            self._create()
-        elif roll < 0.88:
-            self._patch(self.rng.choice(live))
-        else:
-            self._delete(self.rng.choice(live))
-
-    def _upload(self) -> None:
-        title = self._name("upload")
-        blob = wav_tone(UPLOAD_S, self.rng.uniform(200.0, 2000.0))
-        with self.lock:
-            self.ledger.pending_uploads.add(title)
-        item = self.api.call("POST", "/api/v1/library/audio", files={"file": (f"{title}.wav", blob, "audio/wav")},
-                             data={"title": title, "zone": "P"})
-        with self.lock:
-            self.ledger.pending_uploads.discard(title)
-            self.ledger.uploads[int(item["id"])] = str(item["content_id"])
-            self.ledger.acknowledged += 1
-
-    def _body(self, title: str, start: datetime, zone: str = "A") -> dict[str, Any]:
-        return {"title": title, "item": self.programme, "zones": [zone], "start": start.isoformat(), "tz": "UTC",
-                "force": True}
-
-    def _create(self) -> None:
-        title = self._name("entry")
-        start = (datetime.now(UTC) + timedelta(days=2, minutes=self.rng.randrange(0, 10_000))).replace(microsecond=0)
-        body = self._body(title, start)
-        expected = {"title": title, "start": start.replace(tzinfo=None).isoformat(), "zones": ["A"],
-                    "item": self.programme, "enabled": True}
-        with self.lock:
-            self.ledger.pending_creates[title] = expected
-        saved = self.api.call("POST", "/api/v1/schedule", json=body)
-        with self.lock:
-            self.ledger.pending_creates.pop(title, None)
-            self.ledger.entries[int(saved["entry"]["id"])] = _fields(saved["entry"])
-            self.ledger.acknowledged += 1
-
-    def _patch(self, entry_id: int) -> None:
-        before = self.ledger.entries[entry_id]
-        assert before is not None
-        change: dict[str, Any] = {"title": self._name("edited")}
-        if self.rng.random() < 0.3:
-            change["enabled"] = not before["enabled"]
-        after = {**before, **change}
-        with self.lock:
-            self.ledger.pending_entries[entry_id] = [after]
-        saved = self.api.call("PATCH", f"/api/v1/schedule/{entry_id}", json={**change, "force": True})
-        with self.lock:
-            self.ledger.pending_entries.pop(entry_id, None)
-            self.ledger.entries[entry_id] = _fields(saved["entry"])
-            self.ledger.acknowledged += 1
-
-    def _delete(self, entry_id: int) -> None:
-        with self.lock:
-            self.ledger.pending_entries[entry_id] = [None]
-        self.api.call("DELETE", f"/api/v1/schedule/{entry_id}")
-        with self.lock:
-            self.ledger.pending_entries.pop(entry_id, None)
-            self.ledger.entries[entry_id] = None
-            self.ledger.acknowledged += 1
-
-    def _slot(self) -> None:
-        """A one-off slot of the programme for zone A, 1 to ``slot_ahead`` s ahead, apart from every other slot."""
-        at = (datetime.now(UTC) + timedelta(seconds=self.rng.uniform(1.0, self.slot_ahead))).replace(microsecond=0)
-        at = max(at, self.slot_floor + timedelta(seconds=SLOT_GAP_S))
-        self.slot_floor = at
-        title = self._name("slot")
-        expected = {"title": title, "start": at.replace(tzinfo=None).isoformat(), "zones": ["A"],
-                    "item": self.programme, "enabled": True}
-        with self.lock:
-            self.ledger.pending_creates[title] = expected
-        saved = self.api.call("POST", "/api/v1/schedule", json=self._body(title, at))
-        entry_id = int(saved["entry"]["id"])
-        with self.lock:
-            self.ledger.pending_creates.pop(title, None)
-            self.ledger.entries[entry_id] = _fields(saved["entry"])
-            self.ledger.slots[entry_id] = at
-            self.ledger.acknowledged += 1
-
-
-# -- checks --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Findings:
-    lost: list[str] = field(default_factory=list)
-    corrupted: list[str] = field(default_factory=list)
-
-
-def verify(api: Api, ledger: Ledger, checked_content: dict[str, bool]) -> Findings:
-    """Compare the server's records with the ledger (the workload is paused); adopt what in-flight requests
-    did. ``checked_content`` caches content ids already downloaded and hashed (content is immutable)."""
-    found = Findings()
-    items = {int(i["id"]): i for i in api.pages("/api/v1/library")}
-    for item_id, content_id in ledger.uploads.items():
-        item = items.get(item_id)
-        if item is None:
-            found.lost.append(f"library item {item_id}")
-        elif item["content_id"] != content_id:
-            found.corrupted.append(f"library item {item_id}: content id {item['content_id']} != {content_id}")
-    for item_id, item in items.items():
-        if item["kind"] != "audio":
-            continue
-        title = str(item["title"])
-        if item_id not in ledger.uploads and title in ledger.pending_uploads:  # an unanswered upload took effect
-            ledger.uploads[item_id] = str(item["content_id"])
-            ledger.pending_uploads.discard(title)
-            ledger.adopted += 1
-        content_id = str(item["content_id"])
-        if content_id not in checked_content:
-            response = api.client.get(f"/api/v1/library/{item_id}/content",
-                                      headers={"Authorization": f"Bearer {api.token}"})
-            checked_content[content_id] = (response.status_code == 200
-                                           and hashlib.sha256(response.content).hexdigest() == content_id)
-        if not checked_content[content_id]:
-            found.corrupted.append(f"library item {item_id}: its content is missing or does not match {content_id}")
-    ledger.pending_uploads.clear()  # an upload not there now never will be
-
-    entries = {int(e["id"]): e for e in api.pages("/api/v1/schedule")}
-    for entry_id, expected in list(ledger.entries.items()):
-        allowed = [expected, *ledger.pending_entries.get(entry_id, [])]
-        there = entries.get(entry_id)
-        actual = None if there is None else _fields(there)
-        if actual in allowed:
-            ledger.entries[entry_id] = actual
-            if actual != expected:
-                ledger.adopted += 1
-        elif actual is None:
-            found.lost.append(f"schedule entry {entry_id}")
-        else:
-            found.corrupted.append(f"schedule entry {entry_id}: {actual} is none of {allowed}")
-    ledger.pending_entries.clear()
-    by_title = {str(e["title"]): e for e in entries.values()}
-    for title, expected in list(ledger.pending_creates.items()):
-        there = by_title.get(title)
-        if there is not None:
-            entry_id = int(there["id"])
-            if _fields(there) != expected:
-                found.corrupted.append(f"schedule entry {entry_id}: {_fields(there)} != {expected}")
-            ledger.entries[entry_id] = _fields(there)
-            if title.startswith("slot"):
-                ledger.slots[entry_id] = datetime.fromisoformat(expected["start"]).replace(tzinfo=UTC)
-            ledger.adopted += 1
-    ledger.pending_creates.clear()
-    known = set(ledger.entries)
-    for entry_id, entry in entries.items():
-        if entry_id not in known and str(entry["title"]).startswith(("entry", "slot", "edited")):
-            found.corrupted.append(f"schedule entry {entry_id} was never asked for")
-
-    for bid in ledger.broadcasts:
-        try:
-            api.read(f"/api/v1/broadcasts/{bid}")
-        except UnacknowledgedError:
-            found.lost.append(f"broadcast {bid}")
-    audit = api.read("/api/v1/audit/verify")
-    if not audit["ok"]:
-        found.corrupted.append(f"audit chain: {audit['summary']}")
-    return found
-
-
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q)) if values else 0.0
 
@@ -550,7 +127,7 @@ class Fleet:
         self.inits: dict[int, list[float]] = defaultdict(list)
         self.watchdog: dict[int, list[float]] = defaultdict(list)
         self.states: dict[int, list[tuple[float, int | None, str | None]]] = defaultdict(list)
-        self.child = _spawn([str(spec_path)], module="loa.bench._crash_fleet", on_line=self._line)
+        self.child = spawn([str(spec_path)], module="loa.bench._crash_fleet", on_line=self._line)
 
     def _line(self, _at: float, line: str) -> None:
         if not line.startswith("{"):
@@ -589,7 +166,7 @@ def run_crash(config: CrashConfig, workdir: Path, *, progress: Callable[[str], N
     cap = began + config.seconds
     data_dir = workdir / "data"
     ports = random.Random()
-    http_port, udp_port = _free_port(socket.SOCK_STREAM, ports), _free_port(socket.SOCK_DGRAM, ports)
+    http_port, udp_port = free_port(socket.SOCK_STREAM, ports), free_port(socket.SOCK_DGRAM, ports)
     serve_args = ["serve", "--data-dir", str(data_dir), "--http", f"127.0.0.1:{http_port}",
                   "--udp", f"127.0.0.1:{udp_port}", "--backend", config.backend]
     if config.db_url:
@@ -617,7 +194,7 @@ def run_crash(config: CrashConfig, workdir: Path, *, progress: Callable[[str], N
     def start() -> tuple[Child, float]:
         for _ in range(5):  # a port taken by another program meanwhile: try again shortly
             launched = time.monotonic()
-            child = _spawn(serve_args)
+            child = spawn(serve_args)
             try:
                 ready_at, _ = child.find(r"devices on udp \S+; server public key", START_TIMEOUT_S)
                 break
@@ -817,49 +394,6 @@ def run_crash(config: CrashConfig, workdir: Path, *, progress: Callable[[str], N
         "audit_entries": audit_entries,
         "seconds": round(time.monotonic() - began, 1),
     }
-
-
-def check_slots(api: Api, ledger: Ledger, fleet: Fleet | None, *,
-                note: Callable[[str], None] = lambda _s: None) -> dict[str, int]:
-    """Every slot due by now fired exactly once (see the module docstring); ``note`` gets one line per slot
-    missed or doubled, naming it, its firings and its broadcast ids."""
-    now = datetime.now(UTC)
-    due = {e: at for e, at in ledger.slots.items() if at <= now - timedelta(seconds=3)}
-    scheduled = api.pages("/api/v1/broadcasts", kind="scheduled")
-    bids_at: dict[datetime, set[int]] = defaultdict(set)
-    for row in scheduled:
-        bids_at[datetime.fromisoformat(row["started_at"]).astimezone(UTC)].add(int(row["bid"]))
-    missed = doubled = late = 0
-    slot_of_bid: dict[int, int] = {}
-    for entry_id, at in due.items():
-        firings = api.read(f"/api/v1/schedule/{entry_id}/firings")["items"]
-        started = [f for f in firings if f["status"] == "started"]
-        missed += not started
-        if not started:
-            note(f"slot {entry_id} at {at.isoformat()} missed: firings {firings}")
-        bids = set(bids_at.get(at, set()))
-        for firing in started:
-            bids.update(int(b) for b in firing["broadcasts"])
-            claimed = datetime.fromisoformat(firing["claimed_at"]).astimezone(UTC)
-            late += claimed > at - timedelta(seconds=1)  # claimed after its time: the server was down then
-        doubled += len(bids) > 1 or len(started) > 1
-        if len(bids) > 1 or len(started) > 1:
-            note(f"slot {entry_id} at {at.isoformat()} doubled: broadcasts {sorted(bids)}, firings {firings}")
-        for bid in bids:
-            slot_of_bid[bid] = entry_id
-    if fleet is not None:  # the devices' side: one slot played under two broadcast ids
-        device_doubles: set[int] = set()
-        for states in fleet.states.values():
-            seen: dict[int, set[int]] = defaultdict(set)
-            for _, played, src in list(states):
-                if src == "local" and played is not None and played in slot_of_bid:
-                    seen[slot_of_bid[played]].add(played)
-            for e, b in seen.items():
-                if len(b) > 1 and e not in device_doubles:
-                    device_doubles.add(e)
-                    note(f"slot {e} played by a device under broadcasts {sorted(b)}")
-        doubled = max(doubled, len(device_doubles))
-    return {"slots": len(due), "late_slots": late, "doubled_slots": doubled, "missed_slots": missed}
 
 
 @contextlib.contextmanager

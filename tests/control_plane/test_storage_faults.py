@@ -24,7 +24,7 @@ import _serve
 import httpx2
 import pytest
 
-from loa.bench.crash import wav_tone
+from loa.bench._serve import wav_tone
 
 pytestmark = pytest.mark.e2e
 
