@@ -175,7 +175,12 @@ class DeviceConnection:
         if not self.connected:
             return
         for plaintext in self.channel.outgoing(now):
-            self.session.send(plaintext, now)
+            try:
+                self.session.send(plaintext, now)
+            except LocalProtocolError:
+                # The session expired this instant (its timer has not run yet): what the channel handed out is
+                # in flight and goes again, on the next session, when its retransmission time comes.
+                return
 
 
 class ServerConnection:

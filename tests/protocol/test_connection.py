@@ -20,6 +20,7 @@ from loa.protocol.connection import (
 )
 from loa.protocol.control import Reboot, State, TimeReq, Volume
 from loa.protocol.errors import LocalProtocolError
+from loa.protocol.session import REJECT_AFTER_TIME
 from loa.protocol.sim import FakeNetwork
 
 Address = tuple[str, int]
@@ -215,3 +216,18 @@ def test_garbage_is_counted_not_raised() -> None:
         data = rng.randbytes(rng.randrange(0, 200))
         assert world.server.conn.receive_datagram(data, ("203.0.113.5", 1), 0.0) == []
     assert sum(world.server.conn.statistics().drops.values()) == 500
+
+
+def test_a_reliable_message_sent_as_the_session_expires_is_not_lost_and_nothing_raises() -> None:
+    """A device whose host fell behind can be handed a message after its session's REJECT_AFTER_TIME passed
+    and before its timer ran: the session refuses to seal, the connection does not raise, and the message goes
+    out on the next session."""
+    world = World(3, devices=1, delay=(0.01, 0.03))
+    (node,) = world.devices
+    node.conn.connect(world.net.now)
+    assert world.net.run_until(lambda: world.server.conn.is_connected(world.pub(node)), 30.0)
+    late = world.net.now + REJECT_AFTER_TIME + 1.0  # the timer that would have rekeyed has not run
+    node.conn.send(State(bid=7, src="ip", since=1), late)
+    world.net.clock.jump_to(late)
+    assert world.net.run_until(lambda: len(received(world.server.events, State)) >= 1, 120.0)
+    assert [e.message.bid for e in received(world.server.events, State)] == [7]
