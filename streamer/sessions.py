@@ -97,6 +97,9 @@ class DeviceSessions:
         self._runtime: dict[bytes, DeviceRuntime] = {}
         self._by_index: dict[int, bytes] = {}
         self._provisional_by_ip: dict[str, float] = {}
+        # devices whose runtime was given a provisional_until (a superset: entries are dropped when next seen
+        # cleared), so that the timers look at the few provisional sessions, not at every device
+        self._provisional: set[bytes] = set()
         self._unsealed: list[tuple[bytes, Address]] = []  # alert beacons: sent ahead of anything sealed
         self._now = 0.0
         self._address: Address | None = None
@@ -234,17 +237,30 @@ class DeviceSessions:
             return out
         return self.conn.datagrams_to_send()
 
+    def _provisional_runtimes(self) -> list[tuple[bytes, DeviceRuntime]]:
+        """The devices on a provisional session now (see ``_provisional``), forgetting those no longer on one."""
+        out = []
+        for key in list(self._provisional):
+            rt = self._runtime.get(key)
+            if rt is None or rt.provisional_until is None:
+                self._provisional.discard(key)
+            else:
+                out.append((key, rt))
+        return out
+
     def next_timeout(self) -> float | None:
         times = [self.conn.next_timeout()]
-        times += [rt.provisional_until for rt in self._runtime.values() if rt.provisional_until is not None]
+        if self._provisional:
+            times += [rt.provisional_until for _, rt in self._provisional_runtimes()]
         return min((t for t in times if t is not None), default=None)
 
     def handle_timeout(self, now: float) -> None:
         self._now = now
         self._absorb(self.conn.handle_timeout(now), now, None)
-        for key, rt in list(self._runtime.items()):
-            if rt.provisional_until is not None and now >= rt.provisional_until:
-                self._refuse(key, now)
+        if self._provisional:
+            for key, rt in self._provisional_runtimes():
+                if rt.provisional_until is not None and now >= rt.provisional_until:
+                    self._refuse(key, now)
         for ip in [ip for ip, t in self._provisional_by_ip.items() if now - t >= 1.0]:
             del self._provisional_by_ip[ip]
 
@@ -259,7 +275,7 @@ class DeviceSessions:
         now = self._now
         if not self._registry.tokens_outstanding(self._server_time(now)):
             return False
-        provisional = sum(1 for rt in self._runtime.values() if rt.provisional_until is not None)
+        provisional = len(self._provisional_runtimes())
         ip = self._address[0]
         last = self._provisional_by_ip.get(ip)
         if provisional >= MAX_PROVISIONAL or (last is not None and now - last < 1.0):
@@ -324,6 +340,7 @@ class DeviceSessions:
         if not self._registry.is_enrolled(device):
             if rt.provisional_until is None:
                 rt.provisional_until = now + ENROLMENT_TIMEOUT_S
+                self._provisional.add(device)
             return False
         self._events.append(DeviceOnline(device, rt.address, event.boot, event.peer_restarted))
         self._hooks.on_online(device, now)
