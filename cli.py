@@ -77,6 +77,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "sessions": ("loa.bench.sessions:sessions", "Server memory per device session; handshakes/s beside bare crypto."),
     "scale": ("loa.bench.scale:scale", "Fan-out cost against devices and streams; frame sizes; multicast."),
     "crash": ("loa.bench.crash:crash", "SIGKILL `loa serve` under work and devices: records, slots, rejoin."),
+    "soak": ("loa.bench.soak:soak", "A bounded soak of a province: memory flat, no descriptor or task leak."),
     "hostile": ("loa.bench.hostile:hostile", "Forged and replayed alerts and commands: none accepted, all counted."),
     "flood": ("loa.bench.flood:flood", "Flood during a stream and an alert: late frames, amplification."),
     "all": ("loa.bench.all:all_benches", "Every benchmark with its peers: results.json, report.md and plots."),

@@ -2,14 +2,28 @@
 
 Each app has its own registry (several apps may live in one process, as in tests). Route labels are templates
 (``/api/v1/devices/{device_id}``), never raw paths, so their number is bounded.
+
+Read on the event loop at each scrape (the scrape runs in a worker thread; the streamer is not thread-safe):
+
+* ``loa_async_tasks``: the live tasks of the server's event loop (trio: every task under the root task;
+  asyncio: ``asyncio.all_tasks()``), the figure a task leak makes grow. Absent when the registry is collected
+  outside an anyio worker thread and outside an event loop (nothing to count).
+* when the streamer runs in this process (``loa serve``): ``loa_streamer_sessions`` (devices with a session),
+  ``loa_streamer_datagrams_sent`` (what the service's sender sent: control, handshakes, retransmissions; not
+  the fan-out), ``loa_streamer_media_datagrams`` (media packets handed to the fan-out, each then sent to every
+  member), and for each running broadcast ``loa_broadcast_frames`` and
+  ``loa_broadcast_late_frames`` (frames produced more than 2 ms after their time), labelled by ``bid``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import anyio.from_thread
+import sniffio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -19,7 +33,60 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from loa.control_plane.db.schema import audit_head, devices
 from loa.control_plane.settings import ControlPlane
 
-__all__ = ["Metrics", "MetricsMiddleware"]
+__all__ = ["Metrics", "MetricsMiddleware", "count_tasks"]
+
+
+def count_tasks() -> int:
+    """The live tasks of the event loop this runs on (trio or asyncio). RuntimeError outside an event loop."""
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        raise RuntimeError("no event loop runs in this thread") from None
+    if library == "trio":
+        import trio
+
+        count = 0
+        root = trio.lowlevel.current_root_task()
+        stack = [] if root is None else [root]
+        while stack:
+            task = stack.pop()
+            count += 1
+            for nursery in task.child_nurseries:
+                stack.extend(nursery.child_tasks)
+        return count
+    import asyncio
+
+    return len(asyncio.all_tasks())
+
+
+@dataclass(frozen=True, slots=True)
+class _LoopSnapshot:
+    tasks: int
+    streamer: tuple[int, int, int] | None  # sessions, datagrams sent, media datagrams
+    broadcasts: tuple[tuple[int, int, int], ...]  # (bid, frames, late frames)
+
+
+def _loop_snapshot(cp: ControlPlane) -> _LoopSnapshot:
+    """Read on the event loop (see the module docstring)."""
+    tasks = count_tasks()
+    dataplane: Any = cp.live
+    core = getattr(dataplane, "core", None)
+    service = getattr(dataplane, "service", None)
+    if core is None or service is None:
+        return _LoopSnapshot(tasks, None, ())
+    stats = service.statistics()
+    broadcasts = tuple((b.bid, b.frames, b.late_frames) for b in core.broadcasts())
+    return _LoopSnapshot(tasks, (core.statistics().devices_online, stats.sent, stats.media_packets), broadcasts)
+
+
+def _read_loop(cp: ControlPlane) -> _LoopSnapshot | None:
+    try:
+        return anyio.from_thread.run_sync(_loop_snapshot, cp)
+    except RuntimeError:  # not an anyio worker thread: on the loop itself, or no loop at all
+        try:
+            return _loop_snapshot(cp)
+        except RuntimeError:
+            return None
 
 
 class _StateCollector(Collector):
@@ -47,6 +114,26 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("loa_events_published", "Events published on the bus", value=bus.published)
         yield GaugeMetricFamily("loa_event_subscribers", "Live event stream subscribers", value=bus.subscribers)
         yield GaugeMetricFamily("loa_events_dropped", "Events dropped for slow subscribers", value=bus.dropped)
+        loop = _read_loop(self._cp)
+        if loop is None:
+            return
+        yield GaugeMetricFamily("loa_async_tasks", "Live tasks of the server's event loop", value=loop.tasks)
+        if loop.streamer is not None:
+            sessions, sent, media = loop.streamer
+            yield GaugeMetricFamily("loa_streamer_sessions", "Devices with a session", value=sessions)
+            yield GaugeMetricFamily("loa_streamer_datagrams_sent", "Datagrams the streamer sent, the fan-out aside",
+                                    value=sent)
+            yield GaugeMetricFamily("loa_streamer_media_datagrams",
+                                    "Media packets handed to the fan-out (each to every member)", value=media)
+            frames = GaugeMetricFamily("loa_broadcast_frames", "Frames produced by a running broadcast",
+                                       labels=["bid"])
+            late = GaugeMetricFamily("loa_broadcast_late_frames", "Frames of a running broadcast produced more "
+                                     "than 2 ms after their time", labels=["bid"])
+            for bid, produced, behind in loop.broadcasts:
+                frames.add_metric([str(bid)], produced)
+                late.add_metric([str(bid)], behind)
+            yield frames
+            yield late
 
 
 class Metrics:
@@ -60,7 +147,6 @@ class Metrics:
                                  registry=self.registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.registry.register(_StateCollector(cp))
-
 
 
 class MetricsMiddleware:

@@ -1,0 +1,192 @@
+"""The fleet side of `loa bench soak`, run as its own process: ``python -m loa.bench._soak_fleet SPEC``.
+
+``SPEC`` is a JSON file written by the bench: the server address and public key, the authority key, the device
+keys' seed and count (:func:`loa.bench._alert_fleet.device_keys`), the start rate, ``rtp_keep`` (K, a power of
+two), an optional ``watchdog_ms``, the status file and a time limit. The devices run in a
+:class:`loa.devices.FleetHost` on loopback sockets, counting only (``count_only``: control, clock, telemetry and
+alerts as on a real device; RTP counted, not authenticated or played), as ``loa fleet`` runs them.
+
+**The RTP filter.** With K > 1 every device socket gets a classic BPF filter (:func:`program`, ``SO_ATTACH_FILTER``)
+that passes every datagram that is not RTP (the protocol's datagrams start with a type byte 1-4, RTCP has packet
+type 192-223, anything shorter than an RTP header goes through too) and, of RTP, only the packets whose sequence
+number is a multiple of K. The kernel drops the rest before they are queued, so one Python process can hold
+10,000 devices under a 20 ms stream to each: the streamer still sends every datagram, and each device still sees
+the whole sequence span (``expected`` counts the numbers from the first to the highest seen, so the missing
+ones are gaps the device counts, not lost sends). :func:`keeps` is the same decision in Python.
+
+Every ``STATUS_EVERY_S`` the process writes the status file (JSON, through a temporary file): devices started and
+connected; for each broadcast id the number of devices that reported playing it at some point (``seen``) and now
+(``now``, source ``ip``); refreshed every ``COUNTERS_EVERY_S``, the sums of the devices' counters
+(``rtp_received``, ``rtp_expected``, ``telemetry_sent``, ``alerts_accepted``, ``watchdog_fires``); and the sum
+of the sockets' kernel drop counters (filtered, or a full receive buffer; read at every tenth write and at
+SIGTERM). The process ends at the time limit, or when SIGTERM arrives (devices then send ``bye``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import signal
+import socket
+import struct
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+
+from loa.bench._alert_fleet import device_keys
+from loa.devices.fleet import build_fleet, raise_open_file_limit
+from loa.devices.runner import FleetHost, run
+from loa.protocol.control import ConfigValues
+from loa.streamer.sockfilter import kernel_drops
+
+STATUS_EVERY_S = 0.5
+COUNTERS_EVERY_S = 5.0  # the devices' statistics: a pass over every device's counters, dearer than their states
+SO_ATTACH_FILTER: Final = 26
+_UDP: Final = 8  # a UDP socket's filter sees the UDP header first
+_LD_LEN, _LDB, _LDH = 0x80, 0x30, 0x28
+_AND_K = 0x54
+_JEQ_K, _JGE_K = 0x15, 0x35
+_RET_K = 0x06
+_ACCEPT, _DROP = 0xFFFFFFFF, 0
+RTP_HEADER: Final = 12
+
+
+def program(keep: int) -> tuple[tuple[int, int, int, int], ...]:
+    """The filter keeping one RTP packet in ``keep`` (a power of two) and every other datagram."""
+    if keep < 1 or keep & (keep - 1):
+        raise ValueError(f"rtp_keep must be a power of two, not {keep}")
+    return (
+        (_LD_LEN, 0, 0, 0),                      # 0: A = UDP header + payload
+        (_JGE_K, 0, 9, _UDP + RTP_HEADER),       # 1: shorter than an RTP header -> accept
+        (_LDB, 0, 0, _UDP),                      # 2: A = first byte
+        (_AND_K, 0, 0, 0xC0),                    # 3: its version bits
+        (_JEQ_K, 0, 6, 0x80),                    # 4: not version 2 (a protocol datagram) -> accept
+        (_LDB, 0, 0, _UDP + 1),                  # 5: A = marker and payload type
+        (_JGE_K, 1, 0, 224),                     # 6: 224 and above: RTP -> the sequence test
+        (_JGE_K, 3, 0, 192),                     # 7: 192-223: RTCP -> accept
+        (_LDH, 0, 0, _UDP + 2),                  # 8: A = sequence number
+        (_AND_K, 0, 0, keep - 1),                # 9
+        (_JEQ_K, 0, 1, 0),                       # 10: a multiple of keep -> accept, else drop
+        (_RET_K, 0, 0, _ACCEPT),                 # 11
+        (_RET_K, 0, 0, _DROP),                   # 12
+    )
+
+
+def keeps(payload: bytes, keep: int) -> bool:
+    """What :func:`program` decides for a UDP payload, in Python."""
+    if len(payload) < RTP_HEADER or payload[0] & 0xC0 != 0x80 or 192 <= payload[1] <= 223:
+        return True
+    return int.from_bytes(payload[2:4], "big") % keep == 0
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def attach(sock: socket.socket, keep: int) -> bool:
+    """Give ``sock`` the filter; False (socket unchanged) where the kernel has no socket filters."""
+    code = program(keep)
+    raw = b"".join(struct.pack("=HBBI", *instruction) for instruction in code)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(_SockFprog(len(code), ctypes.addressof(buf))))
+    except OSError:
+        return False
+    return True
+
+
+def main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    count = int(spec["count"])
+    raise_open_file_limit(count)
+    devices = build_fleet(device_keys(spec["seed"], count), server_public=bytes.fromhex(spec["server_public"]),
+                          server_address=(spec["host"], spec["port"]),
+                          authority_keys=[bytes.fromhex(spec["authority"])], seed=spec["seed"])
+    cores = [core for core, _ in devices]
+    if spec.get("watchdog_ms") is not None:
+        for core in cores:
+            core.settings.apply_config(ConfigValues(watchdog_ms=int(spec["watchdog_ms"])))
+    host = FleetHost(devices, (spec["host"], spec["port"]), bind_host="127.0.0.1", start_rate=spec["start_rate"])
+    keep = int(spec["rtp_keep"])
+    filtered = keep > 1 and all(attach(sock, keep) for sock in host.socks)
+    status_path = Path(spec["status"])
+    seen: list[set[int]] = [set() for _ in cores]
+    last_status = 0.0
+    drops = [0]
+    writes = [0]
+
+    def read_drops() -> None:
+        drops[0] = sum(kernel_drops(sock) or 0 for sock in host.socks)
+
+    counters: dict[str, Any] = {}
+    counted_at = [-COUNTERS_EVERY_S]
+
+    def tally() -> None:
+        stats = [core.statistics() for core in cores[: host.started]]
+        counters.update({
+            "rtp_received": sum(s.received for s in stats), "rtp_expected": sum(s.expected for s in stats),
+            "telemetry_sent": sum(s.telemetry_sent for s in stats),
+            "alerts_accepted": sum(s.alerts_accepted for s in stats),
+            "alerts_refused": dict(sum((Counter(s.alerts_refused) for s in stats), Counter())),
+            "watchdog_fires": sum(s.watchdog_fires for s in stats),
+        })
+        counted_at[0] = time.monotonic()
+
+    def write_status(*, final: bool = False) -> None:
+        started = cores[: host.started]
+        if final or time.monotonic() - counted_at[0] >= COUNTERS_EVERY_S:
+            tally()
+        now_playing: Counter[int] = Counter()
+        ever: Counter[int] = Counter()
+        for i, core in enumerate(started):
+            if core.state is not None and core.state[0] is not None:
+                seen[i].add(core.state[0])
+                if core.state[1] == "ip":
+                    now_playing[core.state[0]] += 1
+            ever.update(seen[i])
+        status: dict[str, Any] = {
+            "t": time.monotonic(), "started": host.started, "connected": sum(c.conn.connected for c in started),
+            "filtered": filtered, "rtp_keep": keep, **counters,
+            "seen": {str(b): n for b, n in ever.items()}, "now": {str(b): n for b, n in now_playing.items()},
+            "io": {"received": host.stats.received, "sent": host.stats.sent,
+                   "send_errors": host.stats.send_errors, "receive_errors": host.stats.receive_errors},
+        }
+        writes[0] += 1
+        if writes[0] % 10 == 0 and not final:  # a system call per socket: not at every write
+            read_drops()
+        status["kernel_drops"] = drops[0]
+        status["final"] = final
+        tmp = status_path.with_name(status_path.name + ".tmp")
+        tmp.write_text(json.dumps(status))
+        tmp.replace(status_path)
+
+    async def body() -> None:
+        nonlocal last_status
+        print("ready", flush=True)
+        with anyio.open_signal_receiver(signal.SIGTERM) as signals, anyio.move_on_after(spec["limit"]) as scope:
+            async with anyio.create_task_group() as tg:
+                async def on_signal() -> None:
+                    async for _ in signals:
+                        read_drops()
+                        scope.cancel()
+                        return
+
+                def tick(_: FleetHost) -> None:
+                    nonlocal last_status
+                    if time.monotonic() - last_status >= STATUS_EVERY_S:
+                        last_status = time.monotonic()
+                        write_status()
+
+                tg.start_soon(on_signal)
+                await host.run(tick=0.25, on_tick=tick)
+        write_status(final=True)
+
+    run(body, spec.get("backend", "asyncio"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

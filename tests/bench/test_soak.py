@@ -1,0 +1,114 @@
+"""`loa bench soak`: its verdicts from samples, its options, and a scaled-down run of the real thing (30 devices,
+a real `loa serve` and fleet process, ~40 s) that fails when any of the bench's own goals is missed."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from click.testing import CliRunner
+
+from loa.bench.soak import Sample, SoakConfig, goals_missed, parse_gauges, soak, verdicts
+
+
+def samples_of(rss: list[int], *, every: float = 10.0, fds: int = 40, tasks: int = 30) -> list[Sample]:
+    return [Sample(t=i * every, rss_kib=r, fds=fds, threads=8, cpu_s=float(i), tasks=tasks, sessions=100)
+            for i, r in enumerate(rss)]
+
+
+def test_rss_growth_is_median_to_median_after_the_warmup() -> None:
+    config = SoakConfig(devices=100, seconds=300, warmup=60)
+    # 0-50 s: warm-up (ignored), 60-120 s: the first window, 240-300 s: the last one
+    rss = [50_000] * 6 + [100_000, 100_000, 101_000, 99_000, 100_000, 250_000, 100_000] + [103_000] * 6
+    out = verdicts(samples_of(rss), config)
+    assert out["rss_window_s"] == 60
+    assert out["rss_warm_mib"] == round(100_000 / 1024, 1)
+    assert out["rss_growth_pct"] == 3.0  # the 250 MB spike inside the window does not move a median
+    assert out["rss_max_mib"] == round(250_000 / 1024, 1)
+
+
+def test_short_runs_use_half_of_what_follows_the_warmup() -> None:
+    config = SoakConfig(devices=100, seconds=40, warmup=10)
+    out = verdicts(samples_of([100] * 26 + [110] * 15, every=1.0), config)  # 0..40 s
+    assert out["rss_window_s"] == 15
+    assert out["rss_growth_pct"] == 10.0
+
+
+def test_fd_and_task_growth_from_the_end_of_warmup_to_the_end() -> None:
+    config = SoakConfig(devices=100, seconds=60, warmup=20)
+    samples = samples_of([100] * 7, every=10.0)
+    samples[2].fds, samples[2].tasks = 40, 30  # at 20 s
+    samples[-1].fds, samples[-1].tasks = 47, 51
+    out = verdicts(samples, config)
+    assert (out["fd_growth"], out["task_growth"]) == (7, 21)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_goals(seed: int) -> None:
+    rng = random.Random(seed)
+    config = SoakConfig(devices=1000)
+    good = {"rss_growth_pct": rng.uniform(-3, 5), "fd_growth": 2, "fd_tolerance": 30, "task_growth": 0,
+            "task_tolerance": 28, "sessions_end": 1000, "alerts": 5, "alerts_held_min_fraction": 1.0,
+            "live_resumed_min_fraction": 0.995, "api_errors": 0, "api_ok": 500}
+    assert goals_missed(good, config) == []
+    for key, bad in [("rss_growth_pct", 5.01), ("fd_growth", 31), ("task_growth", 29), ("sessions_end", 999),
+                     ("alerts", 0), ("alerts_held_min_fraction", 0.98), ("live_resumed_min_fraction", None),
+                     ("api_errors", 1), ("rss_growth_pct", None)]:
+        missed = goals_missed({**good, key: bad}, config)
+        assert len(missed) == 1, (key, missed)
+        assert key.split("_min")[0] in missed[0] or key == "alerts"
+
+
+def test_the_live_share_and_rtp_keep_bound_what_is_sent_and_read() -> None:
+    small = SoakConfig(devices=30, communes=3)
+    assert (small.live_count(), small.live_members(), small.keep(), small.watchdog_ms()) == (3, 30, 1, None)
+    full = SoakConfig(devices=10_000, communes=20)
+    assert (full.live_count(), full.live_members()) == (2, 1000)  # 50,000 datagrams/s
+    assert full.keep() == 4  # 12,500 read
+    assert full.watchdog_ms() == 1500
+    everyone = SoakConfig(devices=10_000, communes=20, live_communes=20)
+    assert (everyone.live_members(), everyone.keep(), everyone.watchdog_ms()) == (10_000, 32, 5120)
+    assert SoakConfig(devices=10_000, rtp_keep=64).keep() == 64
+    assert SoakConfig(devices=7, communes=3, live_communes=2).live_members() == 5  # devices 0,1,3,4,6
+
+
+def test_parse_gauges() -> None:
+    text = ("# HELP loa_async_tasks x\n# TYPE loa_async_tasks gauge\nloa_async_tasks 41.0\n"
+            'loa_broadcast_late_frames{bid="1002"} 7.0\nprocess_cpu 3\nloa_devices{state="online"} 30.0\n')
+    assert parse_gauges(text) == {"loa_async_tasks": 41.0, 'loa_broadcast_late_frames{bid="1002"}': 7.0,
+                                  'loa_devices{state="online"}': 30.0}
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--minutes", "1", "--warmup-minutes", "1"], "--warmup-minutes"),
+    (["--rtp-keep", "12"], "power of two"),
+    (["--readers", "0", "--writers", "0"], "API client"),
+])
+def test_bad_options_are_one_line(args: list[str], says: str) -> None:
+    result = CliRunner().invoke(soak, args)
+    assert result.exit_code == 1
+    assert says in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.e2e
+def test_a_small_soak_meets_its_goals() -> None:
+    result = CliRunner().invoke(soak, ["--json", "--devices", "30", "--minutes", "0.6", "--warmup-minutes", "0.2",
+                                       "--alert-every", "12", "--alert-seconds", "3", "--sample-every", "1",
+                                       "--read-rate", "3"])
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.output
+    record = json.loads(lines[-1])  # printed whatever the verdict
+    assert record["bench"] == "soak"
+    metrics = record["metrics"]
+    assert result.exit_code == 0, (result.output[-2000:], metrics)
+    assert metrics["goals_missed"] == 0
+    assert metrics["sessions_end"] == metrics["fleet_connected_end"] == 30
+    assert metrics["alerts"] >= 2
+    assert metrics["alerts_failed"] == 0
+    assert metrics["api_ok"] > 50
+    assert metrics["tasks_warm"] > 0
+    assert metrics["samples"] >= 30
+    assert metrics["live_frames"] > 0
+    assert metrics["fleet_rtp_received"] > 0
