@@ -78,3 +78,13 @@ def _cpu_model() -> str | None:
     except OSError:
         return None
     return platform.processor() or None
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """The JSON status file a bench's child process rewrites (by rename) while it runs; ``{}`` while there is none
+    yet or it cannot be read."""
+    try:
+        status: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return status

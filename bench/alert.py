@@ -74,7 +74,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from loa.bench._alert_fleet import device_keys
-from loa.bench._report import emit, environment
+from loa.bench._report import emit, environment, read_status
 from loa.bench.fanout import Receivers, compile_ceiling
 from loa.cli import UserError
 from loa.devices.fleet import FleetError, raise_open_file_limit
@@ -106,14 +106,6 @@ def free_group(rng: random.Random | None = None) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind((host, 0))
         return f"{host}:{probe.getsockname()[1]}"
-
-
-def _fleet_status(path: Path) -> dict[str, int]:
-    try:
-        status: dict[str, int] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return status
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -169,7 +161,7 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
                     raise BringUpError(f"{ready} of {count} devices had a clock estimate within "
                                        f"{time.monotonic() - began:.0f} s")
                 await anyio.sleep(0.2)
-                ready = _fleet_status(status_path).get("clocks", 0)
+                ready = read_status(status_path).get("clocks", 0)
             clocks = time.monotonic() - began
             print(f"alert {count}: {count} clocks ready at {clocks:.1f} s", file=sys.stderr)
             await anyio.sleep(settle)

@@ -65,7 +65,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from loa.bench._alert_fleet import device_keys
-from loa.bench._report import emit, environment
+from loa.bench._report import emit, environment, read_status
 from loa.bench.fanout import compile_c
 from loa.cli import UserError
 from loa.devices.content import MemoryStore
@@ -246,14 +246,6 @@ def fleet_main(spec_path: str) -> None:
 # -- the bench ---------------------------------------------------------------------------------------------------
 
 
-def _status(path: Path) -> dict[str, Any]:
-    try:
-        status: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return status
-
-
 def _p99_ms(times: list[float | None], t0: float) -> float | None:
     values = [(t - t0) * 1000 for t in times if t is not None]
     return round(float(np.percentile(np.array(values), 99)), 3) if values else None
@@ -346,9 +338,9 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
                                      stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         try:
             began = time.monotonic()
-            while _status(status_path).get("clocks", 0) < devices:
+            while read_status(status_path).get("clocks", 0) < devices:
                 if fleet.poll() is not None or time.monotonic() - began > BRINGUP_LIMIT_S:
-                    raise UserError(f"the fleet did not come up: {_status(status_path)} "
+                    raise UserError(f"the fleet did not come up: {read_status(status_path)} "
                                     f"{log_path.read_text(errors='replace')[-300:]}")
                 await anyio.sleep(0.2)
             print(f"flood: {devices} devices up in {time.monotonic() - began:.1f} s", file=sys.stderr)
@@ -357,7 +349,7 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
             windows = {}
             alerts = {}
             for phase in ("quiet", "flood"):
-                start_status = _status(status_path)
+                start_status = read_status(status_path)
                 received0, drops0 = meter.datagrams_in, socket_drops(port)
                 flooder = spy = None
                 if phase == "flood":
@@ -392,7 +384,7 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
                         while spy.poll() is None:
                             await anyio.sleep(0.1)
                 await anyio.sleep(0.5)  # the last alert acknowledgements, the status file's next write
-                end_status = _status(status_path)
+                end_status = read_status(status_path)
                 drops1 = socket_drops(port)
                 windows[phase] = {
                     "lags": window_lags,
@@ -416,7 +408,7 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
     if bare:
         metrics.update(await _bare_ceiling(binary, listing, rate=rate, seconds=seconds, sources=sources,
                                            workdir=workdir))
-    final = _status(status_path)
+    final = read_status(status_path)
     flooder_out = windows["flooder"]
     wall = flooder_out["wall_ns"] / 1e9
     for phase in ("quiet", "flood"):

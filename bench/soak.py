@@ -85,7 +85,7 @@ import httpx2
 import numpy as np
 
 from loa.bench._alert_fleet import device_keys
-from loa.bench._report import emit, environment
+from loa.bench._report import emit, environment, read_status
 from loa.bench._serve import Child, RtpFeeder, wav_tone
 from loa.cli import UserError
 
@@ -523,14 +523,6 @@ class Progress:
 # -- the run ---------------------------------------------------------------------------------------------------
 
 
-def _status(path: Path) -> dict[str, Any]:
-    try:
-        status: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return status
-
-
 class BringUpError(Exception):
     """Not every device had a session within the bring-up limit."""
 
@@ -608,7 +600,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         up_began = time.monotonic()
         sessions = 0
         while True:  # every device with a session, as the fleet and the server count them
-            status = _status(status_path)
+            status = read_status(status_path)
             with contextlib.suppress(OSError, AttributeError):
                 sessions = sample_process(server.proc.pid, watcher, 0.0).sessions or 0
             if status.get("connected") == config.devices and sessions == config.devices:
@@ -630,7 +622,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         feeder = RtpFeeder((lhost, int(lport)))
         traffic = Traffic(base, site, config, int(item["id"]))
         soak_began = time.monotonic()
-        first_status = _status(status_path)
+        first_status = read_status(status_path)
         sampler = Sampler(server.proc.pid, sampler_api, soak_began, config.sample_every)
         samples = sampler.samples
         next_alert = soak_began + config.alert_every / 2
@@ -644,7 +636,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
                                       content_id=item["content_id"], config=config))
                 rounds.append(pending[-1])
             for round_ in list(pending):
-                if _follow(round_, _status(status_path), live_bid, config):
+                if _follow(round_, read_status(status_path), live_bid, config):
                     pending.remove(round_)
             last = samples[-1] if samples else None
             so_far = traffic.figures()
@@ -657,7 +649,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         sampler.stop()
         samples.append(sample_process(server.proc.pid, sampler_api, time.monotonic() - soak_began))
         soak_s = time.monotonic() - soak_began
-        final_status = _status(status_path)
+        final_status = read_status(status_path)
         for round_ in pending:  # the soak ended first: read as things stand
             _follow(round_, final_status, live_bid, config, final=True)
         traffic.close()
@@ -678,7 +670,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
             fleet.stop(grace=30.0)
         if server is not None:
             server.stop(grace=30.0)
-    end_status = _status(status_path)
+    end_status = read_status(status_path)
     live_gauge = f'loa_broadcast_frames{{bid="{live_bid}"}}'
     late_gauge = f'loa_broadcast_late_frames{{bid="{live_bid}"}}'
     frames = samples[-1].gauges.get(live_gauge, 0.0)
