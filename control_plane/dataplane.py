@@ -499,9 +499,7 @@ class DataPlane:
     def _write_batch(self, batch: list[StreamerEvent], now: datetime) -> None:
         try:
             with self.cp.db.write() as tx:
-                known = self._known(tx, batch)
-                for event in batch:
-                    self._write_one(tx, event, known, now)
+                self._write_events(tx, batch, self._known(tx, batch), now)
             self.written += len(batch)
             return
         except (SQLAlchemyError, InvalidError, NotFoundError) as exc:
@@ -509,7 +507,7 @@ class DataPlane:
         for event in batch:
             try:
                 with self.cp.db.write() as tx:
-                    self._write_one(tx, event, self._known(tx, [event]), now)
+                    self._write_events(tx, [event], self._known(tx, [event]), now)
                 self.written += 1
             except (SQLAlchemyError, InvalidError, NotFoundError) as exc:
                 self.dropped[type(exc).__name__] += 1
@@ -522,33 +520,40 @@ class DataPlane:
         rows = tx.conn.execute(select(devices_table.c.id).where(devices_table.c.id.in_(sorted(ids)))).all()
         return {r.id for r in rows}
 
-    def _write_one(self, tx: Any, event: StreamerEvent, known: set[str], now: datetime) -> None:
-        if isinstance(event, BroadcastEnded):
-            asplayed.broadcast_ended(tx, event.bid, at=now, reason=event.reason[:32])
-            return
-        ident = device_id(event.device)
-        if ident not in known:
-            self.dropped["unknown_device"] += 1
-            return
-        if isinstance(event, DeviceOnline):
-            cp_devices.record_status(tx, ident, online=True, reason="restarted" if event.restarted else "session")
-        elif isinstance(event, DeviceOffline):
-            cp_devices.record_status(tx, ident, online=False, reason=event.reason[:64])
-            asplayed.record(tx, ident, asplayed.DeviceOffline(at=now))
-        elif isinstance(event, HelloReceived):
-            hello = event.hello
-            cp_devices.record_status(tx, ident, status={"model": hello.model, "fw": hello.fw,
-                                                        "caps": list(hello.caps)})
-        elif isinstance(event, TelemetryReported):
-            values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(event.values).items()
-                      if v is not None}
-            cp_devices.record_status(tx, ident, status=values)
-        elif isinstance(event, StateReported):
-            for report in asplayed.from_message(event.state):
-                if isinstance(report, asplayed.StateReport) and report.src not in (*PLAYED_SOURCES, "idle"):
-                    self.dropped["unknown_source"] += 1
-                    continue
-                asplayed.record(tx, ident, report)
+    def _write_events(self, tx: Any, events: list[StreamerEvent], known: set[str], now: datetime) -> None:
+        """Write ``events`` in one transaction: the devices' status changes as one batch
+        (:func:`loa.control_plane.devices.record_statuses`), the rest one by one."""
+        updates: list[cp_devices.StatusUpdate] = []
+        for event in events:
+            if isinstance(event, BroadcastEnded):
+                asplayed.broadcast_ended(tx, event.bid, at=now, reason=event.reason[:32])
+                continue
+            ident = device_id(event.device)
+            if ident not in known:
+                self.dropped["unknown_device"] += 1
+                continue
+            if isinstance(event, DeviceOnline):
+                updates.append(cp_devices.StatusUpdate(ident, online=True,
+                                                       reason="restarted" if event.restarted else "session"))
+            elif isinstance(event, DeviceOffline):
+                updates.append(cp_devices.StatusUpdate(ident, online=False, reason=event.reason[:64]))
+                asplayed.record(tx, ident, asplayed.DeviceOffline(at=now))
+            elif isinstance(event, HelloReceived):
+                hello = event.hello
+                updates.append(cp_devices.StatusUpdate(ident, status={"model": hello.model, "fw": hello.fw,
+                                                                      "caps": list(hello.caps)}))
+            elif isinstance(event, TelemetryReported):
+                values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(event.values).items()
+                          if v is not None}
+                updates.append(cp_devices.StatusUpdate(ident, status=values))
+            elif isinstance(event, StateReported):
+                for report in asplayed.from_message(event.state):
+                    if isinstance(report, asplayed.StateReport) and report.src not in (*PLAYED_SOURCES, "idle"):
+                        self.dropped["unknown_source"] += 1
+                        continue
+                    asplayed.record(tx, ident, report)
+        if updates:
+            cp_devices.record_statuses(tx, updates)
 
     # -- housekeeping ------------------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ A device is its X25519 public key; its id is :func:`loa.protocol.device_id` of t
 (:mod:`loa.control_plane.enrolment`).
 
 Live status (online, last seen, the latest telemetry, faults) is written by the streamer integration through
-:func:`record_status`; each online/offline transition is kept in the status history and published as a
+:func:`record_statuses`; each online/offline transition is kept in the status history and published as a
 ``device.status`` event. Status updates are not audited (they are not anyone's change); enrolment, assignment,
 renaming, disabling and tokens are.
 
@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import base64
 import unicodedata
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
 from loa.control_plane import audit, zones
 from loa.control_plane.auth import Actor
@@ -37,6 +37,7 @@ __all__ = [
     "DEVICE_KINDS",
     "DeviceRecord",
     "StatusChange",
+    "StatusUpdate",
     "add",
     "assign",
     "check_kind",
@@ -47,11 +48,14 @@ __all__ = [
     "list_devices",
     "parse_public_key",
     "record_status",
+    "record_statuses",
     "rename",
     "set_disabled",
 ]
 
 KEY_SIZE = 32
+_CHUNK = 500  # ids per IN (...) list: well inside every backend's limit on bound parameters
+_STATUS_COLUMNS = ("online", "faulty", "last_seen", "status", "status_at", "model", "firmware")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,38 +203,88 @@ def set_disabled(tx: Tx, actor: Actor, ident: str, disabled: bool) -> DeviceReco
     return _change(tx, actor, ident, "device.disable" if disabled else "device.enable", disabled=disabled)
 
 
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """What the streamer learnt about one device (see :func:`record_statuses`)."""
+
+    device: str
+    online: bool | None = None
+    status: Mapping[str, Any] | None = None
+    reason: str | None = None
+
+
 def record_status(tx: Tx, ident: str, *, online: bool | None = None, status: Mapping[str, Any] | None = None,
                   reason: str | None = None) -> DeviceRecord:
-    """Store what the streamer learnt: ``online`` transitions (kept in history) and the latest ``status``.
+    """Store what the streamer learnt about one device: :func:`record_statuses` of one update."""
+    return record_statuses(tx, [StatusUpdate(ident, online, status, reason)])[ident]
+
+
+def record_statuses(tx: Tx, updates: Sequence[StatusUpdate]) -> dict[str, DeviceRecord]:
+    """Store ``updates`` in order: ``online`` transitions (kept in history) and the latest ``status``; returns
+    each device's record afterwards.
 
     ``status`` is merged into the stored status (keys absent from it keep their values). A ``faults`` entry sets
-    the device's ``faulty`` flag. Publishes ``device.status`` when online or faulty changes.
+    the device's ``faulty`` flag. An update that is not ``online=False`` sets ``last_seen``. Publishes
+    ``device.status`` at each update that changes online or faulty. Raises :class:`NotFoundError`, with nothing
+    written, if a device is unknown. A batch costs a few statements whatever its length (one read of the devices,
+    one update of those that changed, one insert of the transitions), which is what lets the data plane keep up
+    with ten thousand devices' reports.
     """
-    before = get(tx.conn, ident)
-    values: dict[str, Any] = {"last_seen": tx.now} if online is not False else {}
-    if status is not None:
-        merged = dict(before.status or {})
-        merged.update(status)
-        values.update(status=merged, status_at=tx.now, faulty=bool(merged.get("faults")))
-        if isinstance(merged.get("fw"), str):
-            values["firmware"] = merged["fw"][:64]
-        if isinstance(merged.get("model"), str):
-            values["model"] = merged["model"][:64]
-    if online is not None and online != before.online:
-        values["online"] = online
-        tx.conn.execute(insert(device_status_history).values(device_id=ident, at=tx.now, online=online,
-                                                             reason=(reason or None) and reason[:64]))
-    if values:
-        tx.conn.execute(update(devices).where(devices.c.id == ident).values(**values))
-    after = get(tx.conn, ident)
-    if (after.online, after.faulty) != (before.online, before.faulty):
-        path = zones.ancestors(tx.conn, after.zone) if after.zone is not None else None
-        faults = (after.status or {}).get("faults") or []
-        tx.emit(Event("device.status", {"device": ident, "zone": after.zone, "online": after.online,
-                                        "faulty": after.faulty, "faults": list(faults), "reason": reason,
-                                        "at": audit.format_time(tx.now)},
-                      permission="devices.read", zones=path))
-    return after
+    idents = sorted({u.device for u in updates})
+    rows: dict[str, Any] = {}
+    for start in range(0, len(idents), _CHUNK):
+        chunk = idents[start:start + _CHUNK]
+        rows.update({row.id: row for row in tx.conn.execute(select(devices).where(devices.c.id.in_(chunk)))})
+    missing = [ident for ident in idents if ident not in rows]
+    if missing:
+        raise NotFoundError(f"no device {missing[0]!r}")
+    state = {ident: _record(row) for ident, row in rows.items()}
+    changed: set[str] = set()
+    transitions: list[dict[str, Any]] = []
+    paths: dict[str, tuple[str, ...]] = {}
+    for update_ in updates:
+        ident = update_.device
+        before = state[ident]
+        after = before
+        if update_.online is not False:
+            after = replace(after, last_seen=tx.now)
+        if update_.status is not None:
+            merged = dict(before.status or {})
+            merged.update(update_.status)
+            fw, model = merged.get("fw"), merged.get("model")
+            after = replace(after, status=merged, status_at=tx.now, faulty=bool(merged.get("faults")),
+                            firmware=fw[:64] if isinstance(fw, str) else after.firmware,
+                            model=model[:64] if isinstance(model, str) else after.model)
+        reason = update_.reason
+        if update_.online is not None and update_.online != before.online:
+            after = replace(after, online=update_.online)
+            transitions.append({"device_id": ident, "at": tx.now, "online": update_.online,
+                                "reason": (reason or None) and reason[:64]})
+        if after is before:
+            continue
+        state[ident] = after
+        changed.add(ident)
+        if (after.online, after.faulty) != (before.online, before.faulty):
+            path = None
+            if after.zone is not None:
+                if after.zone not in paths:
+                    paths[after.zone] = zones.ancestors(tx.conn, after.zone)
+                path = paths[after.zone]
+            faults = (after.status or {}).get("faults") or []
+            faults = list(faults) if isinstance(faults, list | tuple) else [faults]
+            tx.emit(Event("device.status", {"device": ident, "zone": after.zone, "online": after.online,
+                                            "faulty": after.faulty, "faults": faults, "reason": reason,
+                                            "at": audit.format_time(tx.now)},
+                          permission="devices.read", zones=path))
+    if changed:
+        tx.conn.execute(
+            update(devices).where(devices.c.id == bindparam("b_id")).values(
+                {column: bindparam(f"b_{column}") for column in _STATUS_COLUMNS}),
+            [{"b_id": ident, **{f"b_{column}": getattr(state[ident], column) for column in _STATUS_COLUMNS}}
+             for ident in sorted(changed)])
+    if transitions:
+        tx.conn.execute(insert(device_status_history), transitions)
+    return {ident: state[ident] for ident in idents}
 
 
 def history(conn: Connection, ident: str, *, before: int | None = None, limit: int = 100) -> list[StatusChange]:

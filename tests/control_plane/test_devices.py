@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from loa.control_plane import audit, devices, enrolment
 from loa.control_plane.auth import Actor
@@ -138,6 +141,59 @@ def test_status_transitions_make_history_and_events(db: Database, clock: Clock) 
         assert [(c.online, c.reason) for c in changes] == [(False, "keepalive timeout"), (True, "hello")]
         assert [c.online for c in devices.history(conn, ident, before=changes[0].id)] == [True]
         assert [d.id for d in devices.list_devices(conn, faulty=True)] == [ident]
+
+
+_UPDATES = st.lists(st.tuples(
+    st.integers(0, 2),
+    st.sampled_from([None, True, False]),
+    st.none() | st.dictionaries(st.sampled_from(["fw", "model", "volume", "faults"]),
+                                st.sampled_from(["1.0", "x" * 70, 3, [], ["amp"], None]), max_size=3),
+    st.sampled_from([None, "", "session", "timeout", "r" * 80])), max_size=12)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(updates=_UPDATES)
+def test_a_batch_of_status_updates_is_the_same_as_one_at_a_time(db: Database, updates: list[Any]) -> None:
+    """record_statuses writes in a few statements what record_status writes update by update: the same records,
+    history and events."""
+    published: list[Event] = []
+    db.publish = published.extend
+    with db.write() as tx:
+        one = [devices.enrol(tx, ACTOR, public_key=_key(), kind="speaker", zone="20194").id for _ in range(3)]
+        batch = [devices.enrol(tx, ACTOR, public_key=_key(), kind="speaker", zone="20194").id for _ in range(3)]
+    published.clear()
+    with db.write() as tx:
+        for device, online, status, reason in updates:
+            devices.record_status(tx, one[device], online=online, status=status, reason=reason)
+    seen_one, published[:] = list(published), []
+    with db.write() as tx:
+        returned = devices.record_statuses(tx, [devices.StatusUpdate(batch[device], online, status, reason)
+                                                for device, online, status, reason in updates])
+    seen_batch = list(published)
+    rename = dict(zip(one, batch, strict=True))
+
+    assert [({**e.data, "device": rename[e.data["device"]]}, e.zones) for e in seen_one] == [
+        (e.data, e.zones) for e in seen_batch]
+    with db.read() as conn:
+        for a, b in rename.items():
+            first, second = devices.get(conn, a), devices.get(conn, b)
+            fields = ("online", "faulty", "last_seen", "status", "status_at", "model", "firmware")
+            assert [getattr(first, f) for f in fields] == [getattr(second, f) for f in fields]
+            assert [(c.online, c.reason) for c in devices.history(conn, a)] == [
+                (c.online, c.reason) for c in devices.history(conn, b)]
+            if b in returned:
+                assert returned[b] == second
+
+
+def test_a_status_batch_naming_an_unknown_device_writes_nothing(db: Database) -> None:
+    with db.write() as tx:
+        ident = devices.enrol(tx, ACTOR, public_key=_key(), kind="speaker", zone="20194").id
+    with pytest.raises(NotFoundError), db.write() as tx:
+        devices.record_statuses(tx, [devices.StatusUpdate(ident, online=True),
+                                     devices.StatusUpdate("0" * 16, online=True)])
+    with db.read() as conn:
+        assert not devices.get(conn, ident).online
+        assert devices.history(conn, ident) == []
 
 
 def test_enrolment_tokens(db: Database, clock: Clock) -> None:
