@@ -15,8 +15,10 @@ decoding devices also log the true start of every frame played. When the server 
 the decoding devices join it and play from it, the counting ones do not (:class:`loa.devices.FleetHost`); ``io``
 in ``RESULT`` counts the datagrams that came on a group (``group_received``), and ``decoding`` gives each decoding
 device's media counters and its playout log by kind of frame (what stopped a device from playing: packets late,
-frames never logged). Once every device holds the alert and every decoding device has played its first frame (or
-at the time limit) the process writes ``RESULT`` (JSON) and exits. A line ``ready`` on stdout says the devices
+frames never logged), and ``diagnosis``, for each decoding device that never played, its state as last seen
+while the fleet ran (arbiter, output, buffered frames, when its next playout was due and when the host would have
+run it: :func:`diagnose`). Once every device holds the alert and every decoding device has played its first
+frame (or at the time limit) the process writes ``RESULT`` (JSON) and exits. A line ``ready`` on stdout says the devices
 are being started.
 """
 
@@ -79,6 +81,40 @@ class TimedCore(SpeakerCore):
             self.accepted_at = time.monotonic()
 
 
+def diagnose(host: FleetHost, index: int) -> dict[str, Any]:
+    """Why decoding device ``index`` plays or not: its arbiter, output, broadcasts, and when its next playout and
+    timer are due (seconds from now, on its own clock; ``scheduled_in_s``: when the host will run it)."""
+    core, clock = host.cores[index], host.clocks[index]
+    now = time.monotonic()
+    local = clock.local(now)
+
+    def rel(at: float | None) -> float | None:
+        return None if at is None else round(at - local, 3)
+
+    broadcasts = {}
+    for bid, broadcast in core.broadcasts.items():
+        live = broadcast.live
+        entry: dict[str, Any] = {"live": live is not None}
+        if live is not None:
+            stats = live.statistics()
+            entry.update(received=stats.received, late=stats.late, played=stats.played, skipped=stats.skipped,
+                         next_in_s=rel(live.next_time(core.clock)),
+                         buffered_end_in_s=rel(live.buffered_end(core.clock)),
+                         group=live.group, ending=live.ending)
+        broadcasts[str(bid)] = entry
+    output = core.output
+    scheduled = host.scheduled_at(index)
+    return {
+        "current": core.arbiter.current, "state": core.state, "clock_ready": core.clock.ready,
+        "primary": None if output.primary is None else [output.primary.source, output.primary.bid],
+        "secondary": None if output.secondary is None else [output.secondary.source, output.secondary.bid],
+        "frames": output.frames, "groups_wanted": sorted(core.groups()), "groups_joined": sorted(host.groups(index)),
+        "next_playout_in_s": rel(core.next_playout()), "next_timeout_in_s": rel(core.next_timeout()),
+        "scheduled_in_s": None if scheduled is None else round(scheduled - now, 3),
+        "broadcasts": broadcasts,
+    }
+
+
 def build(spec: dict[str, Any]) -> list[tuple[SpeakerCore, SimulatedClock]]:
     rng = random.Random(spec["seed"] + 1)
     server: Address = (spec["host"], spec["port"])
@@ -116,6 +152,7 @@ def main(spec_path: str, result_path: str) -> None:
         return (all(isinstance(c, TimedCore) and c.accepted_at is not None for c in cores)
                 and all(playout(c) is not None for c in cores[:full]))
 
+    diagnosis: dict[int, dict[str, Any]] = {}  # decoding devices that had not played, as last seen running
     status_path = Path(spec["status"])
     last_status = 0.0
 
@@ -144,6 +181,8 @@ def main(spec_path: str, result_path: str) -> None:
                 if time.monotonic() - last_status >= STATUS_EVERY_S:
                     last_status = time.monotonic()
                     write_status()
+                    diagnosis.clear()
+                    diagnosis.update((i, diagnose(host, i)) for i in range(full) if playout(cores[i]) is None)
                 if done():
                     scope.cancel()
             await host.run(tick=0.05, on_tick=tick)
@@ -162,6 +201,7 @@ def main(spec_path: str, result_path: str) -> None:
             "io": dataclasses.asdict(host.stats),
             "decoding": [{**{k: v for k, v in dataclasses.asdict(c.statistics()).items() if k in DECODING_FIGURES},
                           "log": dict(Counter(e.kind for e in c.log.entries))} for c in cores[:full]],
+            "diagnosis": [diagnosis[i] for i in range(full) if playout(cores[i]) is None and i in diagnosis],
         }
         Path(result_path).write_text(json.dumps(result))
 

@@ -194,6 +194,8 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
           f"datagrams, {io['group_received']} of them on a multicast group; the {len(decoding)} decoding devices "
           f"received {sum(d['received'] for d in decoding)} media packets ({sum(d['late'] for d in decoding)} late) "
           f"and logged {sum(sum(d['log'].values()) for d in decoding)} frames", file=sys.stderr)
+    for device in result.get("diagnosis", [])[:3]:
+        print(f"alert {count}: a decoding device that did not play: {json.dumps(device)}", file=sys.stderr)
     held = [(t - t0) * 1000 for t in result["accepted"] if t is not None]
     arrived = [(t - t0) * 1000 for t in result["arrival"] if t is not None]
     own = [t * 1000 for t in result["own"] if t is not None]

@@ -445,6 +445,10 @@ class FleetHost:
         del self._group_fds[sock.fileno()]
         sock.close()  # which also takes it out of the epoll set
 
+    def scheduled_at(self, index: int) -> float | None:
+        """When (host monotonic time) device ``index``'s next timer or playout will run; None: nothing due."""
+        return self._scheduled[index]
+
     def groups(self, index: int) -> set[str]:
         """The multicast groups device ``index`` has joined (none for a counting device)."""
         return set(self._groups.get(index, ()))

@@ -10,7 +10,9 @@ import random
 import pytest
 from click.testing import CliRunner
 
+from loa.bench._alert_fleet import build, diagnose
 from loa.bench.alert import alert, free_group
+from loa.devices.runner import FleetHost
 
 
 @pytest.mark.e2e
@@ -37,3 +39,21 @@ def test_free_group_is_an_administratively_scoped_group_with_a_port() -> None:
     assert all(0 < octet < 255 for octet in octets[2:])
     assert 0 < int(port) < 65536
     assert free_group(random.Random(3)).rpartition(":")[0] == host  # the address follows the generator
+
+
+def test_a_device_that_has_not_started_is_diagnosed_as_unscheduled() -> None:
+    spec = {"seed": 5, "count": 2, "full": 1, "host": "127.0.0.1", "port": 9, "server_public": "11" * 32,
+            "authority": "22" * 32}
+    devices = build(spec)
+    host = FleetHost(devices, ("127.0.0.1", 9), bind_host="127.0.0.1")
+    try:
+        report = diagnose(host, 0)
+    finally:
+        host.close()
+    assert report["current"] is None
+    assert report["primary"] is None
+    assert report["frames"] == 0
+    assert report["scheduled_in_s"] is None  # never started: the host holds no timer for it
+    assert report["broadcasts"] == {}
+    assert report["clock_ready"] is False
+    json.dumps(report)  # it goes into the fleet's JSON result
