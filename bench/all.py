@@ -9,10 +9,10 @@ against their standalone defaults: ``sessions`` stops at 2,000 sessions, once (5
 20,000 devices (its 5,000 point, which adds a set of 5,000 sessions, is left to ``loa bench scale``; the bare
 fan-out and its C ceiling still run at all five counts). The alert curve runs at 20, 100, 200 and 500 devices:
 1,000 and 10,000 are ``loa bench alert``'s default (at 1,000 a fleet whose decoding devices report no playout
-waits for its time limit, over two minutes). The others run shorter than alone (fewer seconds, kills, attempts).
-``--repeat N`` runs the whole plan N times; every
-metric is then reported as the median with its min and max over the runs (the benchmarks also repeat inside,
-see each one's ``repeat``).
+waits for its time limit, over two minutes). The others run shorter than alone (fewer seconds, kills,
+attempts; the soak holds 100 devices for 45 s where ``loa bench soak`` holds 10,000 for 10 minutes).
+``--repeat N`` runs the whole plan N times; every metric is then reported as the median with its min and max
+over the runs (the benchmarks also repeat inside, see each one's ``repeat``).
 
 Written into ``DIR``:
 
@@ -95,6 +95,10 @@ PLAN: tuple[Step, ...] = (
          ("--rate", "1000", "--seconds", "1", "--devices", "3", "--full", "2"), 25, 15),
     Step("crash", ("--kills", "1", "--devices", "4"), ("--kills", "1", "--devices", "2"), 45, 40, timeout_s=420.0),
     Step("fuzz", ("--seconds", "1"), ("--seconds", "1", "--target", "datagram"), 60, 6),
+    Step("soak", ("--devices", "100", "--minutes", "0.75", "--warmup-minutes", "0.25", "--alert-every", "15",
+                  "--alert-seconds", "3", "--sample-every", "2"),
+         ("--devices", "5", "--minutes", "0.3", "--warmup-minutes", "0.1", "--alert-every", "12",
+          "--alert-seconds", "2", "--sample-every", "1"), 55, 25, timeout_s=240.0),
 )
 
 # What each benchmark is measured against, for the report.
@@ -116,6 +120,8 @@ PEERS: dict[str, str] = {
     "flood": "reference: the same stream and alert without the flood in the same run (ratio keys); amplification <= 1",
     "crash": "goal: zero lost or corrupted records, no slot missed or doubled; rejoin <= 5 s, fallback <= 2 s",
     "fuzz": "goal: zero crashes; 10^6 executions per target are in SECURITY.md (longer runs)",
+    "soak": ("goals: RSS growth after warm-up <= 5 %, no descriptor or task growth, every session kept, alerts held "
+             "and the live stream back (goals_missed); 45 s here, the 10-minute runs are in SECURITY.md"),
     "latency": ("peer: GStreamer udpsrc ! rtpjitterbuffer ! rtpopusdepay ! opusdec ! fakesink sync=true on the same "
                 "RTP stream, at its default 200 ms and at 20 ms (ratio_vs_gstreamer, ratio_vs_gstreamer_low)"),
 }
