@@ -40,7 +40,9 @@ its own share of the processor, whatever else runs on the host; as `loa bench fl
    second (create an entry two days ahead, rename it, delete it), each with its own keep-alive connection:
    ``api_ok``, ``api_errors``, ``api_p99_ms``.
 6. **Samples.** Every ``--sample-every`` seconds: the server's RSS (``VmRSS``), open descriptors
-   (``/proc/PID/fd``), threads, and from its ``/metrics`` the live async tasks (``loa_async_tasks``) and sessions.
+   (``/proc/PID/fd``), threads, and from its ``/metrics`` the live async tasks (``loa_async_tasks``), sessions
+   and the interpreter's allocated blocks (``loa_python_allocated_blocks``: ``py_blocks_growth_pct`` over the
+   same windows as RSS says whether a growth of RSS is live Python objects or the C allocator's).
 
 Verdicts (goals; the bench prints its JSON line, then exits 1 naming each missed one):
 
@@ -362,6 +364,7 @@ class Sample:
     gauges: dict[str, float] = field(default_factory=dict)
 
 
+BLOCKS = "loa_python_allocated_blocks"
 _GAUGE = re.compile(r"^(loa_[a-z_]+)(\{[^}]*\})? (\S+)$", re.MULTILINE)
 
 
@@ -418,6 +421,18 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _block_growth(samples: list[Sample], config: SoakConfig, window: float) -> dict[str, Any]:
+    """The interpreter's allocated blocks (``loa_python_allocated_blocks``) over the same windows as RSS: RSS
+    growing while these stay flat is the C allocator's, not live Python objects (a figure, not a goal)."""
+    end = samples[-1].t
+    early = [s.gauges[BLOCKS] for s in samples if BLOCKS in s.gauges and config.warmup <= s.t <= config.warmup + window]
+    late = [s.gauges[BLOCKS] for s in samples if BLOCKS in s.gauges and s.t >= end - window]
+    first, last = _median(early), _median(late)
+    return {"py_blocks_warm": None if first is None else int(first),
+            "py_blocks_end": None if last is None else int(last),
+            "py_blocks_growth_pct": None if not first or last is None else round(100 * (last - first) / first, 2)}
+
+
 def verdicts(samples: list[Sample], config: SoakConfig) -> dict[str, Any]:
     """Memory growth after the warm-up, descriptor and task growth (see the module docstring)."""
     if not samples:
@@ -447,6 +462,7 @@ def verdicts(samples: list[Sample], config: SoakConfig) -> dict[str, Any]:
         "tasks_warm": tasks_warm,
         "tasks_end": tasks_end,
         "task_growth": None if tasks_end is None or tasks_warm is None else tasks_end - tasks_warm,
+        **_block_growth(samples, config, window),
         "scrapes_failed": len(samples) - len(counted),
         "samples": len(samples),
     }

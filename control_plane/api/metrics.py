@@ -8,6 +8,9 @@ Read on the event loop at each scrape (the scrape runs in a worker thread; the s
 * ``loa_async_tasks``: the live tasks of the server's event loop (trio: every task under the root task;
   asyncio: ``asyncio.all_tasks()``), the figure a task leak makes grow. Absent when the registry is collected
   outside an anyio worker thread and outside an event loop (nothing to count).
+* ``loa_python_allocated_blocks``: memory blocks the interpreter's allocator holds for objects
+  (``sys.getallocatedblocks()``, process-wide). When the process's resident memory grows while this stays flat,
+  the growth is in the C allocator (arenas, fragmentation), not live Python objects.
 * when the streamer runs in this process (``loa serve``): ``loa_streamer_sessions`` (devices with a session),
   ``loa_streamer_datagrams_sent`` (what the service's sender sent: control, handshakes, retransmissions; not
   the fan-out), ``loa_streamer_media_datagrams`` (media packets handed to the fan-out, each then sent to every
@@ -17,6 +20,7 @@ Read on the event loop at each scrape (the scrape runs in a worker thread; the s
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -114,6 +118,8 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("loa_events_published", "Events published on the bus", value=bus.published)
         yield GaugeMetricFamily("loa_event_subscribers", "Live event stream subscribers", value=bus.subscribers)
         yield GaugeMetricFamily("loa_events_dropped", "Events dropped for slow subscribers", value=bus.dropped)
+        yield GaugeMetricFamily("loa_python_allocated_blocks", "Memory blocks held by the interpreter's allocator",
+                                value=sys.getallocatedblocks())
         loop = _read_loop(self._cp)
         if loop is None:
             return

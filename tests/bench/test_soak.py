@@ -35,6 +35,17 @@ def test_short_runs_use_half_of_what_follows_the_warmup() -> None:
     assert out["rss_growth_pct"] == 10.0
 
 
+def test_interpreter_blocks_are_read_over_the_rss_windows() -> None:
+    config = SoakConfig(devices=100, seconds=300, warmup=60)
+    samples = samples_of([100_000] * 31)
+    for sample in samples:  # 1,000,000 blocks in the first window, 1,020,000 in the last; 9 in the warm-up
+        sample.gauges = {"loa_python_allocated_blocks": 9.0 if sample.t < 60 else 1e6 + 20_000 * (sample.t >= 240)}
+    samples[8].gauges = {}  # a failed scrape counts for nothing
+    out = verdicts(samples, config)
+    assert (out["py_blocks_warm"], out["py_blocks_end"], out["py_blocks_growth_pct"]) == (1_000_000, 1_020_000, 2.0)
+    assert verdicts(samples_of([100] * 31), config)["py_blocks_growth_pct"] is None  # no scrape had the gauge
+
+
 def test_fd_and_task_growth_from_the_end_of_warmup_to_the_end() -> None:
     config = SoakConfig(devices=100, seconds=60, warmup=20)
     samples = samples_of([100] * 7, every=10.0)
@@ -109,6 +120,7 @@ def test_a_small_soak_meets_its_goals() -> None:
     assert metrics["alerts_failed"] == 0
     assert metrics["api_ok"] > 50
     assert metrics["tasks_warm"] > 0
+    assert metrics["py_blocks_warm"] > 10_000
     assert metrics["samples"] >= 30
     assert metrics["live_frames"] > 0
     assert metrics["fleet_rtp_received"] > 0

@@ -89,6 +89,9 @@ def test_metrics_route_has_the_task_gauge_and_no_streamer_gauges_without_a_strea
     assert tasks is not None
     assert tasks >= 1
     assert "loa_streamer_sessions" not in text
+    blocks = _gauge(text, "loa_python_allocated_blocks")
+    assert blocks is not None
+    assert blocks > 10_000  # an interpreter with the app loaded holds far more
 
 
 def test_collected_outside_any_loop_the_gauge_is_absent(tmp_path: Path) -> None:
