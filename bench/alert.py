@@ -193,7 +193,10 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
     print(f"alert {count}: the stream went to {fanout} destination(s); the fleet received {io['received']} "
           f"datagrams, {io['group_received']} of them on a multicast group; the {len(decoding)} decoding devices "
           f"received {sum(d['received'] for d in decoding)} media packets ({sum(d['late'] for d in decoding)} late) "
-          f"and logged {sum(sum(d['log'].values()) for d in decoding)} frames", file=sys.stderr)
+          f"and logged {sum(sum(d['log'].values()) for d in decoding)} frames; the fleet's timers ran up to "
+          f"{io.get('timer_lag_max_s', 0):.3f} s late (the decoding devices' "
+          f"{io.get('priority_timer_lag_max_s', 0):.3f} s)",
+          file=sys.stderr)
     for device in result.get("diagnosis", [])[:3]:
         print(f"alert {count}: a decoding device that did not play: {json.dumps(device)}", file=sys.stderr)
     held = [(t - t0) * 1000 for t in result["accepted"] if t is not None]

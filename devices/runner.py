@@ -89,6 +89,8 @@ class IoStatistics:
     receive_errors: int = 0
     group_received: int = 0  # of ``received``: datagrams that came on a joined multicast group
     group_errors: int = 0  # groups that could not be joined (an IPv6 group, an address in use...)
+    timer_lag_max_s: float = 0.0  # FleetHost: the latest a device's timer or playout ran after it was due
+    priority_timer_lag_max_s: float = 0.0  # the same for the first ``priority`` devices (those that decode)
 
 
 def open_udp_socket(server: Address, bind_host: str | None = None, port: int = 0) -> socket.socket:
@@ -333,7 +335,10 @@ class FleetHost:
     ``priority`` devices (those that decode), and their group sockets, are emptied every :data:`URGENT_EVERY`
     datagrams of a round (a second ``epoll`` set of just those sockets says which have data), so that their
     audio, and the ``join`` that has them take a group, do not queue behind the counting devices: a round can
-    hold hundreds of alert verifications.
+    hold hundreds of alert verifications. Their timers (playout among them) likewise run before the others' in
+    each round of the timer loop. :attr:`stats` keeps how late the timers ran at worst (``timer_lag_max_s``,
+    and ``priority_timer_lag_max_s`` for the decoding devices): a device of its own would never lag, so this is
+    the host falling behind.
 
     ``timestamps``: the kernel stamps every datagram as it arrives (``SO_TIMESTAMPNS``) and :attr:`arrival`
     holds that time, on the host's monotonic clock, while the datagram is handed to its device. One process
@@ -391,6 +396,7 @@ class FleetHost:
         self.start_rate = start_rate
         self.started = 0
         self._heap: list[_Due] = []
+        self._priority_heap: list[_Due] = []  # the decoding devices' timers, run before the others' (see _timers)
         self._scheduled: list[float | None] = [None] * len(self.cores)
         self._changed = anyio.Event()
 
@@ -401,8 +407,9 @@ class FleetHost:
             return
         self._scheduled[index] = at
         if at is not None:
-            heapq.heappush(self._heap, _Due(at, index))
-            if self._heap[0].index == index:
+            heap = self._priority_heap if index < self.priority else self._heap
+            heapq.heappush(heap, _Due(at, index))
+            if heap[0].index == index:
                 self._changed.set()
                 self._changed = anyio.Event()
 
@@ -476,26 +483,41 @@ class FleetHost:
             self.started += 1
             self._after(i)
 
+    def _run_due(self, heap: list[_Due], now: float, until: float) -> int:
+        """Run the entries of ``heap`` due by ``now`` in time order, until the clock passes ``until``."""
+        handled = 0
+        lag = 0.0
+        while heap and heap[0].at <= now and (handled & 63 or time.monotonic() < until):
+            due = heapq.heappop(heap)
+            if self._scheduled[due.index] != due.at:
+                continue  # superseded
+            self._scheduled[due.index] = None
+            lag = max(lag, now - due.at)
+            self.cores[due.index].advance(self.clocks[due.index].local(now))
+            self._after(due.index)
+            handled += 1
+        stats = self.stats
+        if heap is self._priority_heap:
+            stats.priority_timer_lag_max_s = max(stats.priority_timer_lag_max_s, lag)
+        stats.timer_lag_max_s = max(stats.timer_lag_max_s, lag)
+        return handled
+
     async def _timers(self) -> None:
         while True:
             now = time.monotonic()
-            handled = 0
             # Bounded in time like the receive loop's slices, so that neither starves the other: the answers
             # devices wait for (handshake responses, clock probes) must not queue behind thousands of timers.
+            # The decoding devices' timers go first: when the host falls behind (an alert makes every device
+            # verify a signature at once), their playout must not wait behind the counting devices' timers.
             until = now + RECEIVE_SLICE_S
-            while self._heap and self._heap[0].at <= now and (handled & 63 or time.monotonic() < until):
-                due = heapq.heappop(self._heap)
-                if self._scheduled[due.index] != due.at:
-                    continue  # superseded
-                self._scheduled[due.index] = None
-                self.cores[due.index].advance(self.clocks[due.index].local(now))
-                self._after(due.index)
-                handled += 1
+            handled = self._run_due(self._priority_heap, now, until)
+            handled += self._run_due(self._heap, now, until)
             if handled:
                 await anyio.sleep(0)
                 continue
             changed = self._changed
-            delay = self._heap[0].at - time.monotonic() if self._heap else math.inf
+            tops = [heap[0].at for heap in (self._priority_heap, self._heap) if heap]
+            delay = min(tops) - time.monotonic() if tops else math.inf
             with anyio.move_on_after(max(0.0, delay)):
                 await changed.wait()
 

@@ -290,3 +290,48 @@ async def test_fleet_host_starts_no_more_devices_than_its_connecting_window(anyi
             assert host.connecting() == expected
     finally:
         silent.close()
+
+
+class _DueCore(SpeakerCore):
+    """A core whose only event is one timer at ``due`` (its own clock), noting when the host ran it."""
+
+    due: float | None = None
+    ran: list[int] | None = None
+    index = -1
+
+    def next_event(self) -> float | None:
+        return self.due
+
+    def advance(self, now: float) -> None:
+        assert self.ran is not None
+        self.ran.append(self.index)
+        self.due = None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_fleet_host_behind_runs_the_decoding_devices_timers_first(anyio_backend: str) -> None:
+    """Every timer is overdue, the counting devices' by more: the decoding devices' (the first ``priority``) run
+    first all the same, and the host reports how late each kind ran."""
+    ran: list[int] = []
+    now = time.monotonic()
+    devices = []
+    for i in range(8):
+        core = _DueCore(static_private=bytes([i + 1]) * 32, server_public=bytes(range(32)),
+                        server_address=("127.0.0.1", 9))
+        clock = SimulatedClock(drift_ppm=10.0 * i, offset_s=5.0 * i)
+        core.index, core.ran = i, ran
+        core.due = clock.local(now - (1.0 if i < 2 else 3.0))
+        devices.append((core, clock))
+    host = FleetHost(devices, ("127.0.0.1", 9), bind_host="127.0.0.1", priority=2)
+    try:
+        for i in reversed(range(8)):
+            host._schedule(i)
+        with anyio.move_on_after(0.3):
+            await host._timers()
+    finally:
+        host.close()
+    assert sorted(ran[:2]) == [0, 1]
+    assert sorted(ran) == list(range(8))
+    assert 1.0 <= host.stats.priority_timer_lag_max_s < 2.0
+    assert host.stats.timer_lag_max_s >= 3.0
