@@ -43,7 +43,8 @@ from loa.devices.simclock import SimulatedClock
 from loa.devices.sinks import CounterSink
 
 STATUS_EVERY_S = 0.5
-DECODING_FIGURES = ("boot", "alerts_accepted", "received", "late", "skipped", "gaps", "watchdog_fires", "drops")
+DECODING_FIGURES = ("boot", "alerts_accepted", "received", "late", "skipped", "unplayed", "gaps", "watchdog_fires",
+                    "drops")
 
 
 def device_keys(seed: int, count: int) -> list[bytes]:

@@ -193,7 +193,9 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
     print(f"alert {count}: the stream went to {fanout} destination(s); the fleet received {io['received']} "
           f"datagrams, {io['group_received']} of them on a multicast group; the {len(decoding)} decoding devices "
           f"received {sum(d['received'] for d in decoding)} media packets ({sum(d['late'] for d in decoding)} late) "
-          f"and logged {sum(sum(d['log'].values()) for d in decoding)} frames; the fleet's timers ran up to "
+          f"and logged {sum(sum(d['log'].values()) for d in decoding)} frames "
+          f"({sum(d.get('unplayed', 0) for d in decoding)} left unplayed when their stream ended); "
+          f"the fleet's timers ran up to "
           f"{io.get('timer_lag_max_s', 0):.3f} s late (the decoding devices' "
           f"{io.get('priority_timer_lag_max_s', 0):.3f} s)",
           file=sys.stderr)

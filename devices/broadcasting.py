@@ -99,7 +99,10 @@ class BroadcastHandling(abc.ABC):
         """Close the forgotten broadcasts the output no longer plays out of."""
         done = [bid for bid in self._handing_over if not self._held_by_output(bid)]
         for bid in done:
-            self._handing_over.pop(bid).close()
+            broadcast = self._handing_over.pop(bid)
+            if broadcast.live is not None:
+                self.retired["unplayed"] += broadcast.live.discard()
+            broadcast.close()
         if done:
             self._reindex()
 
@@ -282,13 +285,17 @@ class BroadcastHandling(abc.ABC):
         broadcast = self.broadcasts.pop(bid, None)
         self.finished.add(bid)
         if broadcast is not None:
+            held = self._held_by_output(bid)
             if broadcast.live is not None:
+                if not held:
+                    broadcast.live.discard()
                 stats = broadcast.live.statistics()
-                for name in ("received", "bytes", "late", "played", "fec", "plc", "skipped", "nacks_sent"):
+                for name in ("received", "bytes", "late", "played", "fec", "plc", "skipped", "unplayed",
+                             "nacks_sent"):
                     self.retired[name] += getattr(stats, name)
                 self.retired["gap_missing"] += broadcast.live.gap_missing
                 self.retired["expected"] += broadcast.live.expected
-            if self._held_by_output(bid):
+            if held:
                 self._handing_over[bid] = broadcast
             else:
                 broadcast.close()

@@ -52,6 +52,7 @@ class LiveStatistics:
     fec: int
     plc: int
     skipped: int
+    unplayed: int  # frames still buffered when the broadcast went (see LiveStream.discard)
     corrupt: int
     nacks_sent: int
     resyncs: int
@@ -88,8 +89,8 @@ class LiveStream:
         self.last_packet: float | None = None  # local time of the last authenticated packet
         self.ending = False  # a `leave` came: play out what is buffered, accept nothing new
         self._counts = dict.fromkeys(
-            ("received", "bytes", "late", "duplicates", "played", "fec", "plc", "skipped", "corrupt", "resyncs",
-             "nacks"),
+            ("received", "bytes", "late", "duplicates", "played", "fec", "plc", "skipped", "unplayed", "corrupt",
+             "resyncs", "nacks"),
             0,
         )
         self.gap_missing = 0  # numbers found missing on arrival (for the loss figure)
@@ -385,6 +386,17 @@ class LiveStream:
         except CodecError:
             return None
 
+    def discard(self) -> int:
+        """The broadcast is gone with frames still buffered (a device that fell behind its own playout: the drain
+        deadline came before the playout of what was left): count them as ``unplayed`` and empty the buffers."""
+        left = 0
+        for track in self._tracks:
+            for _ in range(track.buffer.pending()):  # bounded by the ring's span
+                track.buffer.take()
+                left += 1
+        self._counts["unplayed"] += left
+        return left
+
     def close(self) -> None:
         if self._decoder is not None:
             self._decoder.close()
@@ -395,7 +407,8 @@ class LiveStream:
         jitter = max((t.jitter for t in self._tracks), default=0.0)
         return LiveStatistics(
             received=c["received"], bytes=c["bytes"], late=c["late"], duplicates=c["duplicates"],
-            played=c["played"], fec=c["fec"], plc=c["plc"], skipped=c["skipped"], corrupt=c["corrupt"],
+            played=c["played"], fec=c["fec"], plc=c["plc"], skipped=c["skipped"], unplayed=c["unplayed"],
+            corrupt=c["corrupt"],
             nacks_sent=c["nacks"] + sum(t.nack.sent for t in self._tracks), resyncs=c["resyncs"],
             jitter_ms=jitter / 48.0,
         )

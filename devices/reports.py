@@ -24,14 +24,15 @@ __all__ = ["DeviceStatistics", "device_statistics", "drops", "faults", "media_to
            "telemetry_values"]
 
 MAX_DROP_NAMES = 64  # a telemetry map holds at most 64 entries (section 4.1)
-_LIVE_COUNTERS = ("received", "bytes", "late", "played", "fec", "plc", "skipped", "nacks_sent")
+_LIVE_COUNTERS = ("received", "bytes", "late", "played", "fec", "plc", "skipped", "unplayed", "nacks_sent")
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceStatistics:
     """A snapshot of a device since its current boot (``reboots`` counts the simulated ones). Media counters:
     ``received`` packets, ``played``/``fec``/``plc`` frames by how they were made, ``late`` packets that came
-    after their play time, ``gaps`` sequence numbers found missing on arrival out of ``expected``."""
+    after their play time, ``skipped`` frames passed over (behind the live position), ``unplayed`` frames still
+    buffered when their broadcast ended, ``gaps`` sequence numbers found missing on arrival out of ``expected``."""
 
     connected: bool
     boot: int
@@ -52,6 +53,7 @@ class DeviceStatistics:
     plc: int
     late: int
     skipped: int
+    unplayed: int
     gaps: int
     expected: int
     nacks_sent: int
@@ -148,7 +150,7 @@ def device_statistics(core: SpeakerCore) -> DeviceStatistics:
         clock_ready=core.clock.ready, clock_offset_ns=estimate.offset_ns, clock_error_ns=estimate.error_ns,
         rtt_s=core.rtt, frames=core.output.frames, received=totals["received"], rx_bytes=totals["bytes"],
         played=totals["played"], fec=totals["fec"], plc=totals["plc"], late=totals["late"],
-        skipped=totals["skipped"], gaps=totals["gap_missing"], expected=totals["expected"],
+        skipped=totals["skipped"], unplayed=totals["unplayed"], gaps=totals["gap_missing"], expected=totals["expected"],
         nacks_sent=totals["nacks_sent"], alerts_accepted=core.alerts_accepted,
         alerts_refused=dict(core.alerts_refused), watchdog_fires=core.watchdog.fires, faults=faults(core),
         drops=drops(core), telemetry_sent=core.report.reports,

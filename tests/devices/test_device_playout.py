@@ -279,3 +279,33 @@ def test_a_live_stream_resumes_at_once_after_a_downlink_outage_longer_than_a_sec
     assert after, "no frame decoded from a packet after the outage"
     assert after[0].true_at - back < 0.5  # packets sent after it play delay_ms (300 ms) later, or sooner by NACK
     assert len(after) >= 100  # and it goes on playing
+
+
+def test_a_device_whose_timers_ran_past_the_streams_end_counts_what_it_never_played(payloads: list[bytes]) -> None:
+    """A device that falls behind (its timers do not run while datagrams still arrive, as on a starved host) and
+    wakes after the drain deadline of a stream that has ended: the frames still buffered are counted ``unplayed``,
+    not lost without a trace; received = played + unplayed."""
+    world = World(11, **STEADY)
+    node = world.add_device(sink=Recorder())
+    world.run(20.0)
+    world.server.start_stream(7, [world.pub(node)], payloads=payloads[:50], start_in=0.1, frames=50, delay_ms=300)
+    world.run(0.05)  # the join is in
+    timeout = node.next_timeout
+    frozen_until = world.net.now + 4.0
+
+    def late() -> float | None:
+        at = timeout()
+        return None if at is None else max(at, frozen_until)
+
+    node.next_timeout = late  # type: ignore[method-assign]
+    world.run(1.2)  # every packet is in the buffer; nothing is played
+    world.server.stop_stream(7)
+    world.run(3.5)  # the leave arrived, the drain deadline passed, then the timers run again
+    node.next_timeout = timeout  # type: ignore[method-assign]
+    world.run(1.0)
+    stats = node.core.statistics()
+    assert node.core.log.for_bid(7) == []
+    assert stats.received == 50
+    assert stats.unplayed == 50
+    assert stats.played == 0
+    assert 7 not in node.core.broadcasts
