@@ -12,8 +12,13 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from loa.control_plane.dataplane import DataPlaneSettings
+    from loa.control_plane.settings import ControlPlane
 
 __all__ = ["audit", "serve"]
 
@@ -126,13 +131,18 @@ def _bind(text: str, option: str) -> tuple[str, int]:
 @click.option("--udp", "udp", default=DEFAULT_UDP, show_default=True, metavar="HOST:PORT",
               help="Address devices reach the streamer on (0.0.0.0:4433 to serve the LAN).")
 @click.option("--zeroconf", is_flag=True, help="Advertise the streamer on the LAN by DNS-SD (_loa._udp).")
+@click.option("--multicast", "multicast", multiple=True, metavar="CODE=ADDR:PORT",
+              help="Give zone CODE (in the database) an IP multicast group, e.g. 48=239.255.48.1:5004: its live "
+                   "streams and alerts go once per packet to the group, for devices that can join it. Repeatable.")
 @click.option("--backend", type=click.Choice(["trio", "asyncio"]), default="trio", show_default=True,
               help="Event loop the server runs on.")
-def serve(*, data_dir: Path | None, url: str | None, http: str, udp: str, zeroconf: bool, backend: str) -> None:
+def serve(*, data_dir: Path | None, url: str | None, http: str, udp: str, zeroconf: bool,
+          multicast: tuple[str, ...], backend: str) -> None:
     """Run loa: the control plane's HTTP API, the scheduler and the streamer, in one process.
 
     On first start it creates the database, the first administrator (printing a one-time password), the
-    server key devices are provisioned with, and the alert authority key."""
+    server key devices are provisioned with, and the alert authority key. A --multicast zone must exist
+    already: import the zones, then restart with it."""
     from loa.control_plane import users
     from loa.control_plane.authority import AuthorityError
     from loa.control_plane.dataplane import DataPlane, DataPlaneSettings
@@ -144,6 +154,10 @@ def serve(*, data_dir: Path | None, url: str | None, http: str, udp: str, zeroco
     limit_malloc_arenas()  # before any worker thread exists
     host, port = _bind(http, "--http")
     udp_host, udp_port = _bind(udp, "--udp")
+    try:
+        settings = DataPlaneSettings(udp=(udp_host, udp_port), zeroconf=zeroconf, groups=_groups(multicast))
+    except ValueError as exc:
+        raise click.ClickException(f"--multicast: {exc}") from None
     directory = data_dir or Path(os.environ.get("LOA_DATA_DIR", DEFAULT_DATA_DIR))
     _require_writable(directory)
     listener = _listen(host, port)
@@ -154,7 +168,8 @@ def serve(*, data_dir: Path | None, url: str | None, http: str, udp: str, zeroco
         raise click.ClickException(str(exc)) from None
     try:
         try:
-            dataplane = DataPlane(cp, DataPlaneSettings(udp=(udp_host, udp_port), zeroconf=zeroconf))
+            _check_group_zones(cp, settings)
+            dataplane = DataPlane(cp, settings)
             sock = dataplane.open_socket()
         except (KeyFileError, ContentError) as exc:
             raise click.ClickException(str(exc)) from None
@@ -173,6 +188,7 @@ def serve(*, data_dir: Path | None, url: str | None, http: str, udp: str, zeroco
                  (f"loa: devices on udp {udp_bound[0]}:{udp_bound[1]}; server public key "
                   f"{public_base64(dataplane.public_key)}"),
                  f"loa: alert authority public key {cp.authority.public_base64}"]
+        lines += [f"loa: zone {code} streams to multicast group {group}" for code, group in settings.groups.items()]
         sys.stdout.flush()
 
         def ready() -> None:  # once the streamer answers devices: whoever waits for these lines may go on
@@ -184,6 +200,44 @@ def serve(*, data_dir: Path | None, url: str | None, http: str, udp: str, zeroco
     finally:
         listener.close()
         cp.close()
+
+
+def _groups(values: tuple[str, ...]) -> dict[str, str]:
+    """``--multicast CODE=ADDR:PORT`` options as zone code -> group; ClickException for bad syntax, an address
+    that is not multicast, or a zone given twice. The same group for two zones is accepted, as `loa streamer`
+    accepts it (see :mod:`loa.control_plane.dataplane`)."""
+    from loa.streamer.core import parse_group
+
+    groups: dict[str, str] = {}
+    for value in values:
+        code, sep, group = value.partition("=")
+        if not sep or not code:
+            raise click.ClickException(f"--multicast: expected CODE=ADDR:PORT (e.g. 48=239.255.48.1:5004), "
+                                       f"got {value!r}")
+        try:
+            parse_group(group)
+        except ValueError as exc:
+            raise click.ClickException(f"--multicast: zone {code!r}: {exc}") from None
+        if code in groups:
+            raise click.ClickException(f"--multicast: zone {code!r} is given twice ({groups[code]} and {group})")
+        groups[code] = group
+    return groups
+
+
+def _check_group_zones(cp: ControlPlane, settings: DataPlaneSettings) -> None:
+    """ClickException when a ``--multicast`` zone is not in the database (or the database cannot be read)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from loa.control_plane.dataplane import unknown_zones
+
+    try:
+        unknown = unknown_zones(cp.db, settings.groups)
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"cannot read the zones for --multicast: {type(exc).__name__}") from None
+    if unknown:
+        listed = " or ".join(repr(code) for code in unknown)
+        raise click.ClickException(f"--multicast: the database has no zone {listed} (create zones with "
+                                   "loa admin zones import first)")
 
 
 def _require_writable(directory: Path) -> None:

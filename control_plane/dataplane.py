@@ -19,6 +19,13 @@ driving :class:`loa.streamer.StreamerService`, and what devices report written b
   the as-played log; broadcasts ending to the broadcast log. Written in batches from a queue; a report about a
   device the database does not know is dropped and counted.
 * Every ``expire_s`` the alerts past their expiry are recorded expired.
+* **IP multicast** (PROTOCOL.md section 5.7): ``DataPlaneSettings.groups`` gives zones a multicast group, a server
+  setting like the UDP address (``loa serve --multicast CODE=ADDR:PORT``). A live stream or alert then leaves once
+  per packet to the group of each member's nearest zone inside the target that has one, for the devices that said
+  ``multicast`` in ``hello``; the others get it by unicast as before. A group belongs to a zone *code*: when that
+  zone leaves the database a warning is logged and the group goes unused (nothing else changes); a zone created
+  again with that code uses it again. Two zones may share a group, as in `loa streamer`: devices of both receive
+  each other's streams on it and drop those they did not join (by SSRC), which costs bandwidth, not correctness.
 
 Threads: the streamer is not thread-safe. The control plane calls the dispatcher and broadcaster from worker
 threads; every such call runs on the event loop through :func:`anyio.from_thread.run_sync`. Database work
@@ -35,10 +42,11 @@ from __future__ import annotations
 import logging
 import socket
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -62,7 +70,7 @@ from loa.control_plane.settings import ControlPlane
 from loa.protocol import Class, Level, Policy
 from loa.protocol.session import device_id
 from loa.streamer.content import ContentStore
-from loa.streamer.core import StreamerCore
+from loa.streamer.core import StreamerCore, parse_group
 from loa.streamer.discovery import Advertiser
 from loa.streamer.keys import load_or_create_server_key
 from loa.streamer.registry import DeviceEntry, Registry, RegistryError
@@ -79,7 +87,7 @@ from loa.streamer.status import (
 )
 from loa.streamer.zones import Zone, ZoneTree
 
-__all__ = ["DataPlane", "DataPlaneSettings", "LiveSource"]
+__all__ = ["DataPlane", "DataPlaneSettings", "LiveSource", "unknown_zones"]
 
 log = logging.getLogger("loa.control_plane.dataplane")
 SERVER_KEY_FILE = "server.key"
@@ -92,14 +100,43 @@ BID_MARGIN = 1000  # broadcast ids a run may allocate without logging them (aler
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DataPlaneSettings:
-    """Where devices reach the server (``udp``), and the background periods."""
+    """Where devices reach the server (``udp``), the zones' IP multicast groups (``groups``: zone code ->
+    ``"ADDR:PORT"``, ``"[V6]:PORT"`` for IPv6; see the module docstring), and the background periods.
+
+    ValueError, naming the zone, for a group that is not a multicast ``ADDR:PORT`` (:func:`parse_group`), or whose
+    address family differs from ``udp``'s host (one socket sends everything, and an IPv4 socket cannot send to
+    an IPv6 group or the reverse). Whether each zone exists is the database's to say (:func:`unknown_zones`)."""
 
     udp: tuple[str, int] = ("0.0.0.0", 4433)  # noqa: S104 (devices are on the LAN / WAN)
     zeroconf: bool = False
     name: str = "loa"
+    groups: Mapping[str, str] = field(default_factory=dict)
     resync_s: float = 30.0
     expire_s: float = 5.0
     report_batch: int = 500
+
+    def __post_init__(self) -> None:
+        ipv6_socket = ":" in self.udp[0]  # as open_udp_socket picks the family
+        for code, group in self.groups.items():
+            try:
+                host, _ = parse_group(group)
+            except ValueError as exc:
+                raise ValueError(f"zone {code!r}: {exc}") from None
+            if (":" in host) != ipv6_socket:
+                raise ValueError(f"zone {code!r}: the {'IPv6' if ':' in host else 'IPv4'} group {group} cannot be "
+                                 f"sent from the {'IPv6' if ipv6_socket else 'IPv4'} device address {self.udp[0]}")
+        object.__setattr__(self, "groups", MappingProxyType(dict(self.groups)))
+
+
+def unknown_zones(db: Database, codes: Iterable[str]) -> list[str]:
+    """Those of ``codes`` that are not zones in the database, sorted (empty: all known); for checking
+    ``DataPlaneSettings.groups`` before starting. Raises what the database raises (SQLAlchemyError)."""
+    wanted = set(codes)
+    if not wanted:
+        return []
+    with db.read() as conn:
+        known = set(conn.execute(select(zones_table.c.code).where(zones_table.c.code.in_(wanted))).scalars())
+    return sorted(wanted - known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,15 +212,18 @@ class DataPlane:
         self._reports_ready: anyio.Event | None = None
         self._sync_wanted: anyio.Event | None = None
         self._slots: dict[str, int] = {}
+        self._groups: dict[str, str] = {}  # the groups the streamer was started with
+        self._unused_groups: set[str] = set()  # zone codes of those whose zone is gone
         self.dropped: Counter[str] = Counter()
         self.written = 0
 
     # -- running -----------------------------------------------------------------------------------------------
 
     def open_socket(self) -> socket.socket:
-        """Bind the device port now (so that a busy port is one clear error before anything starts)."""
+        """Bind the device port now (so that a busy port is one clear error before anything starts); set up to
+        send to multicast groups when any is configured."""
         host, port = self.settings.udp
-        return open_udp_socket(host, port)
+        return open_udp_socket(host, port, multicast=bool(self.settings.groups))
 
     async def run(self, sock: socket.socket, *,
                   task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -195,9 +235,11 @@ class DataPlane:
         self._sync_wanted = anyio.Event()
         snapshot = await anyio.to_thread.run_sync(self._snapshot)
         first_bid = await anyio.to_thread.run_sync(self._close_orphans)
+        self._groups = self._starting_groups(snapshot)
         core = StreamerCore(static_private=self._private, zones=self.zones, registry=self.registry,
-                            content=self._content, authorities=self._authorities, first_bid=first_bid,
-                            epoch_ns=epoch_for(anyio.current_time()), send_clock=anyio.current_time)
+                            content=self._content, authorities=self._authorities, groups=self._groups,
+                            first_bid=first_bid, epoch_ns=epoch_for(anyio.current_time()),
+                            send_clock=anyio.current_time)
         self.core = core
         self._apply(snapshot)
         advertiser = None
@@ -247,17 +289,35 @@ class DataPlane:
                    for r in device_rows if r.zone is not None]
         return _Snapshot(zones, entries, open_)
 
+    def _starting_groups(self, snapshot: _Snapshot) -> dict[str, str]:
+        """The groups the streamer starts with. With any configured, the database's zones are taken first (the
+        streamer checks that each group's zone exists); a group whose zone is not among them (deleted since
+        ``loa serve`` checked) is left out of this run, with a warning."""
+        if not self.settings.groups:
+            return {}
+        self._add_zones(snapshot.zones)
+        groups: dict[str, str] = {}
+        for code, group in self.settings.groups.items():
+            if code in self.zones:
+                groups[code] = group
+            else:
+                log.warning("zone %s is not in the database: its multicast group %s is not used", code, group)
+        return groups
+
+    def _add_zones(self, zones: list[Zone]) -> None:
+        new = [z for z in zones if z.code not in self.zones]
+        try:
+            self.zones.add_all(new)
+        except ValueError as exc:
+            log.warning("zones not taken from the database: %s", exc)
+
     def _apply(self, snapshot: _Snapshot) -> None:
         """Make the streamer's zones and registry what the database says (on the event loop)."""
         core = self.core
         assert core is not None
         now = anyio.current_time()
         wanted = {z.code: z for z in snapshot.zones}
-        new = [z for code, z in wanted.items() if code not in self.zones]
-        try:
-            self.zones.add_all(new)
-        except ValueError as exc:
-            log.warning("zones not taken from the database: %s", exc)
+        self._add_zones(snapshot.zones)
         for code, zone in wanted.items():
             if code in self.zones and self.zones.get(code).parent != zone.parent:
                 try:
@@ -285,10 +345,26 @@ class DataPlane:
                 core.remove_zone(code)
             except ValueError as exc:
                 log.warning("zone %s kept by the streamer: %s", code, exc)
+        self._note_groups()
         self.registry.enrolment_open = snapshot.enrolment_open
         assert self.service is None or self.service.core is core
         if self.service is not None:
             self.service.changed()
+
+    def _note_groups(self) -> None:
+        """Log a group whose zone left the streamer (unused from now on) or came back (used again)."""
+        for code, group in self._groups.items():
+            if code not in self.zones and code not in self._unused_groups:
+                self._unused_groups.add(code)
+                log.warning("zone %s was removed from the database: its multicast group %s is unused", code, group)
+            elif code in self.zones and code in self._unused_groups:
+                self._unused_groups.discard(code)
+                log.info("zone %s is in the database again: its multicast group %s is used again", code, group)
+
+    @property
+    def groups(self) -> dict[str, str]:
+        """The multicast groups in use: zone code -> ``"ADDR:PORT"`` (those whose zone the streamer holds)."""
+        return {code: group for code, group in self._groups.items() if code not in self._unused_groups}
 
     async def _sync_loop(self) -> None:
         assert self._sync_wanted is not None
