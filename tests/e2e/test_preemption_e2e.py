@@ -121,7 +121,11 @@ async def test_alert_preempts_zone_a_only_and_the_programme_follows_its_policy(
             recorded = wav[int(start + trim):int(end - trim)]
             corr = windowed_tone_correlation(recorded, expected[run.bid])
             figures.append(round(corr, 4))
-            assert corr >= 0.95, (device.name, run.bid, corr)
+            concealed = [round(p.at - t0, 3) for p in run.frames if p.info.kind != "packet"]
+            uneven = [(round(a.at - t0, 3), round((b.at - a.at - 0.02) * 1e6, 1))
+                      for a, b in itertools.pairwise(run.frames) if abs(b.at - a.at - 0.02) > 2e-5]
+            assert corr >= 0.95, (f"{device.name} bid {run.bid}: correlation {corr:.3f}; frames not from a packet "
+                                  f"(s): {concealed}; steps off 20 ms (s, us): {uneven}")
             for other in set(expected.values()) - {expected[run.bid]}:
                 assert tone_correlation(recorded[:SAMPLE_RATE // 2], other) < 0.5
         switches += check_frame_grid(device, alert)
