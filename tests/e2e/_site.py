@@ -9,6 +9,7 @@ the frame metadata kept beside it (:class:`Recorder`). Helpers compare recording
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 import wave
@@ -268,12 +269,25 @@ def tone_correlation(recorded: npt.NDArray[np.float64], freq: float) -> float:
     return best_correlation(recorded, reference, period)
 
 
-def windowed_tone_correlation(recorded: npt.NDArray[np.float64], freq: float, window: float = 0.25) -> float:
+def windowed_tone_correlation(recorded: npt.NDArray[np.float64], freq: float, window: float = 0.25,
+                              cuts: Sequence[int] = ()) -> float:
     """The smallest :func:`tone_correlation` over consecutive ``window``-second pieces of ``recorded``. The
     recorder places each frame at its true instant, and a device's clock estimate slews by fractions of a
-    millisecond over seconds: each piece is aligned on its own, as an ear would."""
+    millisecond over seconds: each piece is aligned on its own, as an ear would.
+
+    ``cuts``: sample indices where the frames stepped off their grid (a correction of the device's clock estimate
+    moves the next frame by up to a few hundred µs, a phase jump in the recording); pieces never straddle one.
+    The frames' timing is checked on its own (the callers' frame-grid checks); this checks what was heard.
+    Between two cuts: whole pieces, or the span itself when it is shorter than one but at least a tenth of it;
+    what is left over is not used (as at the end); there is always at least one piece."""
     n = round(window * SAMPLE_RATE)
-    pieces = [recorded[i:i + n] for i in range(0, len(recorded) - n + 1, n)] or [recorded]
+    bounds = [0, *sorted(c for c in cuts if 0 < c < len(recorded)), len(recorded)]
+    pieces = []
+    for a, b in itertools.pairwise(bounds):
+        span = recorded[a:b]
+        whole = [span[i:i + n] for i in range(0, len(span) - n + 1, n)]
+        pieces += whole or ([span] if len(span) >= n // 10 else [])
+    pieces = pieces or [recorded]
     return min(tone_correlation(piece, freq) for piece in pieces)
 
 
