@@ -5,11 +5,7 @@ alerts and cancels, scheduled programmes and board items, live and relayed broad
 
 from __future__ import annotations
 
-import functools
-import http.server
 import random
-import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +14,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
+from _dataplane_lab import run_lab, serve_directory, wait_for
 from sqlalchemy import select
 
 from loa.codecs import encode_file_to_ogg_opus, tone
@@ -39,14 +36,6 @@ pytestmark = pytest.mark.e2e
 
 NOC = Principal(user_id=1, username="noc1", role="noc", scope=None, token_id=1, token_kind="api")
 NOC2 = Principal(user_id=2, username="noc2", role="noc", scope=None, token_id=2, token_kind="api")
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await anyio.sleep(0.05)
 
 
 class Lab:
@@ -102,19 +91,7 @@ def cp(db_url: str, tmp_path: Path) -> Any:
 
 
 def run(test: Callable[[Lab], Any], cp: ControlPlane) -> None:
-    async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            lab = Lab(cp, tg)
-            await lab.start()
-            with anyio.fail_after(60):
-                await test(lab)
-            lab.dp.stop()
-            with anyio.fail_after(10):
-                await lab.dp.wait_stopped()
-            tg.cancel_scope.cancel()
-        lab.sock.close()
-
-    anyio.run(main, backend="trio")
+    run_lab(lambda tg: Lab(cp, tg), test)
 
 
 def test_devices_follow_the_database_and_report_back(cp: ControlPlane) -> None:
@@ -250,16 +227,8 @@ def test_scheduled_audio_and_board_items_and_a_repeated_slot_key(cp: ControlPlan
     run(body, cp)
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *_args: Any) -> None:
-        pass
-
-
 def test_a_relayed_stream_reaches_the_zone_and_stops(cp: ControlPlane, tmp_path: Path) -> None:
     encode_file_to_ogg_opus(tone(30.0, 440.0), tmp_path / "radio.opus", bitrate=32_000)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/radio.opus"
 
     async def body(lab: Lab) -> None:
         key = lab.rng.randbytes(32)
@@ -278,8 +247,6 @@ def test_a_relayed_stream_reaches_the_zone_and_stops(cp: ControlPlane, tmp_path:
         with pytest.raises(KeyError):
             await anyio.to_thread.run_sync(lab.dp.stop_broadcast, bid)
 
-    try:
+    with serve_directory(tmp_path) as base:
+        url = f"{base}/radio.opus"
         run(body, cp)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

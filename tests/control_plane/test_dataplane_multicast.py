@@ -5,13 +5,9 @@ group that leaves the database (or was never there) costs a warning, not the ser
 
 from __future__ import annotations
 
-import functools
-import http.server
 import logging
 import random
 import socket
-import threading
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +16,7 @@ import anyio
 import anyio.abc
 import click
 import pytest
+from _dataplane_lab import run_lab, serve_directory, wait_for
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -172,14 +169,6 @@ def test_the_device_socket_is_set_up_for_groups_only_when_there_are_some(tmp_pat
 # -- live broadcasts on loopback -----------------------------------------------------------------------------------
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await anyio.sleep(0.05)
-
-
 class Lab:
     """A control plane with its data plane on 127.0.0.1 (with ``groups``), and reference devices."""
 
@@ -221,35 +210,15 @@ def cp(tmp_path: Path) -> Any:
 
 
 def run(body: Callable[[Lab], Awaitable[None]], cp: ControlPlane, groups: dict[str, str]) -> None:
-    async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            lab = Lab(cp, tg, groups)
-            await lab.start()
-            with anyio.fail_after(60):
-                await body(lab)
-            lab.dp.stop()
-            with anyio.fail_after(10):
-                await lab.dp.wait_stopped()
-            tg.cancel_scope.cancel()
-        lab.sock.close()
-
-    anyio.run(main, backend="trio")
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *_args: Any) -> None:
-        pass
+    run_lab(lambda tg: Lab(cp, tg, groups), body)
 
 
 @pytest.fixture
 def radio(tmp_path: Path) -> Any:
     """A 30-second Ogg Opus tone served over HTTP on loopback: the URL a relay plays."""
     encode_file_to_ogg_opus(tone(30.0, 440.0), tmp_path / "radio.opus", bitrate=32_000)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/radio.opus"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_directory(tmp_path) as base:
+        yield f"{base}/radio.opus"
 
 
 @pytest.mark.e2e
