@@ -36,9 +36,26 @@ def test_sync_bench_json() -> None:
         for key in ("skew_p99_ms", "skew_median_ms", "skew_max_ms", "frames"):
             assert _number(metrics[f"{key}_{link}"]), key
         assert metrics[f"frames_{link}"] > 0
-    for key in ("skew_p99_ms", "skew_max_ms", "skew_median_ms", "snapcast_published_ms", "ratio_vs_snapcast"):
+    for key in ("skew_p99_ms", "skew_max_ms", "skew_median_ms", "snapcast_published_ms", "ratio_vs_snapcast",
+                "worst_skew_p99_ms"):
         assert _number(metrics[key]), key
     assert "snapcast" in record["env"]["snapcast_source"]
+    # The headline is the steady link's; the worst link is named beside it, never hidden.
+    assert record["env"]["headline_link"] == "lan"
+    for key in ("skew_p99_ms", "skew_max_ms", "skew_median_ms"):
+        assert metrics[key] == metrics[f"{key}_lan"], key
+    worst = record["env"]["worst_link"]
+    assert metrics["worst_skew_p99_ms"] == metrics[f"skew_p99_ms_{worst}"] == max(
+        metrics["skew_p99_ms_lan"], metrics["skew_p99_ms_4g"])
+
+
+def test_sync_bench_headline_without_the_lan_link_is_the_link_that_ran() -> None:
+    record = _record(sync, ["--json", "--devices", "2", "--settle", "20", "--seconds", "0.3", "--links", "4g"],
+                     "sync")
+    metrics = record["metrics"]
+    assert record["env"]["headline_link"] == record["env"]["worst_link"] == "4g"
+    assert metrics["skew_p99_ms"] == metrics["skew_p99_ms_4g"] == metrics["worst_skew_p99_ms"]
+    assert "skew_p99_ms_lan" not in metrics
 
 
 def test_loss_bench_json() -> None:
