@@ -30,6 +30,9 @@ outage, and is near 0 when audio never stopped) and ``S_rejoin_p50_ms``; ``S_ale
 holds it) and, for a downlink outage, ``S_alert_after_outage_ms`` (outage end -> every device holds it: what the
 retransmission back-off or a new session adds). A device that does not rejoin or get the alert within
 ``--limit`` seconds (default 75) counts as failed: ``S_rejoined_fraction`` / ``S_alert_held_fraction`` below 1.
+``S_not_rejoined`` counts the devices of an outage scenario that did not play from packets again, and each gets
+a line on standard error with what it and the streamer were doing then (its session, broadcasts, stream state and
+counters; the streamer's record of it, its memberships and whether the broadcast's destinations hold it).
 
 Top level: ``exact_fraction_loss5`` (the random 5 % loss figure), ``exact_fraction_min`` (the worst non-outage
 scenario), ``alert_ms_max`` and ``rejoin_ms_max`` (over every scenario run).
@@ -46,6 +49,7 @@ Default: every scenario above with 1, 5, 20 s outages (about 5 minutes); ``--lon
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
@@ -372,8 +376,37 @@ async def run_programme(site: FaultSite, faults: Faults, scenario: Scenario, sec
     return metrics
 
 
-async def run_outage(site: FaultSite, faults: Faults, scenario: Scenario, limit: float) -> dict[str, Any]:
-    """An outage scenario (see the module docstring); its figures."""
+def not_rejoined(site: FaultSite, device: Device, bid: int, end: float) -> dict[str, Any]:
+    """What a device that has not played from packets since ``end`` is doing, seen from both sides: its own
+    statistics (session, broadcasts, stream state, counters) and the streamer's record of it (online, its
+    address, the broadcasts it is a member of, whether ``bid``'s destinations hold it)."""
+    stats = device.core.statistics()
+    mine: dict[str, Any] = {
+        field: getattr(stats, field)
+        for field in ("connected", "boot", "current", "waiting", "mode", "stream", "clock_ready", "received",
+                      "played", "late", "skipped", "unplayed", "gaps", "watchdog_fires", "faults")
+    }
+    key = device.core.public_key
+    try:
+        status = site.core.device_status(key)
+        theirs: dict[str, Any] = {"online": status.online, "address": status.address,
+                                  "broadcasts": list(status.broadcasts), "boot": status.boot,
+                                  "last_seen_s_after_end": (round(status.last_seen - end, 3)
+                                                            if status.last_seen is not None else None)}
+    except KeyError:
+        theirs = {"known": False}
+    try:
+        theirs["in_destinations"] = any(dest == key for dest, _address in site.core.destinations(bid))
+    except KeyError:
+        theirs["in_destinations"] = None  # the broadcast is gone
+    return {"device": site.devices.index(device), "device_side": mine, "server_side": theirs}
+
+
+async def run_outage(site: FaultSite, faults: Faults, scenario: Scenario, limit: float,
+                     log: Callable[[str], None] = lambda _line: None) -> dict[str, Any]:
+    """An outage scenario (see the module docstring); its figures. Each device that has not played from
+    packets again within ``limit`` gets a line on ``log`` saying what it and the streamer were doing
+    (:func:`not_rejoined`), and their number is ``S_not_rejoined``."""
     assert scenario.outage is not None
     name = scenario.name
     direction, seconds = scenario.outage
@@ -388,6 +421,10 @@ async def run_outage(site: FaultSite, faults: Faults, scenario: Scenario, limit:
     firsts = [_first_packet_after(d, end) for d in devices]
     rejoins = [f - end for f in firsts if f is not None]
     metrics: dict[str, Any] = {f"{name}_rejoined_fraction": round(len(rejoins) / len(devices), 4)}
+    missing = [not_rejoined(site, d, bid, end) for d, f in zip(devices, firsts, strict=True) if f is None]
+    metrics[f"{name}_not_rejoined"] = len(missing)
+    for entry in missing:
+        log(f"faults {name}: not playing from packets {limit:g} s after the outage: {json.dumps(entry, default=str)}")
     if rejoins:
         metrics[f"{name}_rejoin_ms"] = _ms(max(rejoins))
         metrics[f"{name}_rejoin_p50_ms"] = _ms(statistics.median(rejoins))
@@ -421,7 +458,7 @@ async def run_scenarios(scenarios: Sequence[Scenario], *, devices: int = 10, sec
             for scenario in scenarios:
                 began = time.monotonic()
                 if scenario.outage is not None:
-                    figures = await run_outage(site, faults, scenario, limit)
+                    figures = await run_outage(site, faults, scenario, limit, log)
                 else:
                     figures = await run_programme(site, faults, scenario, seconds, limit)
                 metrics.update(figures)

@@ -10,11 +10,13 @@ each behind its leg of the seeded impairment proxy (:mod:`loa.bench.impair`), th
 
 from __future__ import annotations
 
+import json
+
 import anyio
 import pytest
 from anyio.abc import SocketAttribute
 
-from loa.bench.faults import Scenario, parse_scenario, run_scenarios
+from loa.bench.faults import Faults, FaultSite, Scenario, parse_scenario, run_outage, run_scenarios, wait_until
 from loa.bench.impair import HOST, Impairment, ImpairProxy
 
 pytestmark = pytest.mark.e2e
@@ -60,3 +62,40 @@ async def test_the_delivery_loop_and_a_receive_loop_take_turns_on_one_socket(any
         await proxy.aclose()
         await server.aclose()
         await device.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_device_that_does_not_play_again_after_an_outage_is_described_from_both_sides(
+        anyio_backend: str) -> None:
+    """Two devices; the second one's runner is stopped before a 1 s downlink outage, so it never plays from
+    packets again. The scenario counts it and logs what it and the streamer were doing (its session, counters and
+    boot; the streamer's record, membership and destinations), while the first device, which did rejoin, is not
+    described."""
+    lines: list[str] = []
+    site = FaultSite(11)
+    async with anyio.create_task_group() as tg:
+        await site.start(tg, 2, proxy=True)
+        faults = Faults(site, None)
+        try:
+            assert await wait_until(lambda: all(d.core.statistics().clock_ready and d.core.settings.zones
+                                                for d in site.devices), 30.0)
+            site.devices[1].scope.cancel()
+            m = await run_outage(site, faults, parse_scenario("outage_down_1s"), 4.0, lines.append)
+        finally:
+            await site.stop()
+            tg.cancel_scope.cancel()
+    assert m["outage_down_1s_rejoined_fraction"] == 0.5
+    assert m["outage_down_1s_not_rejoined"] == 1
+    assert len(lines) == 1, lines
+    entry = json.loads(lines[0].split(": ", 2)[2])
+    assert entry["device"] == 1
+    mine, theirs = entry["device_side"], entry["server_side"]
+    assert mine["connected"] is True
+    assert mine["clock_ready"] is True
+    assert mine["received"] == 0
+    assert mine["current"] is None
+    assert theirs["boot"] == mine["boot"]
+    assert theirs["address"][0] == "127.0.0.1"
+    assert len(theirs["broadcasts"]) == 1  # the streamer made it a member of the outage's broadcast
+    assert isinstance(theirs["online"], bool)
+    assert isinstance(theirs["in_destinations"], bool)
