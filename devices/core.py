@@ -178,7 +178,7 @@ class SpeakerCore(CommandHandling):
             rng=self._rng.random,
             timestamp_source=self._timestamp,
         )
-        self.clock = ServerClock()
+        self.clock = ServerClock(ahead=self.lead)  # frames up to now + lead may be with the sink already
         self.order = CommandOrder()
         self.arbiter = Arbiter()
         self.broadcasts: dict[int, Broadcast] = {}

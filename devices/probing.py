@@ -4,7 +4,8 @@
 Schedule: every ``FAST_PROBE_S`` (0.25 s, the spec's limit of 4 per second) until the estimate is ready, then
 ``ClockEstimator.probe_interval()`` (1 s for the first 60 exchanges, then 5 s). Without ``fast`` the spec's base
 schedule applies from the start (load-generating fleet devices: four times fewer probes while thousands start).
-A ``time_resp`` counts only for a ``t1`` sent in the last 10 s, once. The RTT is the smoothed
+A ``time_resp`` counts only for a ``t1`` sent in the last 10 s, once, and goes to :meth:`ServerClock.add`, which
+slews a small correction of the estimate and steps a large one (section 4.7, "Slewing"). The RTT is the smoothed
 ``(t4 - t1) - (t3 - t2)`` (200 ms until measured), which NACK timing and fetch retries use. When
 ``PROBES_BEFORE_REHANDSHAKE`` probes in a row went unanswered over at least 3 s, the server has most likely
 restarted (section 7.6): :meth:`ClockProbe.due` says so, and the device handshakes again without waiting
@@ -94,7 +95,7 @@ class ClockProbe:
             return False
         t4 = round((now if t4_at is None else min(t4_at, now)) * NS)
         was_ready = self.clock.ready
-        self.clock.estimator.add(message.t1, message.t2, message.t3, t4)
+        self.clock.add(message.t1, message.t2, message.t3, t4, now)  # slews or steps the presented mapping
         delay = (t4 - message.t1) - (message.t3 - message.t2)
         if delay >= 0:
             sample = delay / NS

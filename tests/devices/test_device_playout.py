@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from serverdriver import NS, SERVER, STEADY, World
 
 from loa.codecs import OpusDecoder
+from loa.devices.frame import SLEW_RATE
 from loa.protocol.control import Leave, Play, State
 from loa.protocol.sim import LinkConditions
 
@@ -309,3 +311,31 @@ def test_a_device_whose_timers_ran_past_the_streams_end_counts_what_it_never_pla
     assert stats.unplayed == 50
     assert stats.played == 0
     assert 7 not in node.core.broadcasts
+
+
+def test_a_clock_correction_mid_stream_is_slewed_not_stepped(payloads: list[bytes],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mid-stream, the server's clock answers start reading 200 us late (as if the path's asymmetry changed): on a
+    link whose every trip takes 10 ms, the first such answer raises the estimate's backward bound by 200 us and
+    moves the estimate by about 100 us at once. Played frames stay on the 20 ms grid within the slew bound (10 us
+    per frame), where the unslewed mapping cut the audio by about 100 us."""
+    world = World(19, delay=(0.010, 0.010), reorder=0.0)
+    node = world.add_device(offset_s=3.0, drift_ppm=0.0, sink=Recorder())
+    world.run(20.0)
+    clock = node.core.clock
+    world.server.start_stream(8, [world.pub(node)], payloads=payloads, start_in=0.1, frames=250, delay_ms=300)
+    world.run(1.0)
+    reference = world.server.server_time() + NS  # a server instant mid-stream, after the first late answer
+    estimate_before = clock.estimator.to_local(reference)
+    slews_before, steps_before = clock.slews, clock.steps
+    real_time = world.server.server_time
+    monkeypatch.setattr(world.server, "server_time", lambda: real_time() + 200_000)  # time answers only
+    world.run(5.0)
+    true_starts = np.array([e.true_at for e in node.core.log.for_bid(8)])
+    assert len(true_starts) == 250
+    # on the grid: the device clock has no drift, and the estimate's stays within a few ppm (0.2 us a frame)
+    assert np.abs(np.diff(true_starts) - FRAME).max() <= SLEW_RATE * FRAME + 1e-6
+    moved = clock.estimator.to_local(reference) - estimate_before
+    assert abs(moved) > 80_000  # the estimate did move by about 100 us
+    assert clock.slews > slews_before
+    assert clock.steps == steps_before
