@@ -286,10 +286,16 @@ class ServerConnection:
         while self._timers:
             deadline, device = self._timers[0]
             channel = self._channels.get(device)
-            if channel is not None and self.endpoint.has_session(device) and channel.next_timeout() == deadline:
+            due = channel.next_timeout() if channel is not None and self.endpoint.has_session(device) else None
+            if due == deadline:
                 times.append(deadline)
                 break
             self._pop_timer()  # stale entry: the channel moved on or the device is gone
+            if due is not None and device not in self._scheduled:
+                # It was the device's newest entry and stood for a later deadline (send_encoded_many adds none
+                # behind an earlier entry): the channel's own deadline takes its place.
+                self._scheduled[device] = due
+                heapq.heappush(self._timers, (due, device))
         return min((t for t in times if t is not None), default=None)
 
     def handle_timeout(self, now: float) -> list[ConnectionEvent]:

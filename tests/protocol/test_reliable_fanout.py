@@ -193,3 +193,31 @@ def test_send_encoded_many_retransmits_until_acknowledged() -> None:
     assert all(server.channel(key).statistics().in_flight == 0 for key in keys)
     assert server.next_timeout() is None or server.next_timeout() > now + 10
     assert first in keys
+
+
+def test_send_encoded_many_keeps_its_timer_when_an_earlier_entry_went_stale() -> None:
+    """A message acknowledged before its timer fired leaves its heap entry behind; an alert sent to that device
+    before that entry's time relies on it (its own deadline is later) and must still be retransmitted at its own
+    RTO when lost, not when the device next sends something."""
+    server, devices = _connected(1, seed=7)
+    key, device = devices[0]
+    server.send(key, c.Volume(level=3), 0.1)  # its timer: 0.1 + RTO_INITIAL = 0.3
+    for data, _ in server.datagrams_to_send():
+        device.receive_datagram(data, 0.1)
+    device.handle_timeout(0.13)  # the acknowledgement, after its 20 ms delay
+    for data in device.datagrams_to_send():
+        server.receive_datagram(data, ("192.0.2.1", 1000), 0.13)
+    assert server.channel(key).statistics().in_flight == 0  # acknowledged: the entry at 0.3 is stale now
+    rto = server.channel(key).rto
+    server.send_encoded_many([key], EncodedMessage(c.SignedAlert(body=b"alert", sig=bytes(64))), 0.25)
+    lost = server.datagrams_to_send()  # the device never gets these
+    assert len(lost) == 1
+    deadline = 0.25 + rto
+    assert deadline > 0.1 + RTO_INITIAL  # later than the stale entry, which stood for it
+    assert server.next_timeout() == pytest.approx(deadline)
+    server.handle_timeout(deadline)
+    again = server.datagrams_to_send()
+    assert len(again) == 1
+    assert server.channel(key).statistics().retransmitted == 1
+    got = [e.message for data, _ in again for e in device.receive_datagram(data, deadline) if isinstance(e, Received)]
+    assert [type(m) for m in got] == [c.SignedAlert]
