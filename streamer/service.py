@@ -9,7 +9,9 @@ retransmissions, multicast - goes through one socket:
   so that under a flood a frame, an alert or a timer waits at most one such slice; on Linux it first gives the
   socket a kernel filter (:mod:`loa.streamer.sockfilter`) so that datagrams no server takes (junk, wrong type,
   version or length) are dropped, and counted, by the kernel;
-* the timer loop sleeps until the core's ``next_timeout()`` (or until woken by an API call) and runs it;
+* the timer loop sleeps until the core's ``next_timeout()`` (or until woken by an API call) and runs it; when a
+  datagram batch gives the core an earlier deadline (a delayed acknowledgement, a retransmission of a reply) the
+  receive loop wakes it, so that the deadline is kept rather than the one the loop went to sleep on;
 * each live broadcast has its own task: it sleeps until the frame is due (``next_frame_time``, on the same
   monotonic clock, computed from the frame count so it never drifts), takes the frame's packets from the core
   (encoded, packetised and protected once) and hands each to a :class:`~loa.streamer.fanout.Fanout` that sends
@@ -173,6 +175,7 @@ class StreamerService:
         self._log = log or (lambda _line: None)
         self._on_event = on_event
         self._wakeup = anyio.Event()
+        self._sleeping_until: float | None = None  # the deadline the timer loop sleeps on (None: none, 60 s)
         self._stopping = anyio.Event()
         self._pending: list[tuple[bytes, tuple[str, int]]] = []
         self._sender = DatagramSender(sock, backend="sendto" if fanout_backend == "sendto" else "auto")
@@ -307,6 +310,9 @@ class StreamerService:
                 core.receive_datagram(data, (str(address[0]), int(address[1])), now, arrived=arrived)
                 if now >= slice_end:
                     break
+            deadline = core.next_timeout()
+            if deadline is not None and (self._sleeping_until is None or deadline < self._sleeping_until):
+                self._wakeup.set()  # the batch brought a deadline before the one the timer loop sleeps on
             await self._flush()
 
     async def _timer_loop(self) -> None:
@@ -316,8 +322,10 @@ class StreamerService:
             deadline = core.next_timeout()
             if not self._wakeup.is_set():
                 delay = 60.0 if deadline is None else max(0.0, deadline - anyio.current_time())
+                self._sleeping_until = deadline
                 with anyio.move_on_after(delay):
                     await self._wakeup.wait()
+                self._sleeping_until = -math.inf  # awake: the receive loop need not wake it
             self._wakeup = anyio.Event()
             now = anyio.current_time()
             if deadline is not None and now >= deadline:

@@ -138,3 +138,48 @@ async def test_the_kernel_receive_stamp_lands_on_the_event_loops_clock(anyio_bac
     finally:
         rx.close()
         tx.close()
+
+
+@pytest.mark.anyio
+async def test_a_deadline_a_datagram_brings_wakes_the_timer_loop(anyio_backend: str) -> None:
+    """The timer loop sleeps on the core's deadline (here the core has none: 60 s). A datagram whose handling gives
+    the core an earlier one - as a delayed acknowledgement or a reply's retransmission timer does - must be kept:
+    the receive loop wakes the timer loop, which runs ``handle_timeout`` at the new deadline. Without the wake the
+    deadline would wait for the next API call, frame or the old 60 s."""
+    core = StreamerCore(static_private=bytes(range(32)), zones=province(),
+                        epoch_ns=epoch_for(anyio.current_time()), send_clock=anyio.current_time)
+    assert core.next_timeout() is None
+    extra: list[float] = []  # deadlines the datagrams brought
+    ran: list[tuple[float, float]] = []  # (deadline, when handle_timeout ran for it)
+    receive, next_timeout, handle_timeout = core.receive_datagram, core.next_timeout, core.handle_timeout
+
+    def receiving(data: bytes, address: tuple[str, int], now: float, *, arrived: float | None = None) -> None:
+        receive(data, address, now, arrived=arrived)
+        extra.append(now + 0.05)
+
+    def next_deadline() -> float | None:
+        return min((t for t in (next_timeout(), *extra) if t is not None), default=None)
+
+    def handling(now: float) -> None:
+        handle_timeout(now)
+        ran.extend((t, now) for t in extra if t <= now)
+        extra[:] = [t for t in extra if t > now]
+
+    core.receive_datagram = receiving  # type: ignore[method-assign]
+    core.next_timeout = next_deadline  # type: ignore[method-assign]
+    core.handle_timeout = handling  # type: ignore[method-assign]
+    service = StreamerService(core, open_udp_socket("127.0.0.1", 0))
+    with service.sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        async with anyio.create_task_group() as tg:
+            await tg.start(service.serve)
+            await anyio.sleep(0.2)  # the timer loop is asleep, on no deadline
+            for i in range(3):
+                client.sendto(b"\x01\x01\x00\x00" + bytes(144), service.address)  # an init: passes the filter
+                with anyio.fail_after(10):
+                    while len(ran) <= i:
+                        await anyio.sleep(0.01)
+                await anyio.sleep(0.1)
+            service.stop()
+    assert len(ran) == 3
+    for deadline, at in ran:
+        assert deadline <= at < deadline + 5.0, ran  # kept, not left for the 60 s sleep
