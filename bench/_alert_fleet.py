@@ -17,14 +17,17 @@ in ``RESULT`` counts the datagrams that came on a group (``group_received``), an
 device's media counters and its playout log by kind of frame (what stopped a device from playing: packets late,
 frames never logged), and ``diagnosis``, for each decoding device that never played, its state as last seen
 while the fleet ran (arbiter, output, buffered frames, when its next playout was due and when the host would have
-run it: :func:`diagnose`). Once every device holds the alert and every decoding device has played its first
-frame (or at the time limit) the process writes ``RESULT`` (JSON) and exits. A line ``ready`` on stdout says the devices
-are being started.
+run it: :func:`diagnose`). ``copies`` gives, per device, what the bench's diagnosis of its slowest devices
+needs (:meth:`TimedCore.copies`), ``addresses`` each device's local address and ``drops`` its socket's kernel drop
+count (``/proc/net/udp``, :func:`udp_drops`) once every device held the alert. Once every device holds the
+alert and every decoding device has played its first frame (or at the time limit) the process writes ``RESULT``
+(JSON) and exits. A line ``ready`` on stdout says the devices are being started.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import random
 import sys
@@ -41,8 +44,12 @@ from loa.devices.fleet import raise_open_file_limit
 from loa.devices.runner import FleetHost, run
 from loa.devices.simclock import SimulatedClock
 from loa.devices.sinks import CounterSink
+from loa.protocol.connection import Connected, ConnectionEvent, Received
+from loa.protocol.control import SignedAlert
+from loa.protocol.datagram import TYPE_BEACON
 
 STATUS_EVERY_S = 0.5
+DROP_WINDOW_S = 0.05  # the test seam's window after a device's first beacon (spec "drop_window_s")
 DECODING_FIGURES = ("boot", "alerts_accepted", "received", "late", "skipped", "unplayed", "gaps", "watchdog_fires",
                     "drops")
 
@@ -53,33 +60,158 @@ def device_keys(seed: int, count: int) -> list[bytes]:
     return [rng.randbytes(32) for _ in range(count)]
 
 
+class GcClock:
+    """The CPU time (``time.thread_time``) this process spent in the garbage collector, summed by a ``gc.callbacks``
+    hook (:meth:`install`): the fleet's heap holds every device, where a device's own would hold one."""
+
+    total = 0.0
+    _started = 0.0
+
+    @classmethod
+    def install(cls) -> None:
+        if cls._hook not in gc.callbacks:
+            gc.callbacks.append(cls._hook)
+
+    @classmethod
+    def _hook(cls, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            cls._started = time.thread_time()
+        else:
+            cls.total += time.thread_time() - cls._started
+
+
 class TimedCore(SpeakerCore):
     """A device core that notes when it accepted an alert and when the first RTP packet after that arrived
-    (see the module docstring); ``host`` supplies the kernel's arrival time of the datagram being handled."""
+    (see the module docstring); ``host`` supplies the kernel's arrival time of the datagram being handled.
+
+    For the bench's diagnosis of its slowest devices it also counts, at the cost of a counter per alert copy:
+    the copies of the alert that reached it (``beacon_copies``, and ``alert_copies``: reliable ``alert`` messages
+    its channel delivered; a retransmitted copy of one already delivered counts in the channel's ``duplicates``),
+    the kernel arrival of the first (``first_copy_at``), whether it held the alert back for want of a clock
+    estimate or zone (``held_back``), which copy it accepted (``via``: ``beacon``, ``reliable`` or ``held``), the
+    collector's CPU inside the accepting datagram (``gc_s``, part of ``own_s``), and its sessions (``connects``,
+    ``last_connect_at``). ``drop_after_beacon``: a test seam; the device ignores every datagram that arrives
+    within that many seconds after its first beacon, that beacon included, as if its socket had overflowed."""
 
     host: FleetHost | None = None
     arrival_at: float | None = None
     own_s: float | None = None
     accepted_at: float | None = None
     first_packet_at: float | None = None
+    first_copy_at: float | None = None
+    beacon_copies = 0
+    alert_copies = 0
+    duplicates_before: int | None = None  # the channel's duplicates when the first copy came
+    held_back = False
+    via: str | None = None
+    gc_s = 0.0
+    connects = 0
+    last_connect_at: float | None = None
+    drop_after_beacon: float | None = None
+    dropped = 0  # by the seam
+    _drop_until: float | None = None
+
+    def _arrival(self) -> float:
+        return self.host.arrival if self.host is not None else time.monotonic()
+
+    def _first_copy(self) -> None:
+        if self.first_copy_at is None:
+            self.first_copy_at = self._arrival()
+            self.duplicates_before = self.conn.channel.statistics().duplicates
 
     def receive_datagram(self, data: bytes, source: Address, now: float, *, group: str | None = None) -> None:
+        if self.drop_after_beacon is not None and self._dropped(data):
+            return
         before = self.alerts_accepted
+        gc_before = GcClock.total
         started = time.thread_time()
         super().receive_datagram(data, source, now, group=group)
         if self.accepted_at is None:
             if self.alerts_accepted != before:
                 own = time.thread_time() - started
-                arrival = self.host.arrival if self.host is not None else time.monotonic()
+                arrival = self._arrival()
                 self.arrival_at, self.own_s, self.accepted_at = arrival, own, arrival + own
+                self.gc_s = GcClock.total - gc_before
         elif self.first_packet_at is None and len(data) > 12 and data[0] & 0xC0 == 0x80 and not 200 <= data[1] <= 204:
-            self.first_packet_at = self.host.arrival if self.host is not None else time.monotonic()
+            self.first_packet_at = self._arrival()
+
+    def _dropped(self, data: bytes) -> bool:
+        """The test seam (see the class docstring): whether to ignore ``data``."""
+        if self._drop_until is None:
+            if self.first_copy_at is not None or not data or data[0] != TYPE_BEACON:
+                return False
+            self._drop_until = self._arrival() + (self.drop_after_beacon or 0.0)
+        if self._arrival() <= self._drop_until:
+            self.dropped += 1
+            return True
+        return False
+
+    def _on_beacon(self, data: bytes, source: Address, now: float) -> None:
+        self.beacon_copies += 1
+        self._first_copy()
+        super()._on_beacon(data, source, now)
+
+    def _on_events(self, events: list[ConnectionEvent], now: float) -> None:
+        for event in events:
+            if isinstance(event, Received):
+                if isinstance(event.message, SignedAlert):
+                    self.alert_copies += 1
+                    self._first_copy()
+            elif isinstance(event, Connected):
+                self.connects += 1
+                self.last_connect_at = self._arrival()
+        super()._on_events(events, now)
+
+    def _on_alert(self, message: SignedAlert, now: float, *, beacon: bool = False) -> None:
+        waiting = len(self._deferred_alerts)
+        before = self.alerts_accepted
+        super()._on_alert(message, now, beacon=beacon)
+        if len(self._deferred_alerts) > waiting:
+            self.held_back = True
+        if self.alerts_accepted != before and self.via is None:
+            self.via = "held" if self.held_back else "beacon" if beacon else "reliable"
 
     def advance(self, now: float) -> None:
         before = self.alerts_accepted
         super().advance(now)
         if self.accepted_at is None and self.alerts_accepted != before:  # held back until the clock was ready
             self.accepted_at = time.monotonic()
+
+    def copies(self) -> dict[str, Any]:
+        """The figures above, for the fleet's result (JSON)."""
+        duplicates = None
+        if self.duplicates_before is not None:
+            duplicates = self.conn.channel.statistics().duplicates - self.duplicates_before
+        return {"first_copy": self.first_copy_at, "beacons": self.beacon_copies, "alerts": self.alert_copies,
+                "duplicates": duplicates, "held_back": self.held_back, "via": self.via, "gc_s": self.gc_s,
+                "connects": self.connects, "last_connect": self.last_connect_at, "seam_dropped": self.dropped}
+
+
+def udp_drops(text: str) -> dict[tuple[str, int], int]:
+    """The kernel's per-socket receive drop counts (``sk_drops``: a full receive buffer, a checksum, a filter) by
+    local ``(IPv4 address, port)``, from the text of ``/proc/net/udp``. Lines that do not parse are skipped."""
+    drops: dict[tuple[str, int], int] = {}
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 13:
+            continue
+        host, _, port = fields[1].partition(":")
+        try:
+            address = ".".join(str(b) for b in bytes.fromhex(host)[::-1]) if len(host) == 8 else None
+            if address is None:
+                continue
+            drops[(address, int(port, 16))] = int(fields[12])
+        except ValueError:
+            continue
+    return drops
+
+
+def read_udp_drops(path: str = "/proc/net/udp") -> dict[tuple[str, int], int] | None:
+    """:func:`udp_drops` of this host's table; None where there is none (not Linux)."""
+    try:
+        return udp_drops(Path(path).read_text())
+    except OSError:
+        return None
 
 
 def diagnose(host: FleetHost, index: int) -> dict[str, Any]:
@@ -120,6 +252,7 @@ def build(spec: dict[str, Any]) -> list[tuple[SpeakerCore, SimulatedClock]]:
     rng = random.Random(spec["seed"] + 1)
     server: Address = (spec["host"], spec["port"])
     out: list[tuple[SpeakerCore, SimulatedClock]] = []
+    drop_first = set(spec.get("drop_first", ()))  # the test seam of TimedCore.drop_after_beacon
     for i, key in enumerate(device_keys(spec["seed"], spec["count"])):
         clock = SimulatedClock(rng.uniform(-100, 100), rng.uniform(-10, 10))
         decode = i < spec["full"]
@@ -129,6 +262,8 @@ def build(spec: dict[str, Any]) -> list[tuple[SpeakerCore, SimulatedClock]]:
             sink=CounterSink(decode=decode), store=MemoryStore(1 << 20), batch=0.05, count_only=not decode,
             log_limit=2_000 if decode else 0, rng=random.Random(rng.random()),
         )
+        if i in drop_first:
+            core.drop_after_beacon = float(spec.get("drop_window_s", DROP_WINDOW_S))
         out.append((core, clock))
     return out
 
@@ -136,6 +271,7 @@ def build(spec: dict[str, Any]) -> list[tuple[SpeakerCore, SimulatedClock]]:
 def main(spec_path: str, result_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     raise_open_file_limit(spec["count"])
+    GcClock.install()
     devices = build(spec)
     cores = [core for core, _ in devices]
     full = spec["full"]
@@ -154,6 +290,8 @@ def main(spec_path: str, result_path: str) -> None:
                 and all(playout(c) is not None for c in cores[:full]))
 
     diagnosis: dict[int, dict[str, Any]] = {}  # decoding devices that had not played, as last seen running
+    addresses: list[tuple[str, int]] = []  # each device's local address, for its socket's drops
+    drops: dict[tuple[str, int], int] | None = None  # the kernel's drop counts when every device held the alert
     status_path = Path(spec["status"])
     last_status = 0.0
 
@@ -178,13 +316,15 @@ def main(spec_path: str, result_path: str) -> None:
         print("ready", flush=True)
         with anyio.move_on_after(spec["limit"]) as scope:
             async def tick(_: FleetHost) -> None:
-                nonlocal last_status
+                nonlocal last_status, drops
                 if time.monotonic() - last_status >= STATUS_EVERY_S:
                     last_status = time.monotonic()
                     write_status()
                     diagnosis.clear()
                     diagnosis.update((i, diagnose(host, i)) for i in range(full) if playout(cores[i]) is None)
                 if done():
+                    drops = read_udp_drops()
+                    addresses.extend((str(a[0]), int(a[1])) for a in (s.getsockname() for s in host.socks))
                     scope.cancel()
             await host.run(tick=0.05, on_tick=tick)
         connected = sum(core.statistics().connected for core in cores[: host.started])
@@ -203,6 +343,9 @@ def main(spec_path: str, result_path: str) -> None:
             "decoding": [{**{k: v for k, v in dataclasses.asdict(c.statistics()).items() if k in DECODING_FIGURES},
                           "log": dict(Counter(e.kind for e in c.log.entries))} for c in cores[:full]],
             "diagnosis": [diagnosis[i] for i in range(full) if playout(cores[i]) is None and i in diagnosis],
+            "copies": [c.copies() if isinstance(c, TimedCore) else None for c in cores],
+            "addresses": addresses or None,
+            "drops": None if drops is None or not addresses else [drops.get(a) for a in addresses],
         }
         Path(result_path).write_text(json.dumps(result))
 

@@ -36,6 +36,18 @@ same run, the wall time of the C ``sendmmsg`` ceiling (``bench/ceiling``, compil
 ``--multicast``; each of the stream's 50 packets a second goes to every one). Top level:
 those figures at the largest N that ran.
 
+The slowest devices (the :data:`SLOW_TOP` largest held times, every one above :data:`SLOW_FACTOR` times p99, every
+one that did not hold the alert) each get a diagnosis line on stderr, ``alert N: a slow device (CAUSE): {...}``
+(:func:`diagnose_slow`): when the first copy of the alert reached it (its beacon or its reliable ``alert``, kernel
+time) and which copy it accepted, how many copies it handled, whether it held the alert back for want of a clock
+estimate, its sessions, its socket's drops in the kernel during the alert (``/proc/net/udp``, read before the
+trigger and when every device holds the alert), and what the streamer did: the retransmissions on its reliable
+channel in the alert's window and the RTO the alert went out with; :func:`classify_slow` names the cause. Metrics:
+``slow_devices_N`` (lines), ``slow_cause_N`` (how many of each cause), ``server_resent_N`` (retransmissions on
+every device's channel from the trigger to the end), ``socket_drops_N`` (the fleet sockets' kernel drops in that
+window, None where not known), ``timer_lag_max_s_N`` (the fleet's timers, as in the stderr line) and
+``unplayed_N`` (frames the decoding devices left unplayed).
+
 ``--multicast``: the bench's zone gets an IP multicast group (PROTOCOL.md section 5.7; a 239.255.0.0/16 group, RFC
 2365, with a port free on this host, :func:`free_group`) and the streamer's socket is set up to send to groups
 (``open_udp_socket(..., multicast=True)``, bound to 127.0.0.1 so that groups go out of ``lo``). Every device says
@@ -63,6 +75,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -73,7 +87,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from loa.bench._alert_fleet import device_keys
+from loa.bench._alert_fleet import device_keys, read_udp_drops
 from loa.bench._report import emit, environment, read_status
 from loa.bench.fanout import Receivers, compile_ceiling
 from loa.cli import UserError
@@ -91,6 +105,11 @@ FLEET_NICE = 10  # the fleet's scheduling priority below the streamer's (see the
 CLOCK_LIMIT_S = 60.0  # after bring-up, for every device's clock estimate to be ready
 CLOCKS_ENOUGH = 0.99  # at the limit, the alert goes out if this share has one (the rest: see the docstring)
 FLOOR_DATAGRAM = 256  # bytes: about the size of the transport datagram carrying a signed alert
+SLOW_TOP = 5  # the slowest devices diagnosed at each N ...
+SLOW_FACTOR = 4.0  # ... and every device that held the alert later than this many times p99
+SLOW_PRINTED = 20  # diagnosis lines printed at most (the metrics count them all)
+REHANDSHAKE_WINDOW_MS = 1000.0  # a session that came up this long before the alert, or after it, is a rehandshake
+CAUSES = ("not_held", "held_back", "rehandshake", "retransmitted", "fleet_gc", "own_cpu", "sent_late")
 
 
 class BringUpError(Exception):
@@ -108,12 +127,100 @@ def free_group(rng: random.Random | None = None) -> str:
         return f"{host}:{probe.getsockname()[1]}"
 
 
+def classify_slow(device: Mapping[str, Any]) -> str:
+    """The cause of one slow device's delay, from its diagnosis (times in ms from the trigger; see
+    :func:`diagnose_slow`), the first that fits of :data:`CAUSES`:
+
+    ``not_held``: it never accepted the alert; ``held_back``: a copy came while it had no clock estimate (or no
+    zone yet), and it accepted the alert later, on a timer; ``rehandshake``: its session came up
+    within :data:`REHANDSHAKE_WINDOW_MS` before the trigger or after it; ``retransmitted``: it accepted a reliable
+    copy (not the beacon, which is sent once), the server sent it something again in the alert's window, and that
+    copy arrived after half the RTO the alert was sent with (the first copies were lost: a full socket buffer, or
+    the test seam); ``fleet_gc``: its own processing was
+    the larger part and at least half of that was the fleet process's garbage collector (a cost of one process
+    holding every device's heap); ``own_cpu``: its own processing was the larger part; ``sent_late``: one copy,
+    on time as sent, arrived late (its place in the streamer's fan-out, the kernel)."""
+    held = device.get("held_ms")
+    if held is None:
+        return "not_held"
+    if device.get("held_back"):
+        return "held_back"
+    last_connect = device.get("last_connect_ms")
+    if last_connect is not None and last_connect >= -REHANDSHAKE_WINDOW_MS:
+        return "rehandshake"
+    arrival = device.get("arrival_ms") or 0.0
+    rto = device.get("server_rto_ms")
+    if (device.get("via") == "reliable" and (device.get("server_resent") or 0) > 0 and rto is not None
+            and arrival >= 0.5 * rto):
+        return "retransmitted"
+    own = device.get("own_ms") or 0.0
+    if own >= arrival:
+        return "fleet_gc" if (device.get("gc_ms") or 0.0) >= 0.5 * own else "own_cpu"
+    return "sent_late"
+
+
+def slow_indexes(held: Sequence[float | None], *, top: int = SLOW_TOP, factor: float = SLOW_FACTOR) -> list[int]:
+    """The devices to diagnose, slowest first: the ``top`` largest held times, every one above ``factor`` times
+    their p99, and every device that did not hold the alert (``None``, last)."""
+    timed = sorted((i for i, h in enumerate(held) if h is not None), key=lambda i: -(held[i] or 0.0))
+    if not timed:
+        return [i for i, h in enumerate(held) if h is None]
+    p99 = float(np.percentile(np.array([held[i] for i in timed]), 99))
+    chosen = [i for n, i in enumerate(timed) if n < top or (held[i] or 0.0) > factor * p99]
+    return chosen + [i for i, h in enumerate(held) if h is None]
+
+
+def _ms(at: float | None, t0: float) -> float | None:
+    return None if at is None else round((at - t0) * 1000, 3)
+
+
+def diagnose_slow(index: int, *, t0: float, result: Mapping[str, Any], server: Mapping[str, Any]) -> dict[str, Any]:
+    """One slow device's diagnosis line: its times in ms from the trigger (``held_ms``; ``arrival_ms``, kernel
+    arrival of the copy it accepted; ``first_copy_ms``, of the first copy of any kind it handled), its own CPU on
+    that copy (``own_ms``, of which ``gc_ms`` in the fleet's collector), the copies it handled by the time every
+    device held the alert (``beacons``, ``alerts``: reliable ones its channel delivered, ``duplicates``: copies of
+    messages already delivered, as a retransmission that crossed an acknowledgement; the fleet process handles a
+    device's datagrams in turn, so a copy still in its socket is not counted), which it accepted (``via``),
+    whether it held the alert back (``held_back``), its sessions (``connects``, ``last_connect_ms``), its socket's
+    drops in the kernel during the alert (``socket_drops``, None where unknown), what the streamer did
+    (``server_resent``: retransmissions on the device's channel from the trigger to the end, the alert, ``amp`` and
+    ``join`` among them; ``server_rto_ms`` the RTO the alert was sent with; ``alert_acked``), and the
+    :func:`classify_slow` cause."""
+    copies = (result.get("copies") or [None] * (index + 1))[index] or {}
+    own = result["own"][index]
+    drops_after = (result.get("drops") or [None] * (index + 1))[index]
+    drops_before = server["drops_before"][index]
+    entry: dict[str, Any] = {
+        "device": index,
+        "held_ms": _ms(result["accepted"][index], t0),
+        "arrival_ms": _ms(result["arrival"][index], t0),
+        "first_copy_ms": _ms(copies.get("first_copy"), t0),
+        "own_ms": None if own is None else round(own * 1000, 3),
+        "gc_ms": round(copies.get("gc_s", 0.0) * 1000, 3),
+        "beacons": copies.get("beacons"), "alerts": copies.get("alerts"), "duplicates": copies.get("duplicates"),
+        "via": copies.get("via"), "held_back": copies.get("held_back"),
+        "connects": copies.get("connects"), "last_connect_ms": _ms(copies.get("last_connect"), t0),
+        "socket_drops": None if drops_after is None or drops_before is None else drops_after - drops_before,
+        "seam_dropped": copies.get("seam_dropped") or None,
+        "server_resent": server["resent"][index], "server_rto_ms": server["rto_ms"][index],
+        "alert_acked": server["acked"][index],
+    }
+    entry["cause"] = classify_slow(entry)
+    return entry
+
+
+def _server_channels(core: StreamerCore, publics: Sequence[bytes]) -> list[Any]:
+    return [core.sessions.conn.channel(public) for public in publics]
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(np.array(values), q)), 3) if values else None
 
 
 async def _run_count(count: int, *, full: int, start_rate: float, settle: float, seed: int,
-                     workdir: str, multicast: bool = False) -> dict[str, Any]:
+                     workdir: str, multicast: bool = False, drop_first: Sequence[int] = ()) -> dict[str, Any]:
+    """One fleet of ``count``: its metrics (module docstring). ``drop_first``: devices that ignore what arrives
+    in the 50 ms after their first beacon (a test seam: their first copies of the alert are lost)."""
     rng_seed = seed * 1_000_003 + count
     authority = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
     core = StreamerCore(static_private=os.urandom(32), zones=ZoneTree([Zone(ZONE, "bench")]),
@@ -122,8 +229,9 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
                         groups={ZONE: free_group()} if multicast else None)
     keys = device_keys(rng_seed, count)
     now = anyio.current_time()
-    for i, key in enumerate(keys):
-        core.add_device(x25519_public(key), ZONE, now, name=f"bench-{i:05d}")
+    publics = [x25519_public(key) for key in keys]
+    for i, public in enumerate(publics):
+        core.add_device(public, ZONE, now, name=f"bench-{i:05d}")
     sock = open_udp_socket("127.0.0.1", 0, multicast=multicast)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     service = StreamerService(core, sock)
@@ -131,7 +239,8 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
     spec = {"host": "127.0.0.1", "port": 0, "server_public": core.public_key.hex(),
             "authority": authority.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex(),
             "seed": rng_seed, "count": count, "full": min(full, count), "start_rate": start_rate,
-            "limit": bringup_limit + CLOCK_LIMIT_S + settle + 30.0, "backend": "asyncio"}
+            "limit": bringup_limit + CLOCK_LIMIT_S + settle + 30.0, "backend": "asyncio",
+            "drop_first": list(drop_first)}
     spec_path = Path(workdir) / f"spec-{count}.json"
     result_path = Path(workdir) / f"result-{count}.json"
     status_path = Path(workdir) / f"status-{count}.json"
@@ -169,6 +278,12 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
             # and it must not take the processor from the streamer in the middle of the fan-out.
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, child.pid, FLEET_NICE)
+            # for the slow devices' diagnosis: each device's socket drops and server channel, as the alert goes out
+            drops_before = read_udp_drops()
+            addresses = [core.sessions.online_address(public) for public in publics]
+            channels = _server_channels(core, publics)
+            resent_before = [channel.statistics().retransmitted for channel in channels]
+            rto_ms = [round(channel.rto * 1000, 1) for channel in channels]
             cpu0 = time.thread_time()
             t0 = time.monotonic()
             bid = service.trigger_alert(ToneSource(880.0, seconds=3.0), signing_key=authority, zones=[ZONE],
@@ -177,6 +292,13 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
             fanout = len(core.destinations(bid))
             while child.poll() is None:
                 await anyio.sleep(0.1)
+            resent = [channel.statistics().retransmitted - before for channel, before in zip(channels, resent_before,
+                                                                                           strict=True)]
+            acked = []
+            for public, channel in zip(publics, channels, strict=True):
+                runtime = core.sessions.get(public)
+                msg_id = None if runtime is None or runtime.sent is None else runtime.sent.get(("alert", bid))
+                acked.append(None if msg_id is None else channel.is_acked(msg_id))
         finally:
             if child.poll() is None:
                 child.terminate()
@@ -201,7 +323,22 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
           file=sys.stderr)
     for device in result.get("diagnosis", [])[:3]:
         print(f"alert {count}: a decoding device that did not play: {json.dumps(device)}", file=sys.stderr)
-    held = [(t - t0) * 1000 for t in result["accepted"] if t is not None]
+    held_by_device = [None if t is None else (t - t0) * 1000 for t in result["accepted"]]
+    if drops_before is not None:  # by the addresses the server saw, which the fleet's sockets are bound to
+        drops_by_device = [None if a is None else drops_before.get((str(a[0]), int(a[1]))) for a in addresses]
+    else:
+        drops_by_device = [None] * count
+    server = {"drops_before": drops_by_device, "resent": resent, "rto_ms": rto_ms, "acked": acked}
+    slow = [diagnose_slow(i, t0=t0, result=result, server=server) for i in slow_indexes(held_by_device)]
+    for entry in slow[:SLOW_PRINTED]:
+        print(f"alert {count}: a slow device ({entry['cause']}): {json.dumps(entry)}", file=sys.stderr)
+    causes = Counter(entry["cause"] for entry in slow)
+    after = result.get("drops")
+    socket_drops = None
+    if after is not None and drops_before is not None:
+        socket_drops = sum(a - b for a, b in zip(after, drops_by_device, strict=True)
+                           if a is not None and b is not None)
+    held = [h for h in held_by_device if h is not None]
     arrived = [(t - t0) * 1000 for t in result["arrival"] if t is not None]
     own = [t * 1000 for t in result["own"] if t is not None]
     packets = [(t - t0) * 1000 for t in result["first_packet"] if t is not None]
@@ -228,6 +365,12 @@ async def _run_count(count: int, *, full: int, start_rate: float, settle: float,
         f"ratio_to_floor_{count}": round(p99 / floor_ms, 2) if p99 is not None and floor_ms > 0 else None,
         f"clock_offset_change_us_{count}": round(result["offset_change_ns"] / 1000, 1),
         f"stream_destinations_{count}": fanout,
+        f"timer_lag_max_s_{count}": round(io.get("timer_lag_max_s", 0.0), 3),
+        f"unplayed_{count}": sum(d.get("unplayed", 0) for d in decoding),
+        f"server_resent_{count}": sum(resent),
+        f"socket_drops_{count}": socket_drops,
+        f"slow_devices_{count}": len(slow),
+        f"slow_cause_{count}": {cause: causes[cause] for cause in CAUSES if causes[cause]},
     }
 
 
