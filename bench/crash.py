@@ -26,7 +26,7 @@ What counts, checked after every restart against what the server acknowledged (a
   it; reported as p50, p99 and max over all devices and restarts. Its parts: ``detect`` (the kill to the
   device's first HandshakeInit after it: how long the device took to notice the silent server, section 7.6),
   ``init_wait`` (readiness to the init that made the new session: 0 when an init was already on its way, up to
-  ``REKEY_TIMEOUT`` + 333 ms when the last one fell before readiness and the device waited for its retry) and
+  ``JOIN_RETRY`` + 500 ms, 2.5 s, when the last one fell before readiness and the device waited for its retry) and
   ``handshake`` (that init to the session: the server's and the device's processing);
 * **fallback**: for each device of zone ``B`` that was playing the live broadcast at the kill, the time from the
   kill to its media watchdog firing (the device then plays its fallback; PROTOCOL.md 5.6, ``watchdog_ms`` by

@@ -5,7 +5,7 @@ state, like :class:`~loa.devices.broadcasting.BroadcastHandling`), kept apart so
 Settings-type commands (``config``, ``volume``, ``mute``, ``amp``, ``source``, ``fm_presets``, board items) pass
 through :class:`~loa.devices.settings.CommandOrder`, so that an older command delivered late never undoes a newer
 one; ``prefetch`` and ``chunk`` drive the resumable fetch; ``bye`` closes the session and reconnects after
-``REKEY_TIMEOUT``. An alert beacon is taken only from the server's address and within the verification bound,
+``JOIN_RETRY`` + 0-500 ms. An alert beacon is taken only from the server's address and within the verification bound,
 then verified and acted on like an ``alert`` message.
 """
 
@@ -43,7 +43,7 @@ from loa.protocol.control import (
 )
 from loa.protocol.control import Source as SourceCommand
 from loa.protocol.errors import RemoteProtocolError
-from loa.protocol.session import REKEY_TIMEOUT
+from loa.protocol.session import JOIN_JITTER, JOIN_RETRY
 
 if TYPE_CHECKING:
     from loa.devices.fetch import Fetcher, FetchOutcome
@@ -211,7 +211,9 @@ class CommandHandling(BroadcastHandling):
     def _on_bye(self, message: Bye, now: float) -> None:
         self.conn.close()
         self.probe.next_at = None
-        self._reconnect_at = now + REKEY_TIMEOUT
+        # without a session, as an unanswered init would be retried (PROTOCOL.md 3.11); the jitter keeps a fleet
+        # that a server's shutdown said bye to from coming back in one burst
+        self._reconnect_at = now + JOIN_RETRY + self._rng.uniform(0.0, JOIN_JITTER)
 
 
 #: Server -> device message type -> the method that handles it.

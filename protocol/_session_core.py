@@ -21,6 +21,8 @@ from loa.protocol.replay import REJECT_AFTER_MESSAGES, ReplayWindow
 __all__ = [
     "DEAD_AFTER",
     "HANDSHAKES_PER_SECOND_BEFORE_COOKIE",
+    "JOIN_JITTER",
+    "JOIN_RETRY",
     "KEEPALIVE_INTERVAL",
     "NOISE_PROTOCOL",
     "PROLOGUE",
@@ -56,6 +58,9 @@ REKEY_AFTER_TIME: Final = 120.0
 REJECT_AFTER_TIME: Final = 180.0
 REKEY_TIMEOUT: Final = 5.0
 REKEY_JITTER: Final = 0.333
+#: Retry of an unanswered init while the device has no current session and no cookie (PROTOCOL.md 3.8.2).
+JOIN_RETRY: Final = 2.0
+JOIN_JITTER: Final = 0.5
 DEAD_AFTER: Final = 45.0
 HANDSHAKES_PER_SECOND_BEFORE_COOKIE: Final = 200
 

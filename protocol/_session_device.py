@@ -12,6 +12,8 @@ from typing import Final
 
 from loa.protocol._session_core import (
     DEAD_AFTER,
+    JOIN_JITTER,
+    JOIN_RETRY,
     KEEPALIVE_INTERVAL,
     REJECT_AFTER_TIME,
     REKEY_AFTER_TIME,
@@ -124,9 +126,15 @@ def _unix_nanoseconds(now: float) -> int:
 
 @dataclass(slots=True)
 class _Pending:
+    """The init awaiting an answer. ``cookie``: it carries a mac2; ``may_resend``: a CookieReply for it may still
+    bring one prompt resend (true for an init a timer or ``connect`` sent, false for that resend)."""
+
     sender_index: int
     handshake: HandshakeState
     mac1: bytes
+    sent_at: float
+    cookie: bool
+    may_resend: bool
     retry_at: float
 
 
@@ -137,6 +145,10 @@ class DeviceSession:
     and retry jitter. ``timestamp_source(now)`` proposes the handshake timestamp; the session uses
     ``max(proposal, last + 1)``. The default proposes ``now`` in nanoseconds, right when ``now`` is Unix time; a
     device without a real-time clock must inject a persisted counter.
+
+    An unanswered init is retried after ``JOIN_RETRY`` + 0-500 ms while the device has no current session and
+    the init carries no cookie, else after ``REKEY_TIMEOUT`` + 0-333 ms (PROTOCOL.md 3.8.2); a CookieReply for an
+    init that a timer or :meth:`connect` sent brings one prompt resend with ``mac2`` (3.4.1).
 
     Datagrams go to the one server address the caller knows; :meth:`datagrams_to_send` drains them.
     """
@@ -266,6 +278,8 @@ class DeviceSession:
         self._step(DeviceInput.COOKIE_ACCEPTED)
         self._cookie = (cookie, now)
         self._cookies += 1
+        if pending.may_resend:  # at once, with mac2; the resend itself brings no further one (PROTOCOL.md 3.4.1)
+            self._start_handshake(now, may_resend=False)
 
     def _on_transport(self, message: Transport, now: float) -> list[Event]:
         keys = next((k for k in (self._current, self._previous) if k and k.local_index == message.receiver_index),
@@ -322,6 +336,9 @@ class DeviceSession:
                 events.append(SessionLost(None))
                 if self._pending is None:
                     self._start_handshake(now)
+                else:  # a rekey's init: now retried at the joining pace
+                    pending = self._pending
+                    pending.retry_at = min(pending.retry_at, pending.sent_at + self._retry_delay(pending.cookie))
             elif timer in (DeviceInput.REKEY_TIMER, DeviceInput.RETRY_TIMER):
                 self._start_handshake(now)
             else:
@@ -337,7 +354,17 @@ class DeviceSession:
         self._last_sent = now
         self._confirm_at = None
 
-    def _start_handshake(self, now: float) -> None:
+    def _retry_delay(self, cookie: bool) -> float:
+        """Seconds from sending an init to its retry: ``REKEY_TIMEOUT`` + 0-333 ms while a current session exists
+        or the init carries a cookie's mac2 (the server was under load), else ``JOIN_RETRY`` + 0-500 ms; the
+        jitter in whole milliseconds, uniform but for the 2-byte draw's modulo bias (under 1 %)."""
+        if self._current is not None or cookie:
+            base, jitter = REKEY_TIMEOUT, REKEY_JITTER
+        else:
+            base, jitter = JOIN_RETRY, JOIN_JITTER
+        return base + int.from_bytes(self._random_bytes(2), "big") % (round(jitter * 1000) + 1) / 1000
+
+    def _start_handshake(self, now: float, *, may_resend: bool = True) -> None:
         taken = {k.local_index for k in (self._current, self._previous) if k is not None}
         index = int.from_bytes(self._random_bytes(4), "big")
         while index in taken:
@@ -354,8 +381,8 @@ class DeviceSession:
             cookie=cookie,
             server_mac1_key=self._server_mac1,
         )
-        jitter = int.from_bytes(self._random_bytes(2), "big") % (round(REKEY_JITTER * 1000) + 1) / 1000
-        self._pending = _Pending(index, handshake, init.mac1, now + REKEY_TIMEOUT + jitter)
+        retry_at = now + self._retry_delay(cookie is not None)
+        self._pending = _Pending(index, handshake, init.mac1, now, cookie is not None, may_resend, retry_at)
         self._out.append(init.to_bytes())
         self._inits += 1
 

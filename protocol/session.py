@@ -25,6 +25,8 @@ from __future__ import annotations
 from loa.protocol._session_core import (
     DEAD_AFTER,
     HANDSHAKES_PER_SECOND_BEFORE_COOKIE,
+    JOIN_JITTER,
+    JOIN_RETRY,
     KEEPALIVE_INTERVAL,
     NOISE_PROTOCOL,
     PROLOGUE,
@@ -62,6 +64,8 @@ __all__ = [
     "DEAD_AFTER",
     "DEVICE_TRANSITIONS",
     "HANDSHAKES_PER_SECOND_BEFORE_COOKIE",
+    "JOIN_JITTER",
+    "JOIN_RETRY",
     "KEEPALIVE_INTERVAL",
     "NOISE_PROTOCOL",
     "PROLOGUE",

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from loa.protocol.datagram import HandshakeInit, Transport, parse
+from loa.protocol.datagram import CookieReply, HandshakeInit, Transport, parse
 from loa.protocol.errors import LocalProtocolError
 from loa.protocol.noise import HandshakeState
 from loa.protocol.session import (
+    JOIN_JITTER,
+    JOIN_RETRY,
+    REKEY_JITTER,
+    REKEY_TIMEOUT,
     DeviceSession,
     DeviceState,
     Dropped,
@@ -24,6 +31,9 @@ from loa.protocol.session import (
 )
 
 A = ("198.51.100.7", 40000)
+B = ("203.0.113.9", 41000)
+JOINING = (JOIN_RETRY, JOIN_RETRY + JOIN_JITTER)  # 2.0-2.5 s: no current session, no cookie
+REKEYING = (REKEY_TIMEOUT, REKEY_TIMEOUT + REKEY_JITTER)  # 5.0-5.333 s: a current session, or a cookie
 
 
 def make(seed: int = 3) -> tuple[DeviceSession, ServerEndpoint]:
@@ -104,6 +114,44 @@ def test_an_unanswered_confirmation_is_repeated() -> None:
     assert device.next_timeout() == 20.0
 
 
+def is_init(data: bytes) -> bool:
+    return data[0] == 1
+
+
+def init_times(device: DeviceSession, until: float, *, now: float = 0.0) -> list[float]:
+    """Fire the device's timers up to ``until`` with nothing answered; the instants at which it sent an init."""
+    sent = []
+    while (deadline := device.next_timeout()) is not None and deadline <= until:
+        now = max(now, deadline)
+        device.handle_timeout(now)
+        sent += [now for data in device.datagrams_to_send() if is_init(data)]
+    return sent
+
+
+def rekey_init_times(device: DeviceSession, server: ServerEndpoint, until: float) -> list[float]:
+    """Run both sides' timers up to ``until``, every datagram delivered but the device's inits; the instants at
+    which the device sent an init."""
+    sent = []
+    while (now := min(t for t in (device.next_timeout(), server.next_timeout()) if t is not None)) <= until:
+        device.handle_timeout(now)
+        server.handle_timeout(now)
+        for data in device.datagrams_to_send():
+            if is_init(data):
+                sent.append(now)
+            else:
+                server.receive_datagram(data, A, now)
+        to_device(server, device, now)
+    return sent
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [round(b - a, 9) for a, b in itertools.pairwise(times)]
+
+
+def within(values: list[float], bounds: tuple[float, float]) -> bool:
+    return all(bounds[0] <= v <= bounds[1] for v in values)
+
+
 def test_handshake_retries_with_jitter_and_fresh_keys() -> None:
     device, _ = make()
     device.connect(0.0)
@@ -112,7 +160,7 @@ def test_handshake_retries_with_jitter_and_fresh_keys() -> None:
     for _ in range(20):
         deadline = device.next_timeout()
         assert deadline is not None
-        assert 5.0 <= deadline - now <= 5.333
+        assert JOINING[0] <= deadline - now <= JOINING[1]  # no session yet: the joining pace
         now = deadline
         device.handle_timeout(now)
         inits.append(parse(device.datagrams_to_send()[0]))
@@ -247,3 +295,151 @@ def test_traffic_does_not_grow_the_timer_heap() -> None:
         server.send(device.public_key, b"down", 1.0 + i * 0.01)
         to_device(server, device, 1.0 + i * 0.01)
     assert len(server._heap) <= 3
+
+
+def test_the_join_jitter_spans_its_whole_range() -> None:
+    device, _ = make(11)
+    device.connect(0.0)
+    device.datagrams_to_send()
+    spread = gaps([0.0, *init_times(device, 2000.0)])
+    assert len(spread) > 700
+    assert within(spread, JOINING)
+    assert min(spread) < JOIN_RETRY + 0.05
+    assert max(spread) > JOIN_RETRY + JOIN_JITTER - 0.05
+    assert all(round(g * 1000) == round(g * 1000, 6) for g in spread)  # whole milliseconds
+
+
+def test_a_rekey_is_retried_after_rekey_timeout() -> None:
+    device, server = make()
+    establish(device, server)
+    sent = rekey_init_times(device, server, 179.9)
+    assert device.state is DeviceState.REKEYING
+    assert sent[0] == 120.0
+    assert len(sent) >= 10
+    assert within(gaps(sent), REKEYING)
+
+
+def test_after_session_lost_the_device_retries_at_the_joining_pace() -> None:
+    device, server = make()
+    establish(device, server)
+    sent = init_times(device, 60.0)  # the server fell silent: probed, declared dead at 45 s, then joining
+    assert device.state is DeviceState.HANDSHAKING
+    assert sent[0] == 45.0
+    assert len(sent) >= 7
+    assert within(gaps(sent), JOINING)
+
+
+def test_a_rekey_init_older_than_the_joining_interval_is_retried_at_once_when_the_session_expires() -> None:
+    device, server = make()
+    establish(device, server)
+    sent = rekey_init_times(device, server, 179.9)
+    assert device.state is DeviceState.REKEYING
+    assert within(gaps(sent), REKEYING)
+    assert sent[-1] + JOINING[1] < 180.0 < sent[-1] + REKEYING[0]  # this seed's last rekey init
+    assert device.handle_timeout(180.0) == [SessionLost(None)]
+    assert [is_init(d) for d in device.datagrams_to_send()] == [True]  # its joining retry was already due
+    later = [180.0, *init_times(device, 200.0, now=180.0)]
+    assert len(later) >= 8
+    assert within(gaps(later), JOINING)
+
+
+def test_a_rekey_init_pending_when_the_server_is_declared_dead_is_retried_at_the_joining_pace() -> None:
+    device, server = make()
+    establish(device, server)
+    exchange_keepalives(device, server, 75.5)
+    server.send(device.public_key, b"last words", 76.0)
+    assert to_device(server, device, 76.0) == [Message(None, b"last words")]  # heard at 76: dead at 121
+    sent = init_times(device, 135.0, now=76.0)  # from now on the server answers nothing
+    assert sent[0] == 120.0  # the rekey, retried at first after REKEY_TIMEOUT ...
+    assert device.state is DeviceState.HANDSHAKING
+    assert 120.0 + JOINING[0] <= sent[1] <= 120.0 + JOINING[1]  # ... but the session was lost at 121
+    assert len(sent) >= 6
+    assert within(gaps(sent[1:]), JOINING)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rekeying=st.booleans())
+def test_retry_instants_lie_in_the_stated_interval(seed: int, rekeying: bool) -> None:
+    device, server = make(seed)
+    if rekeying:  # a current session: answer everything but the inits, which start at 120 s
+        establish(device, server)
+        sent = rekey_init_times(device, server, 179.9)
+        bounds = REKEYING
+    else:
+        device.connect(0.0)
+        device.datagrams_to_send()
+        sent = [0.0, *init_times(device, 60.0)]
+        bounds = JOINING
+    assert len(sent) >= 10
+    assert within(gaps(sent), bounds)
+
+
+def under_load(seed: int = 3) -> tuple[DeviceSession, ServerEndpoint, bytes, bytes]:
+    """A device whose first init got a CookieReply: (device, server, that init, that reply)."""
+    device, server = make(seed)
+    server.set_under_load(True)
+    device.connect(0.0)
+    (init,) = device.datagrams_to_send()
+    assert server.receive_datagram(init, A, 0.0) == []
+    ((reply, _),) = server.datagrams_to_send()
+    assert isinstance(parse(reply), CookieReply)
+    return device, server, init, reply
+
+
+def test_a_cookie_reply_brings_one_prompt_resend_with_mac2() -> None:
+    device, server, init, reply = under_load()
+    assert device.receive_datagram(reply, 0.05) == []
+    (resent,) = device.datagrams_to_send()
+    first, second = parse(init), parse(resent)
+    assert isinstance(first, HandshakeInit)
+    assert isinstance(second, HandshakeInit)
+    assert first.mac2 == bytes(16)
+    assert second.mac2 != bytes(16)
+    assert (second.sender_index, second.ephemeral) != (first.sender_index, first.ephemeral)
+    # a second CookieReply for the same init: that init is no longer pending, nothing is sent
+    assert device.receive_datagram(reply, 0.06) == [Dropped("UnknownKeyError")]
+    assert device.datagrams_to_send() == []
+    retry_at = device.next_timeout()  # an init with mac2: the server was under load, so the slower pace
+    assert retry_at is not None
+    assert 0.05 + REKEYING[0] <= retry_at <= 0.05 + REKEYING[1]
+    assert server.receive_datagram(resent, A, 0.07) == []
+    assert to_device(server, device, 0.07) == [SessionStarted(None, server.boot, False)]
+    assert device.statistics().inits_sent == 2
+
+
+def test_a_cookie_reply_to_the_resend_brings_no_further_resend() -> None:
+    device, server, _, reply = under_load()
+    device.receive_datagram(reply, 0.05)
+    (resent,) = device.datagrams_to_send()
+    assert server.receive_datagram(resent, B, 0.06) == []  # seen from another address: its mac2 is not valid
+    ((reply_b, address),) = server.datagrams_to_send()
+    assert address == B
+    assert device.receive_datagram(reply_b, 0.07) == []  # accepted ...
+    assert device.statistics().cookies_accepted == 2
+    assert device.datagrams_to_send() == []  # ... but not resent: at most two inits per retry interval
+    retry_at = device.next_timeout()
+    assert retry_at is not None
+    assert 0.05 + REKEYING[0] <= retry_at <= 0.05 + REKEYING[1]
+    device.handle_timeout(retry_at)
+    (retry,) = device.datagrams_to_send()  # a timer's init: a CookieReply to it may bring a resend again
+    assert server.receive_datagram(retry, A, retry_at) == []  # carries address B's cookie: not valid from A
+    to_device(server, device, retry_at)
+    (again,) = device.datagrams_to_send()
+    assert server.receive_datagram(again, A, retry_at) == []
+    assert to_device(server, device, retry_at) == [SessionStarted(None, server.boot, False)]
+    assert device.statistics().inits_sent == 4
+
+
+def test_forged_or_misdirected_cookie_replies_bring_no_resend() -> None:
+    device, _, _, reply = under_load()
+    parsed = parse(reply)
+    assert isinstance(parsed, CookieReply)
+    forged = CookieReply(parsed.receiver_index, bytes(12), parsed.encrypted_cookie).to_bytes()
+    other = CookieReply(parsed.receiver_index ^ 1, parsed.nonce, parsed.encrypted_cookie).to_bytes()
+    assert device.receive_datagram(forged, 0.05) == [Dropped("AuthError")]
+    assert device.receive_datagram(other, 0.05) == [Dropped("UnknownKeyError")]
+    assert device.datagrams_to_send() == []
+    assert device.statistics().inits_sent == 1
+    retry_at = device.next_timeout()
+    assert retry_at is not None
+    assert JOINING[0] <= retry_at <= JOINING[1]
