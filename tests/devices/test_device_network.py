@@ -51,8 +51,11 @@ def test_five_percent_loss_both_ways(payloads: list[bytes]) -> None:
     world.run(32.0)
     for node in nodes:
         stats = node.core.statistics()
-        # a lost first or last packet leaves nothing to detect it by: at most those two go unaccounted
-        assert stats.played + stats.fec + stats.plc >= 1498
+        # A lost first or last packet leaves nothing to detect it by: at most those two go unaccounted. Packets
+        # that came before a `join` lost on the way (it is retransmitted; the stream starts 100 ms after it) are
+        # dropped as an SSRC not joined (section 8), counted: nothing else sends this device media it lacks.
+        early = node.core.drops().get("UnknownKeyError", 0)
+        assert stats.played + stats.fec + stats.plc + early >= 1498, (stats, early)
         assert stats.played / 1500 >= 0.99, stats  # the frames themselves, thanks to NACK
         assert stats.nacks_sent > 0
     channels = [n.core.conn.channel.statistics() for n in nodes]
