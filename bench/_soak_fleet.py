@@ -2,9 +2,18 @@
 
 ``SPEC`` is a JSON file written by the bench: the server address and public key, the authority key, the device
 keys' seed and count (:func:`loa.bench._alert_fleet.device_keys`), the start rate, ``rtp_keep`` (K, a power of
-two), an optional ``watchdog_ms``, the status file and a time limit. The devices run in a
+two), an optional ``watchdog_ms``, ``multicast``, the status file and a time limit. The devices run in a
 :class:`loa.devices.FleetHost` on loopback sockets, counting only (``count_only``: control, clock, telemetry and
 alerts as on a real device; RTP counted, not authenticated or played), as ``loa fleet`` runs them.
+
+**Multicast.** Every reference device says ``multicast`` in ``hello``; when the server gives their zones groups
+(``loa serve --multicast``), their streams go to the groups and not to them. With ``multicast`` the host follows
+each group through one shared socket, a *group tap* (:class:`loa.devices.FleetHost` ``taps``: the tap counts each
+datagram once and hands every device that wants the group the newest packet of the stream it plays every
+``feed_every`` seconds of the spec, through its counting path). A device is then on a stream from its group, as from
+unicast, when its ``state`` says ``ip`` for it: which only a packet of that stream, received on the group after the
+device was counted onto the tap, makes it say. The status counts those devices apart (``now_group``: their broadcast
+has a group and the tap received datagrams since they joined it) and sums the taps (``taps``).
 
 **The RTP filter.** With K > 1 every device socket gets a classic BPF filter (:func:`program`, ``SO_ATTACH_FILTER``)
 that passes every datagram that is not RTP (the protocol's datagrams start with a type byte 1-4, RTCP has packet
@@ -16,10 +25,11 @@ ones are gaps the device counts, not lost sends). :func:`keeps` is the same deci
 
 Every ``STATUS_EVERY_S`` the process writes the status file (JSON, through a temporary file): devices started and
 connected; for each broadcast id the number of devices that reported playing it at some point (``seen``) and now
-(``now``, source ``ip``); refreshed every ``COUNTERS_EVERY_S``, the sums of the devices' counters
-(``rtp_received``, ``rtp_expected``, ``telemetry_sent``, ``alerts_accepted``, ``watchdog_fires``); and the sum
-of the sockets' kernel drop counters (filtered, or a full receive buffer; read at every tenth write and at
-SIGTERM). The process ends at the time limit, or when SIGTERM arrives (devices then send ``bye``).
+(``now``, source ``ip``; ``now_group``: of those, the ones on a group stream); refreshed every
+``COUNTERS_EVERY_S``, the sums of the devices' counters (``rtp_received``, ``rtp_expected``, ``telemetry_sent``,
+``alerts_accepted``, ``watchdog_fires``); the open taps and what they received; and the sum of the sockets'
+kernel drop counters (filtered, or a full receive buffer; read at every tenth write and at SIGTERM). The
+process ends at the time limit, or when SIGTERM arrives (devices then send ``bye``).
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ import anyio
 
 from loa.bench._alert_fleet import device_keys
 from loa.devices.fleet import build_fleet, raise_open_file_limit
-from loa.devices.runner import FleetHost, run
+from loa.devices.runner import FEED_EVERY_S, FleetHost, run
 from loa.protocol.control import ConfigValues
 from loa.streamer.sockfilter import kernel_drops
 
@@ -110,7 +120,8 @@ def main(spec_path: str) -> None:
     if spec.get("watchdog_ms") is not None:
         for core in cores:
             core.settings.apply_config(ConfigValues(watchdog_ms=int(spec["watchdog_ms"])))
-    host = FleetHost(devices, (spec["host"], spec["port"]), bind_host="127.0.0.1", start_rate=spec["start_rate"])
+    host = FleetHost(devices, (spec["host"], spec["port"]), bind_host="127.0.0.1", start_rate=spec["start_rate"],
+                     taps=bool(spec.get("multicast")), feed_every=float(spec.get("feed_every", FEED_EVERY_S)))
     keep = int(spec["rtp_keep"])
     filtered = keep > 1 and all(attach(sock, keep) for sock in host.socks)
     status_path = Path(spec["status"])
@@ -119,8 +130,11 @@ def main(spec_path: str) -> None:
     drops = [0]
     writes = [0]
 
+    tap_drops = [0]
+
     def read_drops() -> None:
         drops[0] = sum(kernel_drops(sock) or 0 for sock in host.socks)
+        tap_drops[0] = sum(kernel_drops(sock) or 0 for sock in host.tap_sockets())
 
     counters: dict[str, Any] = {}
     counted_at = [-COUNTERS_EVERY_S]
@@ -141,19 +155,29 @@ def main(spec_path: str) -> None:
         if final or time.monotonic() - counted_at[0] >= COUNTERS_EVERY_S:
             tally()
         now_playing: Counter[int] = Counter()
+        from_group: Counter[int] = Counter()
         ever: Counter[int] = Counter()
         for i, core in enumerate(started):
             if core.state is not None and core.state[0] is not None:
-                seen[i].add(core.state[0])
+                bid = core.state[0]
+                seen[i].add(bid)
                 if core.state[1] == "ip":
-                    now_playing[core.state[0]] += 1
+                    now_playing[bid] += 1
+                    broadcast = core.broadcasts.get(bid)
+                    if (broadcast is not None and broadcast.live is not None and broadcast.live.group
+                            and host.group_received(i) > 0):
+                        from_group[bid] += 1
             ever.update(seen[i])
+        taps = host.taps()
         status: dict[str, Any] = {
             "t": time.monotonic(), "started": host.started, "connected": sum(c.conn.connected for c in started),
             "filtered": filtered, "rtp_keep": keep, **counters,
             "seen": {str(b): n for b, n in ever.items()}, "now": {str(b): n for b, n in now_playing.items()},
+            "now_group": {str(b): n for b, n in from_group.items()},
+            "taps": {"open": len(taps), "datagrams": sum(taps.values()), "drops": tap_drops[0]},
             "io": {"received": host.stats.received, "sent": host.stats.sent,
-                   "send_errors": host.stats.send_errors, "receive_errors": host.stats.receive_errors},
+                   "send_errors": host.stats.send_errors, "receive_errors": host.stats.receive_errors,
+                   "group_received": host.stats.group_received, "group_errors": host.stats.group_errors},
         }
         writes[0] += 1
         if writes[0] % 10 == 0 and not final:  # a system call per socket: not at every write

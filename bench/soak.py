@@ -39,7 +39,19 @@ its own share of the processor, whatever else runs on the host; as `loa bench fl
    status, one device, the schedule, the zones) and ``--writers`` clients ``--write-rate`` schedule edits per
    second (create an entry two days ahead, rename it, delete it), each with its own keep-alive connection:
    ``api_ok``, ``api_errors``, ``api_p99_ms``.
-6. **Samples.** Every ``--sample-every`` seconds: the server's RSS (``VmRSS``), open descriptors
+6. **Multicast** (``--multicast``). Every commune gets an IP multicast group (``239.255.x.y`` and a free port,
+   :func:`loa.bench.alert.free_group`), given to `loa serve --multicast`; the fleet's devices say ``multicast``
+   in ``hello`` (every reference device does). The live stream and the alerts then leave the server once per
+   packet per commune group: a member's copy goes to the group of its nearest zone inside the target that has
+   one (PROTOCOL.md 5.7, ``control_plane/dataplane.py``), so an alert to ``P`` goes to each commune's group once,
+   and a group on ``P`` itself would carry nothing; ``join``, the alert message and NACK retransmissions stay
+   per device. The fleet follows each group through one shared socket (a group tap, see
+   :mod:`loa.bench._soak_fleet`; each device is handed the newest packet it plays every ``TAP_FEED_S``, its
+   watchdog is five of those), so no RTP filter is needed (``--rtp-keep`` 1 by default) and the live stream
+   goes to every commune by default. ``groups``, ``group_datagrams`` (what the taps received),
+   ``group_pps``, and ``live_resumed_from_group_min``: of the devices back on the live stream, the fewest
+   whose stream came from their group.
+7. **Samples.** Every ``--sample-every`` seconds: the server's RSS (``VmRSS``), open descriptors
    (``/proc/PID/fd``), threads, and from its ``/metrics`` the live async tasks (``loa_async_tasks``), sessions
    and the interpreter's allocated blocks (``loa_python_allocated_blocks``: ``py_blocks_growth_pct`` over the
    same windows as RSS says whether a growth of RSS is live Python objects or the C allocator's).
@@ -94,6 +106,7 @@ from loa.cli import UserError
 FRAME_S = 0.02
 FLEET_READ_PPS = 20_000  # the RTP packets per second the fleet process is left to read (chooses K)
 LIVE_PPS_MAX = 50_000  # the live stream's fan-out by default (see the module docstring)
+TAP_FEED_S = 1.0  # --multicast: how often the fleet's group taps hand each device the newest packet it plays
 RESUME_WAIT_S = 30.0
 ALERT_MARGIN_S = 5.0  # an alert starts only if it ends this long before the soak does
 START_TIMEOUT_S = 120.0
@@ -127,11 +140,15 @@ class SoakConfig:
     rtp_keep: int | None = None
     live_communes: int | None = None
     seed: int = 1
+    multicast: bool = False
 
     def live_count(self) -> int:
-        """Communes of the live stream: every one, unless that is more than ``LIVE_PPS_MAX`` datagrams/s."""
+        """Communes of the live stream: every one, unless that is more than ``LIVE_PPS_MAX`` datagrams/s by
+        unicast."""
         if self.live_communes is not None:
             return min(self.live_communes, self.communes)
+        if self.multicast:
+            return self.communes
         per_commune = self.devices / self.communes
         return max(1, min(self.communes, int(LIVE_PPS_MAX * FRAME_S / per_commune)))
 
@@ -143,12 +160,16 @@ class SoakConfig:
     def keep(self) -> int:
         if self.rtp_keep is not None:
             return self.rtp_keep
+        if self.multicast:
+            return 1  # no stream reaches the devices' own sockets
         k = 1
         while self.live_members() / FRAME_S / k > FLEET_READ_PPS:
             k *= 2
         return k
 
     def watchdog_ms(self) -> int | None:
+        if self.multicast:
+            return int(5 * TAP_FEED_S * 1000)  # five hand-overs, as a filtered stream gets eight packets
         k = self.keep()
         return None if k == 1 else max(1500, int(8 * k * FRAME_S * 1000))
 
@@ -556,6 +577,7 @@ class AlertRound:
     ends_at: float = 0.0  # monotonic
     held: int | None = None
     resumed: int | None = None
+    resumed_group: int | None = None  # of ``resumed``: on the live stream from their group
     resume_s: float | None = None
     problem: str | None = None
 
@@ -587,8 +609,10 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
     samples: list[Sample] = []
     rounds: list[AlertRound] = []
     status_path = workdir / "fleet-status.json"
+    groups = commune_groups(site.communes) if config.multicast else {}
     try:
-        server = spawn(["serve", "--data-dir", str(data_dir), "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
+        server = spawn(["serve", "--data-dir", str(data_dir), "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0",
+                        *(arg for code, group in groups.items() for arg in ("--multicast", f"{code}={group}"))])
         server.find(r"devices on udp \S+; server public key", START_TIMEOUT_S)
         _, http = server.find(r"control plane API on (http://\S+)", 5)
         _, udp = server.find(r"devices on udp (\S+); server public key (\S+)", 5)
@@ -609,6 +633,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
                 "authority": base64.b64decode(authority.group(1)).hex(), "seed": config.seed,
                 "count": config.devices, "start_rate": config.start_rate, "rtp_keep": config.keep(),
                 "watchdog_ms": config.watchdog_ms(), "status": str(status_path), "backend": "asyncio",
+                "multicast": config.multicast, "feed_every": TAP_FEED_S,
                 "limit": config.bringup_limit() + config.seconds + 2 * START_TIMEOUT_S}
         (workdir / "fleet.json").write_text(json.dumps(spec))
         fleet = spawn([str(workdir / "fleet.json")], module="loa.bench._soak_fleet")
@@ -697,6 +722,9 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
     cpu = (samples[-1].cpu_s - samples[0].cpu_s) / (samples[-1].t - samples[0].t) if len(samples) > 1 else None
     held = [r.held / config.devices for r in rounds if r.held is not None]
     resumed = [r.resumed / config.live_members() for r in rounds if r.resumed is not None]
+    from_group = [r.resumed_group for r in rounds if r.resumed_group is not None]
+    group_datagrams = final_status.get("io", {}).get("group_received", 0) - first_status.get("io", {}).get(
+        "group_received", 0)
     metrics: dict[str, Any] = {
         "devices": config.devices,
         "soak_s": round(soak_s, 1),
@@ -721,6 +749,13 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         "live_to_all_needed_pps": round(config.devices / FRAME_S),
         "media_sent_pps": round(expected / soak_s) if soak_s > 0 else None,
         "rtp_keep": config.keep(),
+        "multicast": config.multicast,
+        "groups": len(groups),
+        "group_datagrams": group_datagrams,
+        "group_pps": round(group_datagrams / soak_s) if soak_s > 0 else None,
+        "group_errors": final_status.get("io", {}).get("group_errors"),
+        "fleet_tap_drops": end_status.get("taps", {}).get("drops"),
+        "live_resumed_from_group_min": min(from_group) if len(from_group) == len(rounds) and from_group else None,
         "fleet_rtp_received": final_status.get("rtp_received"),
         "fleet_rtp_expected": final_status.get("rtp_expected"),
         "fleet_kernel_drops": end_status.get("kernel_drops"),
@@ -734,8 +769,9 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
     for r in rounds:
         if r.problem:
             progress.note(f"alert at {r.at:.0f} s: {r.problem}")
-    progress.note("alerts (at s, devices that held it, back on the live stream, seconds to that): " + ", ".join(
-        f"{r.at:.0f}: {r.held}/{r.resumed}/{r.resume_s}" for r in rounds))
+    progress.note("alerts (at s, devices that held it, back on the live stream (of them from their group), seconds "
+                  "to that): " + ", ".join(f"{r.at:.0f}: {r.held}/{r.resumed} ({r.resumed_group})/{r.resume_s}"
+                                           for r in rounds))
     progress.note("samples (t s, RSS MiB, fds, threads, tasks, sessions): " + ", ".join(
         f"{s.t:.0f}: {s.rss_kib / 1024:.1f}/{s.fds}/{s.threads}/{s.tasks}/{s.sessions}" for s in samples))
     return metrics
@@ -772,9 +808,24 @@ def _follow(round_: AlertRound, status: dict[str, Any], live_bid: int, config: S
     everyone = round_.held == config.devices and back == config.live_members()
     if everyone or final or now >= round_.ends_at + RESUME_WAIT_S:
         round_.resumed = back
+        round_.resumed_group = int(status.get("now_group", {}).get(str(live_bid), 0))
         round_.resume_s = round(now - round_.ends_at, 1)
         return True
     return False
+
+
+def commune_groups(communes: list[str]) -> dict[str, str]:
+    """A multicast group for each commune (see the module docstring), all different."""
+    from loa.bench.alert import free_group
+
+    groups: dict[str, str] = {}
+    for code in communes:
+        for _ in range(100):  # bounded: 64,516 addresses, so a repeat is rare
+            group = free_group()
+            if group.rpartition(":")[0] not in {g.rpartition(":")[0] for g in groups.values()}:
+                break
+        groups[code] = group
+    return groups
 
 
 @contextlib.contextmanager
@@ -815,10 +866,13 @@ def _workdir() -> Iterator[Path]:
 @click.option("--live-communes", type=click.IntRange(1, 20), default=None,
               help=f"Communes the live stream goes to (default: as many as keep it within {LIVE_PPS_MAX} "
                    "datagrams/s; the province has min(20, devices/10) communes).")
+@click.option("--multicast", is_flag=True,
+              help="Give every commune an IP multicast group (loa serve --multicast): the live stream and alerts "
+                   "go once per packet to each group, and the live stream to every commune by default.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seeds the device keys.")
 def soak(*, as_json: bool, devices: int, minutes: float, warmup_minutes: float, alert_every: float,
          alert_seconds: float, start_rate: float, sample_every: float, readers: int, read_rate: float, writers: int,
-         write_rate: float, rtp_keep: int | None, live_communes: int | None, seed: int) -> None:
+         write_rate: float, rtp_keep: int | None, live_communes: int | None, multicast: bool, seed: int) -> None:
     """10,000 devices, a live stream, alerts and API traffic for a bounded soak: memory, descriptors, tasks."""
     if warmup_minutes >= minutes:
         raise UserError(f"--warmup-minutes ({warmup_minutes:g}) must be shorter than --minutes ({minutes:g})")
@@ -836,7 +890,7 @@ def soak(*, as_json: bool, devices: int, minutes: float, warmup_minutes: float, 
                         communes=max(1, min(20, devices // 10)), start_rate=start_rate, alert_every=alert_every,
                         alert_seconds=alert_seconds, sample_every=sample_every, readers=readers,
                         read_rate=read_rate, writers=writers, write_rate=write_rate, rtp_keep=rtp_keep,
-                        live_communes=live_communes, seed=seed)
+                        live_communes=live_communes, seed=seed, multicast=multicast)
     progress = Progress(config.seconds)
     try:
         with _workdir() as workdir:
@@ -849,7 +903,8 @@ def soak(*, as_json: bool, devices: int, minutes: float, warmup_minutes: float, 
         progress.close()
     missed = goals_missed(metrics, config)
     metrics["goals_missed"] = len(missed)
-    env = environment(server="loa serve (trio, SQLite)", fleet="one process, asyncio+uvloop, count-only devices",
+    fleet_kind = "one process, asyncio+uvloop, count-only devices" + (", group taps" if multicast else "")
+    env = environment(server="loa serve (trio, SQLite)", fleet=fleet_kind, multicast=multicast,
                       frame_ms=20, telemetry_s=60, rtp_keep=config.keep(), watchdog_ms=config.watchdog_ms(),
                       start_rate=start_rate, communes=config.communes, readers=readers, read_rate=read_rate,
                       writers=writers, write_rate=write_rate, alert_every_s=alert_every,

@@ -10,7 +10,8 @@ of deadlines drives every device's timers, so the cost grows with traffic, not w
 IP multicast (PROTOCOL.md section 5.7): a device joins the groups its core wants (``SpeakerCore.groups()``) with
 one socket per group, and hands what arrives there to the core with ``group=``. The membership is taken on the
 interface of the device's own bind address when that is a specific IPv4 address (127.0.0.1 on one host: a streamer
-bound there sends its groups out of ``lo``), on any interface (the routing table's choice) otherwise.
+bound there sends its groups out of ``lo``), on any interface (the routing table's choice) otherwise. A
+:class:`FleetHost`'s counting devices can share one socket per group instead, a *group tap* (see the class).
 
 Both simulate the device clock: the host's monotonic clock is the *true* time, and each device sees
 ``SimulatedClock.local(true)`` (offset and drift), as a fleet of real devices would. The playout log records
@@ -51,6 +52,8 @@ RECEIVE_SLICE_S = 0.005  # the fleet's receive loop yields to its timers at leas
 URGENT_EVERY = 32  # datagrams of a fleet's receive round between two looks at the decoding devices' sockets
 WINDOW_POLL_S = 0.05  # how often the starter counts the devices still connecting
 SEND_WAIT_S = 0.05
+FEED_EVERY_S = 0.25  # how often, by default, a group tap hands its counting devices the newest packet they play
+TAP_SSRCS = 64  # streams a group tap remembers the newest packet of (the oldest is forgotten first)
 MAX_DATAGRAM = 2048
 # SO_TIMESTAMPNS (asm-generic/socket.h; Python does not name it): a struct timespec of the wall clock per datagram
 SO_TIMESTAMPNS: int | None = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
@@ -315,6 +318,16 @@ def _open_group(group: str, interface: str = ANY_INTERFACE) -> socket.socket:
     return sock
 
 
+@dataclass(slots=True)
+class _GroupTap:
+    """One shared socket on a multicast group for all of a :class:`FleetHost`'s counting devices."""
+
+    sock: socket.socket
+    members: int = 0  # counting devices tapping it
+    datagrams: int = 0  # received on it so far
+    latest: dict[int, tuple[int, bytes, Address]] = field(default_factory=dict)  # SSRC -> (number, packet, source)
+
+
 @dataclass(order=True, slots=True)
 class _Due:
     at: float  # true (host monotonic) time
@@ -349,20 +362,35 @@ class FleetHost:
     :attr:`offset_change_ns` is the largest change seen.
 
     Multicast: the devices that decode (not ``count_only``) join the groups their core wants, as
-    :class:`DeviceRunner` does (on the interface of ``bind_host``, see the module docstring): one socket per
-    device and group, kept in step with ``core.groups()`` whenever the device has handled something that moved
-    its timers (a ``join`` or ``leave`` does), registered in the same ``epoll``, emptied with the decoding
-    devices' own sockets (above), closed on leave and by :meth:`close`. Counting devices say
-    ``multicast`` in ``hello`` like every reference device, so the server sends their zone's stream to the group
-    and not to them, but they do not join it: ten thousand memberships on one host would have the kernel copy
-    every frame ten thousand times, the very load a group spares the server. In a zone with a group they count
-    no media (their watchdog sees a silent stream). Groups are joined only where ``epoll`` exists (Linux).
+    :class:`DeviceRunner` does (on the interface of ``bind_host``, see the module docstring): one socket per device
+    and group, kept in step with ``core.groups()`` whenever the device has handled something that moved its timers
+    (a ``join`` or ``leave`` does), registered in the same ``epoll``, emptied with the decoding devices' own sockets
+    (above), closed on leave and by :meth:`close`. Counting devices say ``multicast`` in ``hello`` like every
+    reference device, so the server sends their zone's stream to the group and not to them, but they do not join it
+    each: ten thousand memberships on one host would have the kernel copy every frame ten thousand times into this
+    one process, the very load a group spares the server. Without ``taps`` they count no media in a zone with a
+    group (their watchdog sees a silent stream). With ``taps`` the host holds one socket per group for all of them,
+    a *group tap* (a simulation shortcut: real devices each receive their own copy). A counting device that wants a
+    group (``core.groups()``, kept in step as for the decoding devices) is counted onto its tap with a snapshot of
+    the tap's count; :meth:`group_received` is what the tap received since, one count per datagram whatever the
+    number of devices. Every ``feed_every`` seconds (:data:`FEED_EVERY_S`) the host hands each tapped device,
+    through its ordinary counting path (``receive_datagram`` from the packet's real source, with ``group=``), the
+    newest packet of the stream it plays (its current broadcast's, when that comes on a group) that the tap received
+    since the last hand-over: its watchdog, its ``state`` (``ip``) and its counters see the group stream as they see
+    a filtered unicast stream, one packet per ``feed_every`` (one in 12 of 20 ms frames by default), the others
+    counted as sequence gaps; a broadcast waiting behind the current one is not fed. A tap does not check per-device
+    delivery: a datagram the tap lost is lost to every device and one it got counts for every device tapping it (no
+    per-device loss, order or timing on the group), and nothing checks a device's own kernel membership; what it
+    checks is that the server sent the stream to the group each device was told in its ``join``, while the device
+    wanted it. Groups are joined only where ``epoll`` exists (Linux).
     """
 
     def __init__(self, devices: Sequence[tuple[SpeakerCore, SimulatedClock]], server: Address, *,
                  bind_host: str | None = None, start_rate: float = 200.0, priority: int = 0,
-                 timestamps: bool = False, max_connecting: int | None = None) -> None:
+                 timestamps: bool = False, max_connecting: int | None = None, taps: bool = False,
+                 feed_every: float = FEED_EVERY_S) -> None:
         self.server = server
+        self.feed_every = feed_every
         self.max_connecting = max(64, int(2 * start_rate)) if max_connecting is None else max(1, max_connecting)
         self.cores = [core for core, _ in devices]
         self.clocks = [clock for _, clock in devices]
@@ -374,6 +402,9 @@ class FleetHost:
         self.offset_change_ns = 0  # the largest change of that offset seen (the wall clock slewed or stepped)
         self._groups: dict[int, dict[str, socket.socket]] = {}  # device index -> group -> its socket
         self._group_fds: dict[int, tuple[int, str]] = {}  # a group socket's fd -> (device index, group)
+        self._taps: dict[str, _GroupTap] = {}  # the counting devices' group taps, by group
+        self._tap_fds: dict[int, str] = {}  # a tap's fd -> its group
+        self._tapped: dict[int, dict[str, list[int]]] = {}  # device -> group -> [tap count at join, at last feed]
         self._poller: Any = None  # the receive loop's epoll object while it runs
         self._urgent: Any = None  # and its set of the decoding devices' sockets (see the class docstring)
         try:
@@ -390,6 +421,7 @@ class FleetHost:
         self.interface = group_interface(self.socks[0].getsockname()[0] if self.socks else bind_host)
         joins = hasattr(select, "epoll")
         self._joins_groups = [joins and not core.count_only for core in self.cores]
+        self._taps_groups = [joins and taps and core.count_only for core in self.cores]
         self._rates = [clock.rate for clock in self.clocks]  # SimulatedClock.local, unrolled for the hot path
         self._offsets = [clock.offset_s for clock in self.clocks]
         self.stats = IoStatistics()
@@ -417,6 +449,8 @@ class FleetHost:
         _send_all(self.socks[index], self.cores[index], self.server, self.stats)
         if self._joins_groups[index]:
             self._sync_groups(index)
+        elif self._taps_groups[index]:
+            self._sync_taps(index)
         self._schedule(index)
 
     def _sync_groups(self, index: int) -> None:
@@ -452,12 +486,106 @@ class FleetHost:
         del self._group_fds[sock.fileno()]
         sock.close()  # which also takes it out of the epoll set
 
+    def _sync_taps(self, index: int) -> None:
+        """Count device ``index`` (a counting one) onto exactly the taps of the groups its core wants, opening a
+        tap for its first device and closing it after its last."""
+        wanted = self.cores[index].groups()
+        tapped = self._tapped.get(index)
+        if not wanted and not tapped:
+            return
+        tapped = self._tapped.setdefault(index, {})
+        for group in [g for g in tapped if g not in wanted]:
+            self._untap(index, group)
+        for group in wanted - tapped.keys():
+            tap = self._taps.get(group)
+            if tap is None:
+                try:
+                    sock = _open_group(group, self.interface)
+                except (OSError, ValueError):
+                    self.stats.group_errors += 1
+                    continue
+                try:
+                    for poller in (self._poller, self._urgent):
+                        if poller is not None:
+                            poller.register(sock.fileno(), select.EPOLLIN)
+                except OSError:
+                    sock.close()
+                    self.stats.group_errors += 1
+                    continue
+                tap = self._taps[group] = _GroupTap(sock)
+                self._tap_fds[sock.fileno()] = group
+            tap.members += 1
+            tapped[group] = [tap.datagrams, tap.datagrams]
+        if not tapped:
+            self._tapped.pop(index, None)
+
+    def _untap(self, index: int, group: str) -> None:
+        tapped = self._tapped[index]
+        del tapped[group]
+        if not tapped:
+            del self._tapped[index]
+        tap = self._taps[group]
+        tap.members -= 1
+        if not tap.members:
+            del self._taps[group]
+            del self._tap_fds[tap.sock.fileno()]
+            tap.sock.close()  # which also takes it out of the epoll set
+
+    def tapped(self, index: int) -> set[str]:
+        """The groups whose taps count device ``index`` (a counting device; see the class docstring)."""
+        return set(self._tapped.get(index, ()))
+
+    def group_received(self, index: int) -> int:
+        """Datagrams the taps of device ``index``'s groups received since it was counted onto each."""
+        return sum(self._taps[group].datagrams - marks[0] for group, marks in self._tapped.get(index, {}).items())
+
+    def taps(self) -> dict[str, int]:
+        """Every open group tap: group -> datagrams it received."""
+        return {group: tap.datagrams for group, tap in self._taps.items()}
+
+    def _feed(self, index: int, now: float) -> None:
+        """Hand device ``index`` the newest packet of the stream it plays (its current broadcast's, when that comes
+        on a tapped group) that the tap received since the last hand-over (see the class docstring)."""
+        tapped = self._tapped.get(index)
+        if not tapped:
+            return
+        core = self.cores[index]
+        current = core.broadcasts.get(core.arbiter.current) if core.arbiter.current is not None else None
+        live = None if current is None else current.live
+        marks = None if live is None or live.group is None else tapped.get(live.group)
+        if live is None or marks is None:
+            return
+        tap = self._taps[live.group]  # type: ignore[index]
+        since = marks[1]
+        if tap.datagrams == since:
+            return
+        marks[1] = tap.datagrams
+        local = now * self._rates[index] + self._offsets[index]
+        fed = False
+        for ssrc in live.ssrcs:
+            newest = tap.latest.get(ssrc)
+            if newest is not None and newest[0] > since:
+                core.receive_datagram(newest[1], newest[2], local, group=live.group)
+                fed = True
+        if fed and core.timers_changed:
+            self._after(index)
+
+    async def _feed_taps(self) -> None:
+        while True:
+            await anyio.sleep(self.feed_every)
+            began = time.monotonic()
+            for n, index in enumerate(list(self._tapped)):
+                if n & 255 == 255 and time.monotonic() - began >= RECEIVE_SLICE_S:  # yield like the other loops
+                    await anyio.sleep(0)
+                    began = time.monotonic()
+                self._feed(index, time.monotonic())
+
     def scheduled_at(self, index: int) -> float | None:
         """When (host monotonic time) device ``index``'s next timer or playout will run; None: nothing due."""
         return self._scheduled[index]
 
     def groups(self, index: int) -> set[str]:
-        """The multicast groups device ``index`` has joined (none for a counting device)."""
+        """The multicast groups device ``index`` has joined (none for a counting device: see :meth:`tapped`)."""
         return set(self._groups.get(index, ()))
 
     def connecting(self) -> int:
@@ -541,6 +669,8 @@ class FleetHost:
             if index is None:
                 if fd in group_fds:
                     count += self._receive_group(fd, now)
+                elif fd in self._tap_fds:
+                    count += self._receive_tap(fd)
                 continue
             if index >= started:
                 continue
@@ -589,9 +719,39 @@ class FleetHost:
             self._after(index)
         return 1
 
+    def _receive_tap(self, fd: int) -> int:
+        """Empty the group tap ``fd`` (up to :data:`RECV_BATCH` datagrams; it carries a whole group's stream, not
+        one device's share): each datagram counted, an RTP one kept as its stream's newest. Returns how many."""
+        tap = self._taps[self._tap_fds[fd]]
+        latest = tap.latest
+        count = 0
+        for _ in range(RECV_BATCH):
+            try:
+                data, raw = tap.sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.stats.receive_errors += 1
+                continue
+            count += 1
+            tap.datagrams += 1
+            if len(data) >= 12 and data[0] & 0xC0 == 0x80 and not 192 <= data[1] <= 223:  # RTP, not RTCP
+                ssrc = int.from_bytes(data[8:12], "big")
+                if ssrc not in latest and len(latest) >= TAP_SSRCS:
+                    del latest[min(latest, key=lambda s: latest[s][0])]
+                latest[ssrc] = (tap.datagrams, data, (raw[0], raw[1]))
+        self.stats.received += count
+        self.stats.group_received += count
+        return count
+
+    def tap_sockets(self) -> list[socket.socket]:
+        """The open group taps' sockets (to read their kernel counters; not to receive from)."""
+        return [tap.sock for tap in self._taps.values()]
+
     def _drain_priority(self, urgent: Any) -> None:
         """Empty the ready sockets of the ``urgent`` epoll set: the first ``priority`` devices' (the decoding
-        ones: their audio must not wait behind thousands of counting devices) and their group sockets."""
+        ones: their audio must not wait behind thousands of counting devices), their group sockets and the group
+        taps (a whole group's stream each: read once a round like a device's socket, they would overflow)."""
         for _ in range(RECV_BATCH):
             ready = urgent.poll(0)
             if not ready or not self._receive_ready([fd for fd, _ in ready]):
@@ -613,6 +773,9 @@ class FleetHost:
             for fd in self._group_fds:
                 poller.register(fd, select.EPOLLIN)
                 urgent.register(fd, select.EPOLLIN)
+            for fd in self._tap_fds:
+                poller.register(fd, select.EPOLLIN)
+                urgent.register(fd, select.EPOLLIN)
             self._poller, self._urgent = poller, urgent
             while True:
                 await anyio.wait_readable(poller.fileno())
@@ -622,7 +785,7 @@ class FleetHost:
                     if not ready:
                         break
                     fds = [fd for fd, _ in ready]
-                    if not (self.priority or self._group_fds):
+                    if not (self.priority or self._group_fds or self._tap_fds):
                         self._receive_ready(fds)
                         continue
                     for start in range(0, len(fds), URGENT_EVERY):
@@ -650,6 +813,8 @@ class FleetHost:
                 tg.start_soon(self._timers)
                 if hasattr(select, "epoll"):
                     tg.start_soon(self._receive_epoll)
+                    if any(self._taps_groups):
+                        tg.start_soon(self._feed_taps)
                 else:  # pragma: no cover - not Linux
                     for i in range(len(self.socks)):
                         tg.start_soon(self._receive_one, i)
@@ -675,6 +840,9 @@ class FleetHost:
         for index in list(self._groups):
             for group in list(self._groups[index]):
                 self._leave(index, group)
+        for index in list(self._tapped):
+            for group in list(self._tapped[index]):
+                self._untap(index, group)
         for sock in self.socks:
             sock.close()
 

@@ -9,7 +9,8 @@ import random
 import pytest
 from click.testing import CliRunner
 
-from loa.bench.soak import Sample, SoakConfig, goals_missed, parse_gauges, soak, verdicts
+from loa.bench.soak import Sample, SoakConfig, commune_groups, goals_missed, parse_gauges, soak, verdicts
+from loa.streamer.core import parse_group
 
 
 def samples_of(rss: list[int], *, every: float = 10.0, fds: int = 40, tasks: int = 30) -> list[Sample]:
@@ -123,4 +124,43 @@ def test_a_small_soak_meets_its_goals() -> None:
     assert metrics["py_blocks_warm"] > 10_000
     assert metrics["samples"] >= 30
     assert metrics["live_frames"] > 0
+    assert metrics["fleet_rtp_received"] > 0
+
+
+def test_multicast_sends_the_live_stream_to_every_commune_and_needs_no_filter() -> None:
+    config = SoakConfig(devices=10_000, communes=20, multicast=True)
+    assert (config.live_count(), config.live_members(), config.keep(), config.watchdog_ms()) == (20, 10_000, 1, 5000)
+    assert SoakConfig(devices=10_000, communes=20, multicast=True, live_communes=2).live_members() == 1000
+    assert SoakConfig(devices=10_000, multicast=True, rtp_keep=8).keep() == 8
+
+
+def test_every_commune_gets_its_own_multicast_group() -> None:
+    communes = [f"C{c:02d}" for c in range(20)]
+    groups = commune_groups(communes)
+    assert list(groups) == communes
+    addresses = [parse_group(group) for group in groups.values()]  # ValueError if one were not a group
+    assert len({host for host, _ in addresses}) == 20
+    assert all(host.startswith("239.255.") and 0 < port < 65536 for host, port in addresses)
+
+
+@pytest.mark.e2e
+def test_a_small_soak_over_multicast_brings_every_device_back_from_its_group() -> None:
+    """As above with ``--multicast``: the stream and the alerts reach the devices through their communes' groups
+    only (no RTP filter, nothing by unicast), and every device back on the live stream after each alert is on it
+    from its group."""
+    result = CliRunner().invoke(soak, ["--json", "--devices", "30", "--minutes", "0.6", "--warmup-minutes", "0.2",
+                                       "--alert-every", "12", "--alert-seconds", "3", "--sample-every", "1",
+                                       "--read-rate", "3", "--multicast"])
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.output
+    metrics = json.loads(lines[-1])["metrics"]
+    assert result.exit_code == 0, (result.output[-2000:], metrics)
+    assert metrics["goals_missed"] == 0
+    assert metrics["multicast"] is True
+    assert (metrics["groups"], metrics["live_communes"], metrics["live_devices"], metrics["rtp_keep"]) == (3, 3, 30, 1)
+    assert metrics["alerts"] >= 2
+    assert metrics["live_resumed_min_fraction"] == 1.0
+    assert metrics["live_resumed_from_group_min"] == 30  # every device back on the live stream came by its group
+    assert metrics["group_errors"] == 0
+    assert metrics["group_pps"] >= 3 * 50 * 0.9  # the live stream on three groups, 50 packets/s each
     assert metrics["fleet_rtp_received"] > 0
