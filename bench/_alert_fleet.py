@@ -41,7 +41,8 @@ import anyio
 from loa.devices.content import MemoryStore
 from loa.devices.core import Address, SpeakerCore
 from loa.devices.fleet import raise_open_file_limit
-from loa.devices.runner import FleetHost, run
+from loa.devices.fleet_host import FleetHost
+from loa.devices.runner import run
 from loa.devices.simclock import SimulatedClock
 from loa.devices.sinks import CounterSink
 from loa.protocol.connection import Connected, ConnectionEvent, Received

@@ -31,7 +31,8 @@ from typing import Any
 import anyio
 
 from loa.devices.fleet import build_fleet, load_fleet_keys, raise_open_file_limit
-from loa.devices.runner import FleetHost, run
+from loa.devices.fleet_host import FleetHost
+from loa.devices.runner import run
 from loa.protocol.control import ConfigValues
 
 POLL_S = 0.02

@@ -49,7 +49,8 @@ import anyio
 
 from loa.bench._alert_fleet import device_keys
 from loa.devices.fleet import build_fleet, raise_open_file_limit
-from loa.devices.runner import FEED_EVERY_S, FleetHost, run
+from loa.devices.fleet_host import FEED_EVERY_S, FleetHost
+from loa.devices.runner import run
 from loa.protocol.control import ConfigValues
 from loa.streamer.sockfilter import kernel_drops
 

@@ -2,7 +2,7 @@
 
 The streamer service (:class:`~loa.streamer.service.StreamerService`, asyncio with uvloop, the default socket
 buffers of ``loa streamer``) runs in this process on 127.0.0.1 with ``--devices`` enrolled devices. The fleet (the
-reference device code of ``loa fleet``: :class:`~loa.devices.runner.FleetHost`, one socket and session each; the
+reference device code of ``loa fleet``: :class:`~loa.devices.fleet_host.FleetHost`, one socket and session each; the
 first ``--full`` decode and play, the rest count packets) runs in a child process (``python -m loa.bench.flood
 fleet``). The fleet and the flooder each run in a session of their own, as they would on machines of their own
 (on Linux with autogroup scheduling a session is a scheduling group with its own share of the processor, whatever
@@ -71,7 +71,8 @@ from loa.cli import UserError
 from loa.devices.content import MemoryStore
 from loa.devices.core import Address, SpeakerCore
 from loa.devices.fleet import FleetError, raise_open_file_limit
-from loa.devices.runner import FleetHost, run
+from loa.devices.fleet_host import FleetHost
+from loa.devices.runner import run
 from loa.devices.simclock import SimulatedClock
 from loa.devices.sinks import CounterSink
 from loa.protocol.alert import key_id

@@ -4,9 +4,10 @@ from loa.devices.content import ContentStore, DirectoryStore, MemoryStore, Progr
 from loa.devices.core import DeviceStatistics, SpeakerCore
 from loa.devices.discovery import DiscoveryError, discover_server
 from loa.devices.fleet import FleetError, build_fleet, load_fleet_keys
+from loa.devices.fleet_host import FleetHost
 from loa.devices.identity import IdentityError, load_or_create_key, parse_key
 from loa.devices.playout import PlayoutEntry, PlayoutLog
-from loa.devices.runner import DeviceRunner, FleetHost
+from loa.devices.runner import DeviceRunner
 from loa.devices.settings import Settings
 from loa.devices.simclock import SimulatedClock
 from loa.devices.simnode import SimulatedDevice, TrueTimeSink

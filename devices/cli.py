@@ -200,7 +200,8 @@ def fleet(
 ) -> None:
     """Simulate COUNT devices in one process, each with its own key, session, socket and clock."""
     from loa.devices.fleet import FleetError, build_fleet, fleet_summary, load_fleet_keys, raise_open_file_limit
-    from loa.devices.runner import FleetHost, run
+    from loa.devices.fleet_host import FleetHost
+    from loa.devices.runner import run
 
     server_public = _server_key(server_key)
     authorities = _authority_keys(authority)

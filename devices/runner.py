@@ -3,9 +3,9 @@
 :class:`DeviceRunner` runs one device on its own non-blocking UDP socket: a receive loop drains the socket into
 the core, a timer loop honours ``next_timeout()``, a playout loop honours ``next_playout()``, and every loop
 sends what the core queued to the server address. It runs on trio and on asyncio (uvloop where installed):
-:func:`run` picks the backend. :class:`FleetHost` runs thousands of devices in one task group with one socket
-each: on Linux a single ``epoll`` object, itself waited on by anyio, tells which sockets have data, and one heap
-of deadlines drives every device's timers, so the cost grows with traffic, not with the number of tasks.
+:func:`run` picks the backend. :class:`~loa.devices.fleet_host.FleetHost` runs thousands of devices in one task
+group with one socket each, on this module's socket helpers (:func:`open_udp_socket`, :func:`open_group`,
+:func:`send_all`, :func:`arrival_time`).
 
 IP multicast (PROTOCOL.md section 5.7): a device joins the groups its core wants (``SpeakerCore.groups()``) with
 one socket per group, and hands what arrives there to the core with ``group=``. The membership is taken on the
@@ -26,16 +26,14 @@ the way out. Datagrams already handed to the kernel may or may not have been sen
 from __future__ import annotations
 
 import contextlib
-import heapq
 import ipaddress
 import math
-import select
 import socket
 import struct
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -44,20 +42,15 @@ from anyio.abc import TaskGroup
 from loa.devices.core import Address, SpeakerCore
 from loa.devices.simclock import SimulatedClock
 
-__all__ = ["DeviceRunner", "FleetHost", "IoStatistics", "group_interface", "open_udp_socket", "realtime_offset",
+__all__ = ["DeviceRunner", "IoStatistics", "group_interface", "open_group", "open_udp_socket", "realtime_offset",
            "run"]
 
 RECV_BATCH = 256  # datagrams taken from one socket before the loop yields
-RECEIVE_SLICE_S = 0.005  # the fleet's receive loop yields to its timers at least this often
-URGENT_EVERY = 32  # datagrams of a fleet's receive round between two looks at the decoding devices' sockets
-WINDOW_POLL_S = 0.05  # how often the starter counts the devices still connecting
 SEND_WAIT_S = 0.05
-FEED_EVERY_S = 0.25  # how often, by default, a group tap hands its counting devices the newest packet they play
-TAP_SSRCS = 64  # streams a group tap remembers the newest packet of (the oldest is forgotten first)
 MAX_DATAGRAM = 2048
 # SO_TIMESTAMPNS (asm-generic/socket.h; Python does not name it): a struct timespec of the wall clock per datagram
 SO_TIMESTAMPNS: int | None = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
-_TIMESTAMP_SPACE = socket.CMSG_SPACE(16)  # one struct timespec
+TIMESTAMP_SPACE = socket.CMSG_SPACE(16)  # one struct timespec
 _TIMESPEC = struct.Struct("@qq")
 
 
@@ -75,7 +68,7 @@ def realtime_offset() -> int:
     return best[1]
 
 
-def _arrival(ancillary: list[tuple[int, int, bytes]], offset: int, default: float) -> float:
+def arrival_time(ancillary: list[tuple[int, int, bytes]], offset: int, default: float) -> float:
     """The kernel's receive time of a datagram, in host monotonic seconds (``default`` if it gave none)."""
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
@@ -114,7 +107,7 @@ def _address(raw: Any) -> Address:
     return (str(raw[0]).split("%")[0], int(raw[1]))
 
 
-def _send_all(sock: socket.socket, core: SpeakerCore, server: Address, stats: IoStatistics) -> list[bytes]:
+def send_all(sock: socket.socket, core: SpeakerCore, server: Address, stats: IoStatistics) -> list[bytes]:
     """Send what the core queued; returns what would block (to retry after waiting for writability)."""
     pending = core.datagrams_to_send()
     for i, data in enumerate(pending):
@@ -180,7 +173,7 @@ class DeviceRunner:
         self._changed = anyio.Event()
 
     async def _flush(self) -> None:
-        self._backlog += _send_all(self.sock, self.core, self.server, self.stats)
+        self._backlog += send_all(self.sock, self.core, self.server, self.stats)
         for _ in range(8):  # bounded: a socket that stays full loses the rest
             if not self._backlog:
                 return
@@ -248,7 +241,7 @@ class DeviceRunner:
             if self._task_group is None:
                 return
             try:
-                self._groups[group] = _open_group(group, self.interface)
+                self._groups[group] = open_group(group, self.interface)
             except (OSError, ValueError):
                 self.stats.group_errors += 1
                 continue
@@ -294,7 +287,7 @@ def group_interface(bind_host: str | None) -> str:
     return str(address) if address.version == 4 and not address.is_unspecified else ANY_INTERFACE
 
 
-def _open_group(group: str, interface: str = ANY_INTERFACE) -> socket.socket:
+def open_group(group: str, interface: str = ANY_INTERFACE) -> socket.socket:
     """A non-blocking socket that receives the IPv4 multicast group ``"a.b.c.d:port"``, joined on the interface
     of the local IPv4 address ``interface``. ValueError for a malformed or IPv6 group (the reference device joins
     IPv4 groups only), OSError when the kernel refuses (no such interface, the port in use without
@@ -316,535 +309,6 @@ def _open_group(group: str, interface: str = ANY_INTERFACE) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-@dataclass(slots=True)
-class _GroupTap:
-    """One shared socket on a multicast group for all of a :class:`FleetHost`'s counting devices."""
-
-    sock: socket.socket
-    members: int = 0  # counting devices tapping it
-    datagrams: int = 0  # received on it so far
-    latest: dict[int, tuple[int, bytes, Address]] = field(default_factory=dict)  # SSRC -> (number, packet, source)
-
-
-@dataclass(order=True, slots=True)
-class _Due:
-    at: float  # true (host monotonic) time
-    index: int = field(compare=False)
-
-
-class FleetHost:
-    """Many devices in one event loop, one socket each (see the module docstring).
-
-    ``devices`` are ``(core, clock)`` pairs; ``start_rate`` devices are started per second (a province does not
-    power up at once, and a server under a burst answers with cookies), and no more than ``max_connecting``
-    started devices are without a session at any time (default: two seconds' worth at ``start_rate``, at
-    least 64). The window matters only when this process falls behind: one process doing the handshakes of
-    thousands of devices, each retrying every 5 s as the protocol says, would otherwise spend itself on retries
-    whose answers come back too late to count, where real devices each have a processor of their own.
-    ``on_tick`` is called every ``tick`` seconds (status lines). The receive loop takes one datagram from each
-    ready socket per round and yields to the timers every few milliseconds; the sockets of the first
-    ``priority`` devices (those that decode), and their group sockets, are emptied every :data:`URGENT_EVERY`
-    datagrams of a round (a second ``epoll`` set of just those sockets says which have data), so that their
-    audio, and the ``join`` that has them take a group, do not queue behind the counting devices: a round can
-    hold hundreds of alert verifications. Their timers (playout among them) likewise run before the others' in
-    each round of the timer loop. :attr:`stats` keeps how late the timers ran at worst (``timer_lag_max_s``,
-    and ``priority_timer_lag_max_s`` for the decoding devices): a device of its own would never lag, so this is
-    the host falling behind.
-
-    ``timestamps``: the kernel stamps every datagram as it arrives (``SO_TIMESTAMPNS``) and :attr:`arrival`
-    holds that time, on the host's monotonic clock, while the datagram is handed to its device. One process
-    does the work of many devices one after another; the stamp says when each device would have started on it
-    had it its own processor (benchmarks add the device's own processing time to it). Each device also gets it,
-    on its own clock, as ``received_at``: its clock exchanges take t4 from the kernel's stamp, not from when this
-    process came round to it. The wall-clock offset used for the conversion is read again at every tick;
-    :attr:`offset_change_ns` is the largest change seen.
-
-    Multicast: the devices that decode (not ``count_only``) join the groups their core wants, as
-    :class:`DeviceRunner` does (on the interface of ``bind_host``, see the module docstring): one socket per device
-    and group, kept in step with ``core.groups()`` whenever the device has handled something that moved its timers
-    (a ``join`` or ``leave`` does), registered in the same ``epoll``, emptied with the decoding devices' own sockets
-    (above), closed on leave and by :meth:`close`. Counting devices say ``multicast`` in ``hello`` like every
-    reference device, so the server sends their zone's stream to the group and not to them, but they do not join it
-    each: ten thousand memberships on one host would have the kernel copy every frame ten thousand times into this
-    one process, the very load a group spares the server. Without ``taps`` they count no media in a zone with a
-    group (their watchdog sees a silent stream). With ``taps`` the host holds one socket per group for all of them,
-    a *group tap* (a simulation shortcut: real devices each receive their own copy). A counting device that wants a
-    group (``core.groups()``, kept in step as for the decoding devices) is counted onto its tap with a snapshot of
-    the tap's count; :meth:`group_received` is what the tap received since, one count per datagram whatever the
-    number of devices. Every ``feed_every`` seconds (:data:`FEED_EVERY_S`) the host hands each tapped device,
-    through its ordinary counting path (``receive_datagram`` from the packet's real source, with ``group=``), the
-    newest packet of the stream it plays (its current broadcast's, when that comes on a group) that the tap received
-    since the last hand-over: its watchdog, its ``state`` (``ip``) and its counters see the group stream as they see
-    a filtered unicast stream, one packet per ``feed_every`` (one in 12 of 20 ms frames by default), the others
-    counted as sequence gaps; a broadcast waiting behind the current one is not fed. A tap does not check per-device
-    delivery: a datagram the tap lost is lost to every device and one it got counts for every device tapping it (no
-    per-device loss, order or timing on the group), and nothing checks a device's own kernel membership; what it
-    checks is that the server sent the stream to the group each device was told in its ``join``, while the device
-    wanted it. Groups are joined only where ``epoll`` exists (Linux).
-    """
-
-    def __init__(self, devices: Sequence[tuple[SpeakerCore, SimulatedClock]], server: Address, *,
-                 bind_host: str | None = None, start_rate: float = 200.0, priority: int = 0,
-                 timestamps: bool = False, max_connecting: int | None = None, taps: bool = False,
-                 feed_every: float = FEED_EVERY_S) -> None:
-        self.server = server
-        self.feed_every = feed_every
-        self.max_connecting = max(64, int(2 * start_rate)) if max_connecting is None else max(1, max_connecting)
-        self.cores = [core for core, _ in devices]
-        self.clocks = [clock for _, clock in devices]
-        self.socks: list[socket.socket] = []
-        self.priority = max(0, min(priority, len(self.cores)))
-        self.timestamps = timestamps and SO_TIMESTAMPNS is not None
-        self.arrival = 0.0
-        self._realtime_offset = realtime_offset() if self.timestamps else 0
-        self.offset_change_ns = 0  # the largest change of that offset seen (the wall clock slewed or stepped)
-        self._groups: dict[int, dict[str, socket.socket]] = {}  # device index -> group -> its socket
-        self._group_fds: dict[int, tuple[int, str]] = {}  # a group socket's fd -> (device index, group)
-        self._taps: dict[str, _GroupTap] = {}  # the counting devices' group taps, by group
-        self._tap_fds: dict[int, str] = {}  # a tap's fd -> its group
-        self._tapped: dict[int, dict[str, list[int]]] = {}  # device -> group -> [tap count at join, at last feed]
-        self._poller: Any = None  # the receive loop's epoll object while it runs
-        self._urgent: Any = None  # and its set of the decoding devices' sockets (see the class docstring)
-        try:
-            for core, clock in devices:
-                sock = open_udp_socket(server, bind_host)
-                self.socks.append(sock)
-                if SO_TIMESTAMPNS is not None and self.timestamps:
-                    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-                core.log.true_time = clock.true
-        except OSError:
-            self.close()
-            raise
-        self._by_fd = {sock.fileno(): i for i, sock in enumerate(self.socks)}
-        self.interface = group_interface(self.socks[0].getsockname()[0] if self.socks else bind_host)
-        joins = hasattr(select, "epoll")
-        self._joins_groups = [joins and not core.count_only for core in self.cores]
-        self._taps_groups = [joins and taps and core.count_only for core in self.cores]
-        self._rates = [clock.rate for clock in self.clocks]  # SimulatedClock.local, unrolled for the hot path
-        self._offsets = [clock.offset_s for clock in self.clocks]
-        self.stats = IoStatistics()
-        self.start_rate = start_rate
-        self.started = 0
-        self._heap: list[_Due] = []
-        self._priority_heap: list[_Due] = []  # the decoding devices' timers, run before the others' (see _timers)
-        self._scheduled: list[float | None] = [None] * len(self.cores)
-        self._changed = anyio.Event()
-
-    def _schedule(self, index: int) -> None:
-        local = self.cores[index].next_event()
-        at = None if local is None else self.clocks[index].true(local)
-        if at == self._scheduled[index]:
-            return
-        self._scheduled[index] = at
-        if at is not None:
-            heap = self._priority_heap if index < self.priority else self._heap
-            heapq.heappush(heap, _Due(at, index))
-            if heap[0].index == index:
-                self._changed.set()
-                self._changed = anyio.Event()
-
-    def _after(self, index: int) -> None:
-        _send_all(self.socks[index], self.cores[index], self.server, self.stats)
-        if self._joins_groups[index]:
-            self._sync_groups(index)
-        elif self._taps_groups[index]:
-            self._sync_taps(index)
-        self._schedule(index)
-
-    def _sync_groups(self, index: int) -> None:
-        """Join and leave so that device ``index`` (a decoding one) holds exactly the groups its core wants."""
-        wanted = self.cores[index].groups()
-        joined = self._groups.get(index)
-        if not wanted and not joined:
-            return
-        joined = self._groups.setdefault(index, {})
-        for group in [g for g in joined if g not in wanted]:
-            self._leave(index, group)
-        for group in wanted - joined.keys():
-            try:
-                sock = _open_group(group, self.interface)
-            except (OSError, ValueError):
-                self.stats.group_errors += 1
-                continue
-            try:
-                if self.timestamps and SO_TIMESTAMPNS is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-                for poller in (self._poller, self._urgent):
-                    if poller is not None:
-                        poller.register(sock.fileno(), select.EPOLLIN)
-            except OSError:
-                sock.close()
-                self.stats.group_errors += 1
-                continue
-            joined[group] = sock
-            self._group_fds[sock.fileno()] = (index, group)
-
-    def _leave(self, index: int, group: str) -> None:
-        sock = self._groups[index].pop(group)
-        del self._group_fds[sock.fileno()]
-        sock.close()  # which also takes it out of the epoll set
-
-    def _sync_taps(self, index: int) -> None:
-        """Count device ``index`` (a counting one) onto exactly the taps of the groups its core wants, opening a
-        tap for its first device and closing it after its last."""
-        wanted = self.cores[index].groups()
-        tapped = self._tapped.get(index)
-        if not wanted and not tapped:
-            return
-        tapped = self._tapped.setdefault(index, {})
-        for group in [g for g in tapped if g not in wanted]:
-            self._untap(index, group)
-        for group in wanted - tapped.keys():
-            tap = self._taps.get(group)
-            if tap is None:
-                try:
-                    sock = _open_group(group, self.interface)
-                except (OSError, ValueError):
-                    self.stats.group_errors += 1
-                    continue
-                try:
-                    for poller in (self._poller, self._urgent):
-                        if poller is not None:
-                            poller.register(sock.fileno(), select.EPOLLIN)
-                except OSError:
-                    sock.close()
-                    self.stats.group_errors += 1
-                    continue
-                tap = self._taps[group] = _GroupTap(sock)
-                self._tap_fds[sock.fileno()] = group
-            tap.members += 1
-            tapped[group] = [tap.datagrams, tap.datagrams]
-        if not tapped:
-            self._tapped.pop(index, None)
-
-    def _untap(self, index: int, group: str) -> None:
-        tapped = self._tapped[index]
-        del tapped[group]
-        if not tapped:
-            del self._tapped[index]
-        tap = self._taps[group]
-        tap.members -= 1
-        if not tap.members:
-            del self._taps[group]
-            del self._tap_fds[tap.sock.fileno()]
-            tap.sock.close()  # which also takes it out of the epoll set
-
-    def tapped(self, index: int) -> set[str]:
-        """The groups whose taps count device ``index`` (a counting device; see the class docstring)."""
-        return set(self._tapped.get(index, ()))
-
-    def group_received(self, index: int) -> int:
-        """Datagrams the taps of device ``index``'s groups received since it was counted onto each."""
-        return sum(self._taps[group].datagrams - marks[0] for group, marks in self._tapped.get(index, {}).items())
-
-    def taps(self) -> dict[str, int]:
-        """Every open group tap: group -> datagrams it received."""
-        return {group: tap.datagrams for group, tap in self._taps.items()}
-
-    def _feed(self, index: int, now: float) -> None:
-        """Hand device ``index`` the newest packet of the stream it plays (its current broadcast's, when that comes
-        on a tapped group) that the tap received since the last hand-over (see the class docstring)."""
-        tapped = self._tapped.get(index)
-        if not tapped:
-            return
-        core = self.cores[index]
-        current = core.broadcasts.get(core.arbiter.current) if core.arbiter.current is not None else None
-        live = None if current is None else current.live
-        marks = None if live is None or live.group is None else tapped.get(live.group)
-        if live is None or marks is None:
-            return
-        tap = self._taps[live.group]  # type: ignore[index]
-        since = marks[1]
-        if tap.datagrams == since:
-            return
-        marks[1] = tap.datagrams
-        local = now * self._rates[index] + self._offsets[index]
-        fed = False
-        for ssrc in live.ssrcs:
-            newest = tap.latest.get(ssrc)
-            if newest is not None and newest[0] > since:
-                core.receive_datagram(newest[1], newest[2], local, group=live.group)
-                fed = True
-        if fed and core.timers_changed:
-            self._after(index)
-
-    async def _feed_taps(self) -> None:
-        while True:
-            await anyio.sleep(self.feed_every)
-            began = time.monotonic()
-            for n, index in enumerate(list(self._tapped)):
-                if n & 255 == 255 and time.monotonic() - began >= RECEIVE_SLICE_S:  # yield like the other loops
-                    await anyio.sleep(0)
-                    began = time.monotonic()
-                self._feed(index, time.monotonic())
-
-    def scheduled_at(self, index: int) -> float | None:
-        """When (host monotonic time) device ``index``'s next timer or playout will run; None: nothing due."""
-        return self._scheduled[index]
-
-    def groups(self, index: int) -> set[str]:
-        """The multicast groups device ``index`` has joined (none for a counting device: see :meth:`tapped`)."""
-        return set(self._groups.get(index, ()))
-
-    def connecting(self) -> int:
-        """Started devices without a session."""
-        return sum(not core.conn.connected for core in self.cores[: self.started])
-
-    async def _starter(self) -> None:
-        begin = time.monotonic()
-        connecting, counted_at = 0, -math.inf
-        for i, core in enumerate(self.cores):
-            wait = begin + i / self.start_rate - time.monotonic()
-            if wait > 0:
-                await anyio.sleep(wait)
-            if i >= self.max_connecting:
-                if time.monotonic() - counted_at >= WINDOW_POLL_S:  # a count costs a pass over the started devices
-                    connecting, counted_at = self.connecting(), time.monotonic()
-                while connecting >= self.max_connecting:
-                    await anyio.sleep(WINDOW_POLL_S)
-                    connecting, counted_at = self.connecting(), time.monotonic()
-                    begin = max(begin, time.monotonic() - i / self.start_rate)  # no burst after a pause
-                connecting += 1
-            core.start(self.clocks[i].local(time.monotonic()))
-            self.started += 1
-            self._after(i)
-
-    def _run_due(self, heap: list[_Due], now: float, until: float) -> int:
-        """Run the entries of ``heap`` due by ``now`` in time order, until the clock passes ``until``."""
-        handled = 0
-        lag = 0.0
-        while heap and heap[0].at <= now and (handled & 63 or time.monotonic() < until):
-            due = heapq.heappop(heap)
-            if self._scheduled[due.index] != due.at:
-                continue  # superseded
-            self._scheduled[due.index] = None
-            lag = max(lag, now - due.at)
-            self.cores[due.index].advance(self.clocks[due.index].local(now))
-            self._after(due.index)
-            handled += 1
-        stats = self.stats
-        if heap is self._priority_heap:
-            stats.priority_timer_lag_max_s = max(stats.priority_timer_lag_max_s, lag)
-        stats.timer_lag_max_s = max(stats.timer_lag_max_s, lag)
-        return handled
-
-    async def _timers(self) -> None:
-        while True:
-            now = time.monotonic()
-            # Bounded in time like the receive loop's slices, so that neither starves the other: the answers
-            # devices wait for (handshake responses, clock probes) must not queue behind thousands of timers.
-            # The decoding devices' timers go first: when the host falls behind (an alert makes every device
-            # verify a signature at once), their playout must not wait behind the counting devices' timers.
-            until = now + RECEIVE_SLICE_S
-            handled = self._run_due(self._priority_heap, now, until)
-            handled += self._run_due(self._heap, now, until)
-            if handled:
-                await anyio.sleep(0)
-                continue
-            changed = self._changed
-            tops = [heap[0].at for heap in (self._priority_heap, self._heap) if heap]
-            delay = min(tops) - time.monotonic() if tops else math.inf
-            with anyio.move_on_after(max(0.0, delay)):
-                await changed.wait()
-
-    def _receive_ready(self, fds: list[int] | range, *, indexes: bool = False) -> int:
-        """One datagram from each ready socket (epoll is level-triggered: a socket with more is ready again), so
-        the common case costs one ``recvfrom`` and no ``EAGAIN``. ``indexes``: ``fds`` are device indexes.
-
-        With ``timestamps``, :attr:`arrival` is set, before each datagram is handed to its device, to the time
-        the kernel received it (``SO_TIMESTAMPNS``, moved from the wall clock to the host's monotonic clock);
-        otherwise to the time of this round."""
-        stats, socks, cores, by_fd, started = self.stats, self.socks, self.cores, self._by_fd, self.started
-        rates, offsets = self._rates, self._offsets
-        now = time.monotonic()  # one reading per round: what arrived together is stamped together
-        self.arrival = now
-        stamped = self.timestamps
-        offset = self._realtime_offset
-        group_fds = self._group_fds
-        count = 0
-        for fd in fds:
-            index = fd if indexes else by_fd.get(fd)
-            if index is None:
-                if fd in group_fds:
-                    count += self._receive_group(fd, now)
-                elif fd in self._tap_fds:
-                    count += self._receive_tap(fd)
-                continue
-            if index >= started:
-                continue
-            try:
-                if stamped:
-                    data, ancillary, _, raw = socks[index].recvmsg(MAX_DATAGRAM, _TIMESTAMP_SPACE)
-                    self.arrival = _arrival(ancillary, offset, now)
-                    cores[index].received_at = self.arrival * rates[index] + offsets[index]
-                else:
-                    data, raw = socks[index].recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                stats.receive_errors += 1
-                continue
-            stats.received += 1
-            count += 1
-            core = cores[index]
-            core.receive_datagram(data, (raw[0], raw[1]), now * rates[index] + offsets[index])
-            if core.timers_changed:  # a counted media packet changes nothing that needs sending or scheduling
-                self._after(index)
-        return count
-
-    def _receive_group(self, fd: int, now: float) -> int:
-        """One datagram from the group socket ``fd`` (0 if it had none), handed to its device with ``group=``;
-        :attr:`arrival` as in :meth:`_receive_ready`."""
-        index, group = self._group_fds[fd]
-        sock, core, stats = self._groups[index][group], self.cores[index], self.stats
-        self.arrival = now
-        try:
-            if self.timestamps:
-                data, ancillary, _, raw = sock.recvmsg(MAX_DATAGRAM, _TIMESTAMP_SPACE)
-                self.arrival = _arrival(ancillary, self._realtime_offset, now)
-                core.received_at = self.arrival * self._rates[index] + self._offsets[index]
-            else:
-                data, raw = sock.recvfrom(MAX_DATAGRAM)
-        except (BlockingIOError, InterruptedError):
-            return 0
-        except OSError:
-            stats.receive_errors += 1
-            return 0
-        stats.received += 1
-        stats.group_received += 1
-        core.receive_datagram(data, (raw[0], raw[1]), now * self._rates[index] + self._offsets[index], group=group)
-        if core.timers_changed:
-            self._after(index)
-        return 1
-
-    def _receive_tap(self, fd: int) -> int:
-        """Empty the group tap ``fd`` (up to :data:`RECV_BATCH` datagrams; it carries a whole group's stream, not
-        one device's share): each datagram counted, an RTP one kept as its stream's newest. Returns how many."""
-        tap = self._taps[self._tap_fds[fd]]
-        latest = tap.latest
-        count = 0
-        for _ in range(RECV_BATCH):
-            try:
-                data, raw = tap.sock.recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self.stats.receive_errors += 1
-                continue
-            count += 1
-            tap.datagrams += 1
-            if len(data) >= 12 and data[0] & 0xC0 == 0x80 and not 192 <= data[1] <= 223:  # RTP, not RTCP
-                ssrc = int.from_bytes(data[8:12], "big")
-                if ssrc not in latest and len(latest) >= TAP_SSRCS:
-                    del latest[min(latest, key=lambda s: latest[s][0])]
-                latest[ssrc] = (tap.datagrams, data, (raw[0], raw[1]))
-        self.stats.received += count
-        self.stats.group_received += count
-        return count
-
-    def tap_sockets(self) -> list[socket.socket]:
-        """The open group taps' sockets (to read their kernel counters; not to receive from)."""
-        return [tap.sock for tap in self._taps.values()]
-
-    def _drain_priority(self, urgent: Any) -> None:
-        """Empty the ready sockets of the ``urgent`` epoll set: the first ``priority`` devices' (the decoding
-        ones: their audio must not wait behind thousands of counting devices), their group sockets and the group
-        taps (a whole group's stream each: read once a round like a device's socket, they would overflow)."""
-        for _ in range(RECV_BATCH):
-            ready = urgent.poll(0)
-            if not ready or not self._receive_ready([fd for fd, _ in ready]):
-                return
-
-    def _refresh_offset(self) -> None:
-        if self.timestamps:
-            offset = realtime_offset()
-            self.offset_change_ns = max(self.offset_change_ns, abs(offset - self._realtime_offset))
-            self._realtime_offset = offset
-
-    async def _receive_epoll(self) -> None:
-        poller, urgent = select.epoll(), select.epoll()
-        try:
-            for sock in self.socks:
-                poller.register(sock.fileno(), select.EPOLLIN)
-            for sock in self.socks[: self.priority]:
-                urgent.register(sock.fileno(), select.EPOLLIN)
-            for fd in self._group_fds:
-                poller.register(fd, select.EPOLLIN)
-                urgent.register(fd, select.EPOLLIN)
-            for fd in self._tap_fds:
-                poller.register(fd, select.EPOLLIN)
-                urgent.register(fd, select.EPOLLIN)
-            self._poller, self._urgent = poller, urgent
-            while True:
-                await anyio.wait_readable(poller.fileno())
-                began = time.monotonic()
-                while time.monotonic() - began < RECEIVE_SLICE_S:  # bounded: yield to the timers between slices
-                    ready = poller.poll(0, 512)
-                    if not ready:
-                        break
-                    fds = [fd for fd, _ in ready]
-                    if not (self.priority or self._group_fds or self._tap_fds):
-                        self._receive_ready(fds)
-                        continue
-                    for start in range(0, len(fds), URGENT_EVERY):
-                        self._receive_ready(fds[start:start + URGENT_EVERY])
-                        self._drain_priority(urgent)
-                await anyio.sleep(0)
-        finally:
-            self._poller = self._urgent = None
-            poller.close()
-            urgent.close()
-
-    async def _receive_one(self, index: int) -> None:
-        sock = self.socks[index]
-        while True:
-            await anyio.wait_readable(sock)
-            for _ in range(RECV_BATCH):
-                if not self._receive_ready([sock.fileno()]):
-                    break
-
-    async def run(self, *, duration: float | None = None, tick: float = 5.0,
-                  on_tick: Callable[[FleetHost], Awaitable[None] | None] | None = None) -> None:
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._starter)
-                tg.start_soon(self._timers)
-                if hasattr(select, "epoll"):
-                    tg.start_soon(self._receive_epoll)
-                    if any(self._taps_groups):
-                        tg.start_soon(self._feed_taps)
-                else:  # pragma: no cover - not Linux
-                    for i in range(len(self.socks)):
-                        tg.start_soon(self._receive_one, i)
-                deadline = None if duration is None else time.monotonic() + duration
-                while deadline is None or time.monotonic() < deadline:
-                    step = tick if deadline is None else min(tick, deadline - time.monotonic())
-                    await anyio.sleep(max(0.0, step))
-                    self._refresh_offset()
-                    if on_tick is not None:
-                        result = on_tick(self)
-                        if result is not None:
-                            await result
-                tg.cancel_scope.cancel()
-        finally:
-            for i, core in enumerate(self.cores[: self.started]):
-                with contextlib.suppress(OSError):
-                    core.close()
-                    for data in core.datagrams_to_send():
-                        self.socks[i].sendto(data, self.server)
-            self.close()
-
-    def close(self) -> None:
-        for index in list(self._groups):
-            for group in list(self._groups[index]):
-                self._leave(index, group)
-        for index in list(self._tapped):
-            for group in list(self._tapped[index]):
-                self._untap(index, group)
-        for sock in self.socks:
-            sock.close()
 
 
 def run(main: Callable[[], Awaitable[None]], backend: str = "trio") -> None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from loa.bench._alert_fleet import build, diagnose, read_udp_drops, udp_drops
 from loa.bench.alert import CAUSES, _run_count, alert, classify_slow, free_group, slow_indexes
 from loa.devices.fleet import raise_open_file_limit
-from loa.devices.runner import FleetHost
+from loa.devices.fleet_host import FleetHost
 
 
 @pytest.mark.e2e

@@ -16,8 +16,9 @@ from serverdriver import TestServer, tone_payloads
 
 from loa.devices.cli import device, fleet
 from loa.devices.core import SpeakerCore
+from loa.devices.fleet_host import FleetHost
 from loa.devices.identity import encode_key
-from loa.devices.runner import DeviceRunner, FleetHost, realtime_offset
+from loa.devices.runner import DeviceRunner, realtime_offset
 from loa.devices.simclock import SimulatedClock
 from loa.protocol.noise import x25519_public
 

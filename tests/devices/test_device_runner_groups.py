@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from loa.bench.alert import free_group
 from loa.devices.core import SpeakerCore
-from loa.devices.runner import ANY_INTERFACE, FleetHost, _open_group, group_interface
+from loa.devices.fleet_host import FleetHost
+from loa.devices.runner import ANY_INTERFACE, group_interface, open_group
 from loa.devices.simclock import SimulatedClock
 from loa.protocol.noise import x25519_public
 from loa.streamer.core import StreamerCore
@@ -52,14 +53,14 @@ def test_groups_are_joined_on_the_interface_of_a_specific_ipv4_bind(bind_host: s
 ])
 def test_a_group_that_is_not_an_ipv4_multicast_address_and_port_is_refused(group: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the messages differ by cause; the type is the contract
-        _open_group(group, "127.0.0.1")
+        open_group(group, "127.0.0.1")
 
 
 @given(st.text(max_size=40))
 def test_any_text_as_a_group_is_refused_with_value_error_or_opened(text: str) -> None:
     """Whatever a server names as a group, joining it raises ValueError or OSError, or gives a socket."""
     try:
-        sock = _open_group(text, "127.0.0.1")
+        sock = open_group(text, "127.0.0.1")
     except (ValueError, OSError):
         return
     assert isinstance(sock, socket.socket)

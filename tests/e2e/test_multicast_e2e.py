@@ -2,7 +2,7 @@
 A sends a live programme once per packet to the group; reference devices that say ``multicast`` in ``hello`` join
 it on the interface of their own bind address (127.0.0.1) and play it, a device without the capability gets it by
 unicast, and the broadcast's fan-out holds the group and that one device only. The same for a
-:class:`~loa.devices.runner.FleetHost`: its decoding devices join and play, its counting devices do not join, and
+:class:`~loa.devices.fleet_host.FleetHost`: its decoding devices join and play, its counting devices do not join, and
 nobody gets the stream by unicast."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from _site import SAMPLE_RATE, Site, frame_counts, read_wav, wait_for, windowed_
 from loa.bench.alert import free_group
 from loa.devices.content import MemoryStore
 from loa.devices.core import DEFAULT_CAPS, SpeakerCore
-from loa.devices.runner import FleetHost
+from loa.devices.fleet_host import FleetHost
 from loa.devices.simclock import SimulatedClock
 from loa.devices.sinks import CounterSink
 from loa.protocol.noise import x25519_public
