@@ -196,23 +196,31 @@ class FleetHost:
         for group in [g for g in joined if g not in wanted]:
             self._leave(index, group)
         for group in wanted - joined.keys():
-            try:
-                sock = open_group(group, self.interface)
-            except (OSError, ValueError):
-                self.stats.group_errors += 1
-                continue
-            try:
-                if self.timestamps and SO_TIMESTAMPNS is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-                for poller in (self._poller, self._urgent):
-                    if poller is not None:
-                        poller.register(sock.fileno(), select.EPOLLIN)
-            except OSError:
-                sock.close()
-                self.stats.group_errors += 1
+            sock = self._open_polled_group(group, stamped=self.timestamps)
+            if sock is None:
                 continue
             joined[group] = sock
             self._group_fds[sock.fileno()] = (index, group)
+
+    def _open_polled_group(self, group: str, *, stamped: bool) -> socket.socket | None:
+        """A socket joined to ``group`` (kernel arrival stamps when ``stamped``) and registered with the host's
+        pollers; None, counted in ``stats.group_errors``, when the group cannot be joined."""
+        try:
+            sock = open_group(group, self.interface)
+        except (OSError, ValueError):
+            self.stats.group_errors += 1
+            return None
+        try:
+            if stamped and SO_TIMESTAMPNS is not None:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            for poller in (self._poller, self._urgent):
+                if poller is not None:
+                    poller.register(sock.fileno(), select.EPOLLIN)
+        except OSError:
+            sock.close()
+            self.stats.group_errors += 1
+            return None
+        return sock
 
     def _leave(self, index: int, group: str) -> None:
         sock = self._groups[index].pop(group)
@@ -232,18 +240,8 @@ class FleetHost:
         for group in wanted - tapped.keys():
             tap = self._taps.get(group)
             if tap is None:
-                try:
-                    sock = open_group(group, self.interface)
-                except (OSError, ValueError):
-                    self.stats.group_errors += 1
-                    continue
-                try:
-                    for poller in (self._poller, self._urgent):
-                        if poller is not None:
-                            poller.register(sock.fileno(), select.EPOLLIN)
-                except OSError:
-                    sock.close()
-                    self.stats.group_errors += 1
+                sock = self._open_polled_group(group, stamped=False)
+                if sock is None:
                     continue
                 tap = self._taps[group] = _GroupTap(sock)
                 self._tap_fds[sock.fileno()] = group
