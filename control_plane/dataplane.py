@@ -92,6 +92,7 @@ __all__ = ["DataPlane", "DataPlaneSettings", "LiveSource", "unknown_zones"]
 log = logging.getLogger("loa.control_plane.dataplane")
 SERVER_KEY_FILE = "server.key"
 STREAMER_CONTENT = "streamer-content"
+PEERS_FILE = "streamer-peers.msgpack"  # where the devices' sessions were: restart notices (PROTOCOL.md 3.16)
 _SYNC_ACTIONS = ("zone.", "device.", "enrolment_token.")
 _NS = 1_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -202,6 +203,7 @@ class DataPlane:
         self.registry = _DatabaseRegistry(self.zones.__contains__, cp.db)
         authority = cp.authority
         self._content = ContentStore(data_dir / STREAMER_CONTENT)
+        self._peers_path = data_dir / PEERS_FILE
         self._private = private
         self._authorities = {authority.kid: authority.private_key.public_key()}
         self.core: StreamerCore | None = None
@@ -247,7 +249,8 @@ class DataPlane:
             host = str(sock.getsockname()[0])
             advertiser = Advertiser(name=self.settings.name, host=host, port=int(sock.getsockname()[1]),
                                     public_key=core.public_key)
-        self.service = StreamerService(core, sock, advertiser=advertiser, on_event=self._on_event)
+        self.service = StreamerService(core, sock, advertiser=advertiser, on_event=self._on_event, log=log.warning,
+                                       peers_path=self._peers_path)
         self.cp.alert_dispatcher = self
         self.cp.live = self
         try:

@@ -6,7 +6,9 @@ Settings-type commands (``config``, ``volume``, ``mute``, ``amp``, ``source``, `
 through :class:`~loa.devices.settings.CommandOrder`, so that an older command delivered late never undoes a newer
 one; ``prefetch`` and ``chunk`` drive the resumable fetch; ``bye`` closes the session and reconnects after
 ``JOIN_RETRY`` + 0-500 ms. An alert beacon is taken only from the server's address and within the verification bound,
-then verified and acted on like an ``alert`` message.
+then verified and acted on like an ``alert`` message. A restart notice (section 3.16) from the server's address,
+for the server boot of the current session and with a valid mac, makes the device handshake with the restarted
+server at once.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from loa.protocol.control import (
     Volume,
 )
 from loa.protocol.control import Source as SourceCommand
-from loa.protocol.errors import RemoteProtocolError
+from loa.protocol.errors import RemoteProtocolError, UnknownKeyError
+from loa.protocol.restart import check_notice, notice_key, parse_notice
 from loa.protocol.session import JOIN_JITTER, JOIN_RETRY
 
 if TYPE_CHECKING:
@@ -65,6 +68,10 @@ class CommandHandling(BroadcastHandling):
     fetcher: Fetcher
     beacons: BeaconLimiter
     server_address: Address
+    restart_notices: int
+    _notice_key: bytes | None
+    _static: bytes
+    _server_public: bytes
     storage_fault: bool
     received_at: float | None
     _rng: random.Random
@@ -103,6 +110,28 @@ class CommandHandling(BroadcastHandling):
             return
         self._stale()
         self._on_alert(SignedAlert(body=body, sig=sig), now, beacon=True)
+
+    def _on_notice(self, data: bytes, source: Address, now: float) -> None:
+        """A restart notice (section 3.16): from the server's address only, structure, a current session, its
+        server boot, the mac; then the session is gone with the old server: handshake with the new one now."""
+        try:
+            if source != self.server_address:
+                raise UnknownKeyError("restart notice from an address other than the server's")
+            parse_notice(data)
+            boot = self.conn.server_boot
+            if not self.conn.connected or boot is None:
+                raise UnknownKeyError("restart notice without a current session")
+            if self._notice_key is None:
+                self._notice_key = notice_key(self._static, self._server_public)
+            check_notice(self._notice_key, data, boot)
+        except RemoteProtocolError as exc:
+            self.drop_counts[type(exc).__name__] += 1
+            return
+        self.restart_notices += 1
+        self._stale()
+        self.probe.disconnected()
+        self.conn.close()
+        self.conn.connect(now)
 
     def _on_events(self, events: list[ConnectionEvent], now: float) -> None:
         for event in events:

@@ -131,6 +131,8 @@ class SpeakerCore(CommandHandling):
         self.settings = settings if settings is not None else Settings()
         self.alerts = AlertBook(authority_keys)
         self.beacons = BeaconLimiter()
+        self._notice_key: bytes | None = None  # computed at the first restart notice (section 3.16)
+        self.restart_notices = 0  # accepted
         self.fetcher = Fetcher(self.store)
         self.log = PlayoutLog(log_limit, true_time=true_time)
         self.model, self.fw, self.caps, self.token = model, fw, caps, token
@@ -286,6 +288,8 @@ class SpeakerCore(CommandHandling):
             self._on_events(self.conn.receive_datagram(data, now), now)
         elif kind == "beacon":
             self._on_beacon(data, source, now)
+        elif kind == "notice":
+            self._on_notice(data, source, now)
         elif source != self.server_address and (group is None or group not in self.groups()):
             self.drop_counts["UnknownKeyError"] += 1
         else:

@@ -108,6 +108,11 @@ class DeviceConnection:
     def connected(self) -> bool:
         return self.session.state in (DeviceState.ESTABLISHED, DeviceState.REKEYING)
 
+    @property
+    def server_boot(self) -> int | None:
+        """The boot of the server the latest session was with (None before the first)."""
+        return self._server_boot
+
     def connect(self, now: float) -> None:
         self.session.connect(now)
 

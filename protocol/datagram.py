@@ -66,6 +66,7 @@ TYPE_RESPONSE: Final = 0x02
 TYPE_COOKIE: Final = 0x03
 TYPE_TRANSPORT: Final = 0x04
 TYPE_BEACON: Final = 0x05  # alert beacon, server -> device (section 6.4.2, loa.protocol.beacon)
+TYPE_NOTICE: Final = 0x06  # restart notice, server -> device (section 3.16, loa.protocol.restart)
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -272,13 +273,15 @@ def parse(data: bytes) -> Datagram:
     return CookieReply(_U32.unpack_from(data, 4)[0], data[8:20], data[20:52])
 
 
-def classify(data: bytes) -> Literal["loa", "beacon", "rtp", "rtcp"]:
+def classify(data: bytes) -> Literal["loa", "beacon", "notice", "rtp", "rtcp"]:
     """Demultiplex a datagram by its first byte (section 2.2, RFC 7983 / RFC 5761).
 
     Raises OversizeError above 1200 bytes, TruncatedError for an empty datagram or a one-byte RTP/RTCP one,
-    UnknownTypeError for any first byte outside ``0x01``-``0x05`` and ``0x80``-``0xBF``. ``0x05`` is an alert
-    beacon (section 6.4.2, :mod:`loa.protocol.beacon`), which only a device accepts. It does not validate the rest
-    of a loa datagram: :func:`parse` (types 1-4) and :func:`~loa.protocol.beacon.parse_beacon` do.
+    UnknownTypeError for any first byte outside ``0x01``-``0x06`` and ``0x80``-``0xBF``. ``0x05`` is an alert
+    beacon (section 6.4.2, :mod:`loa.protocol.beacon`) and ``0x06`` a restart notice (section 3.16,
+    :mod:`loa.protocol.restart`), which only a device accepts. It does not validate the rest of a loa datagram:
+    :func:`parse` (types 1-4), :func:`~loa.protocol.beacon.parse_beacon` and
+    :func:`~loa.protocol.restart.parse_notice` do.
     """
     size = len(data)
     if size > MAX_DATAGRAM:
@@ -290,6 +293,8 @@ def classify(data: bytes) -> Literal["loa", "beacon", "rtp", "rtcp"]:
         return "loa"
     if first == TYPE_BEACON:
         return "beacon"
+    if first == TYPE_NOTICE:
+        return "notice"
     if 0x80 <= first <= 0xBF:
         if size < 2:
             raise TruncatedError("RTP/RTCP datagram of one byte")

@@ -28,8 +28,15 @@ the interface that address belongs to. On one host (tests, a lab) bind to 127.0.
 group's packets to receivers that joined the group on 127.0.0.1, without any route. On a wildcard bind, group
 packets follow the routing table: a route for 239.0.0.0/8 (or a default route) must point at the LAN.
 
+Restart notices (PROTOCOL.md section 3.16), with ``peers_path``: at start the service reads the devices the
+previous run had sessions with (:mod:`loa.streamer.peers`) and sends each enrolled one a restart notice, at most
+:data:`NOTICE_RATE` a second (about what the server can take of the handshakes they bring); while it runs it
+saves, every :data:`PEERS_SAVE_S` when anything changed, where each device's session is and this server's boot.
+A file that cannot be read or written is logged and the service goes on without notices.
+
 Shutdown (:meth:`stop`, or SIGINT/SIGTERM through :func:`run`): every device with a session gets ``bye``, every
-broadcast sends its closing RTCP BYE, the queues are flushed, the advertisement is withdrawn, sockets closed.
+broadcast sends its closing RTCP BYE, the queues are flushed, the advertisement is withdrawn, sockets closed; the
+peers file is emptied (the devices were told ``bye``: a notice would find no session).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -54,6 +62,7 @@ from loa.streamer import sockfilter
 from loa.streamer.core import StreamerCore
 from loa.streamer.discovery import Advertiser
 from loa.streamer.fanout import Backend, Fanout
+from loa.streamer.peers import Peer, load_peers, save_peers
 from loa.streamer.sendmany import DatagramSender
 from loa.streamer.sources import LiveRtpSource, Source
 from loa.streamer.status import StreamerEvent
@@ -117,6 +126,9 @@ def _arrival(ancillary: list[tuple[int, int, bytes]], offset: float) -> float | 
 SEND_RETRIES = 100
 FRAME_CATCH_UP = 10
 SHUTDOWN_GRACE_S = 0.5
+PEERS_SAVE_S = 5.0  # how often where the sessions are is saved, when it changed (restart notices)
+NOTICE_RATE = 2000  # restart notices a second at start: each brings a handshake
+NOTICE_PACE_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +177,7 @@ class StreamerService:
 
     def __init__(self, core: StreamerCore, sock: socket.socket, *, fanout_backend: Backend = "auto",
                  advertiser: Advertiser | None = None, log: Callable[[str], None] | None = None,
-                 on_event: Callable[[StreamerEvent], object] | None = None) -> None:
+                 on_event: Callable[[StreamerEvent], object] | None = None, peers_path: Path | None = None) -> None:
         if sock.getblocking():
             raise ValueError("the service needs a non-blocking socket")
         self.core = core
@@ -184,6 +196,11 @@ class StreamerService:
         self._tg: anyio.abc.TaskGroup | None = None
         self._received = self._sent = self._send_errors = self._blocked = self._media_packets = 0
         self._receive_errors = 0
+        self._peers_path = peers_path
+        self._peers_failed = False
+        self._peers_lock = anyio.Lock()
+        self._peers_closed = False
+        self.notices_sent = 0
 
     # -- public ------------------------------------------------------------------------------------------------
 
@@ -272,12 +289,67 @@ class StreamerService:
             tg.start_soon(self._timer_loop)
             if self._advertiser is not None:
                 tg.start_soon(self._advertise)
+            if self._peers_path is not None:
+                tg.start_soon(self._peers_loop, self._peers_path)
             self._sync_media()
             task_status.started()
             await self._stopping.wait()
             await self._shutdown()
             tg.cancel_scope.cancel()
         self._tg = None
+
+    # -- restart notices (PROTOCOL.md section 3.16) ------------------------------------------------------------
+
+    async def _peers_loop(self, path: Path) -> None:
+        peers, problem = await anyio.to_thread.run_sync(load_peers, path)
+        if problem is not None:
+            self._log(f"peers file {path.name}: {problem}")
+        await self._send_notices(peers)
+        saved: dict[bytes, Peer] | None = None
+        while True:
+            boot, registry = self.core.sessions.boot, self.core.registry
+            peers = {key: peer for key, peer in peers.items() if registry.is_enrolled(key)}
+            for key, address in self.core.sessions.session_addresses().items():
+                peers[key] = Peer(address, boot)
+            if peers != saved:
+                saved = dict(peers)
+                await self._save_peers(path, saved)
+            await anyio.sleep(PEERS_SAVE_S)
+
+    async def _send_notices(self, peers: dict[bytes, Peer]) -> None:
+        sessions, batch = self.core.sessions, max(1, round(NOTICE_RATE * NOTICE_PACE_S))
+        items = list(peers.items())
+        for start in range(0, len(items), batch):
+            began = anyio.current_time()
+            for key, peer in items[start:start + batch]:
+                if sessions.is_online(key):
+                    continue  # it joined this server already
+                datagram = sessions.restart_notice(key, peer.boot)
+                if datagram is not None:
+                    self._pending.append((datagram, peer.address))
+                    self.notices_sent += 1
+            await self._flush()
+            await anyio.sleep(max(0.0, began + NOTICE_PACE_S - anyio.current_time()))
+        if self.notices_sent:
+            self._log(f"restart notices sent to {self.notices_sent} devices")
+
+    async def _save_peers(self, path: Path, peers: dict[bytes, Peer], *, last: bool = False) -> None:
+        async with self._peers_lock:  # one save at a time, none after the last
+            if self._peers_closed:
+                return
+            self._peers_closed = last
+            try:
+                await anyio.to_thread.run_sync(save_peers, path, peers)
+            except OSError as exc:
+                self._peers_save_failed(path, exc)
+            else:
+                self._peers_failed = False
+
+    def _peers_save_failed(self, path: Path, exc: OSError) -> None:
+        if not self._peers_failed:  # once until a save works again
+            self._log(f"peers file {path.name} not saved ({exc.strerror or type(exc).__name__}); "
+                      "a restart will not send notices")
+        self._peers_failed = True
 
     # -- loops -------------------------------------------------------------------------------------------------
 
@@ -442,6 +514,9 @@ class StreamerService:
         if self._advertiser is not None:
             with anyio.move_on_after(3.0):
                 await anyio.to_thread.run_sync(self._advertiser.stop, abandon_on_cancel=True)
+        if self._peers_path is not None:
+            with anyio.move_on_after(SHUTDOWN_GRACE_S):
+                await self._save_peers(self._peers_path, {}, last=True)
 
 
 def epoch_for(now: float) -> int:

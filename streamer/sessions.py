@@ -23,8 +23,9 @@ from typing import Protocol
 
 from loa.protocol.connection import Connected, ConnectionEvent, Disconnected, ServerConnection
 from loa.protocol.control import Bye, Hello, Message, ReliableMessage
-from loa.protocol.errors import LocalProtocolError
+from loa.protocol.errors import AuthError, LocalProtocolError
 from loa.protocol.reliable import EncodedMessage, ReliableChannel
+from loa.protocol.restart import encode_notice, notice_key
 from loa.streamer.registry import DeviceEntry, Registry, RegistryError
 from loa.streamer.status import DeviceEnrolled, DeviceOffline, DeviceOnline, DeviceRuntime, HelloReceived, StreamerEvent
 
@@ -89,6 +90,7 @@ class DeviceSessions:
                  random_bytes: Callable[[int], bytes], rng: random.Random, boot: int | None) -> None:
         self._hooks = hooks
         self._registry = registry
+        self._static_private = static_private
         self._server_time = server_time
         self._events = events
         self._drops = drops
@@ -119,6 +121,29 @@ class DeviceSessions:
 
     def online_count(self) -> int:
         return sum(1 for rt in self._runtime.values() if rt.online)
+
+    @property
+    def boot(self) -> int:
+        """This server's boot value (section 3.3), new at every start."""
+        return self.conn.endpoint.boot
+
+    def session_addresses(self) -> dict[bytes, Address]:
+        """Enrolled devices that have a session now, with its address: where a restart notice would go (section
+        3.16)."""
+        registry = self._registry
+        return {key: rt.address for key, rt in self._runtime.items()
+                if rt.online and rt.address is not None and registry.is_enrolled(key)}
+
+    def restart_notice(self, device: bytes, old_boot: int) -> bytes | None:
+        """The restart notice (section 3.16) for ``device``, whose last session was with a server of boot
+        ``old_boot``; None when the device is not enrolled now or ``old_boot`` is this server's own boot."""
+        if old_boot == self.boot or not 0 <= old_boot < 1 << 32 or not self._registry.is_enrolled(device):
+            return None
+        try:
+            key = notice_key(self._static_private, device)
+        except AuthError:  # a low-order key, which could never have had a session
+            return None
+        return encode_notice(key, old_boot, self.boot)
 
     # -- DeviceLink --------------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from loa.protocol.connection import Connected, ConnectionEvent
 from loa.protocol.control import Hello, Join, Message, TelemetryValues, TimeResp
 from loa.protocol.errors import SignatureError
 from loa.protocol.replay import ReplayWindow
+from loa.protocol.restart import NOTICE_SIZE
 
 __all__ = ["MUTANTS", "Mutant"]
 
@@ -77,6 +78,17 @@ class UnsignedAlerts(SpeakerCore):
 class BeaconFromAnywhere(SpeakerCore):
     def _on_beacon(self, data: bytes, source: Address, now: float) -> None:
         super()._on_beacon(data, self.server_address, now)
+
+
+class UncheckedNotice(SpeakerCore):
+    """Acts on any restart notice from the server's address: no boot or mac check (section 3.16)."""
+
+    def _on_notice(self, data: bytes, source: Address, now: float) -> None:
+        if source == self.server_address and self.conn.connected and len(data) == NOTICE_SIZE:
+            self.restart_notices += 1
+            self.probe.disconnected()
+            self.conn.close()
+            self.conn.connect(now)
 
 
 class LevelBlind(SpeakerCore):
@@ -199,4 +211,6 @@ MUTANTS: dict[str, Mutant] = _mutants([
      {"9.0.1", "8.0.3"}),
     ("hello-every-session", "sends hello again on every new session of the same boot", HelloEverySession,
      {"7.6.1"}),
+    ("unchecked-notice", "acts on any restart notice from the server's address (no boot or mac check)",
+     UncheckedNotice, {"3.16.1"}),
 ])

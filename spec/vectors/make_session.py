@@ -23,6 +23,7 @@ from loa.protocol._session_core import (
 from loa.protocol.cookie import address_bytes, cookie_key, mac, mac1_key, make_cookie_reply
 from loa.protocol.datagram import HandshakeInit, Transport
 from loa.protocol.noise import CipherState, x25519_public
+from loa.protocol.restart import encode_notice, notice_key
 
 OUT = Path(__file__).with_name("session.json")
 
@@ -40,6 +41,7 @@ SERVER_PUB, DEVICE_PUB = x25519_public(SERVER_STATIC), x25519_public(DEVICE_STAT
 DEVICE_INDEX, SERVER_INDEX = 0x1A2B3C4D, 0x5E6F7081
 TIMESTAMP = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in nanoseconds
 DEVICE_BOOT, SERVER_BOOT = 0x0BADCAFE, 0x5EED5EED
+NOTICE_NEW_BOOT = 0x600DB007  # the restarted server's boot (section 3.16)
 COOKIE_SECRET = key("cookie secret")
 SOURCE = ("198.51.100.7", 40000)
 COOKIE_NONCE = bytes.fromhex("000102030405060708090a0b")
@@ -123,6 +125,11 @@ def build() -> dict[str, Any]:
         return vector
 
     response_bytes, reply_bytes = response.to_bytes(), reply.to_bytes()
+    notice_ctx = {"receiver": "notice"}
+    the_notice_key = notice_key(SERVER_STATIC, DEVICE_PUB)
+    notice = encode_notice(the_notice_key, SERVER_BOOT, NOTICE_NEW_BOOT)
+    same_boot = notice[:8] + notice[4:8]
+    same_boot += hashlib.blake2s(same_boot, key=the_notice_key, digest_size=16).digest()
     vectors = [
         ok("session.init", "HandshakeInit without a cookie (mac2 zero); the server decrypts the device key, "
            "timestamp and boot", init_bytes, init_decoded, server_ctx),
@@ -175,8 +182,9 @@ def build() -> dict[str, Any]:
         err("session.err.oversize", "a 1201-byte transport", biggest.to_bytes() + b"\x00", "OversizeError"),
         err("session.err.version", "session.init with version 2", init_bytes[:1] + b"\x02" + init_bytes[2:],
             "UnknownVersionError"),
-        err("session.err.type.06", "type 0x06 (0x05, an alert beacon, is not a session datagram: section 6.4.2)",
-            bytes.fromhex("06010000") + bytes(28), "UnknownTypeError"),
+        err("session.err.type.07", "type 0x07 (0x05 is an alert beacon, section 6.4.2, and 0x06 a restart notice, "
+            "section 3.16: neither is a handshake or transport datagram)", bytes.fromhex("07010000") + bytes(28),
+            "UnknownTypeError"),
         err("session.err.type.00", "type 0x00", bytes.fromhex("00010000") + bytes(28), "UnknownTypeError"),
         err("session.err.reserved", "session.transport.keepalive with reserved = 00 01",
             keepalive.to_bytes()[:3] + b"\x01" + keepalive.to_bytes()[4:], "ReservedBitsError"),
@@ -205,14 +213,40 @@ def build() -> dict[str, Any]:
             too_old.to_bytes(), "ReplayError", to_server | {"window": {"greatest": 1200, "seen": []}}),
         err("session.err.transport.index", "session.transport.message with a receiver index of no session",
             unknown_index, "UnknownKeyError", to_server),
+        ok("session.notice", "a restart notice (section 3.16) from the restarted server: old_boot is server_boot, "
+           "the boot of the device's current session; the mac is keyed BLAKE2s-128 under notice_key", notice, {
+               "type": "RestartNotice",
+               "old_boot": SERVER_BOOT,
+               "new_boot": NOTICE_NEW_BOOT,
+               "mac": notice[12:].hex(),
+           }, notice_ctx),
+        err("session.err.notice.mac", "session.notice with one bit of its mac flipped", flip(notice, 27),
+            "BadMacError", notice_ctx),
+        err("session.err.notice.boot", "session.notice at a device whose session is with another server boot "
+            "(a notice of an earlier restart)", notice, "ReplayError", notice_ctx | {"server_boot": NOTICE_NEW_BOOT}),
+        err("session.err.notice.same_boot", "a notice whose new boot is its old one (mac recomputed)", same_boot,
+            "FieldError", notice_ctx),
+        err("session.err.notice.key", "a notice made under another server's key", encode_notice(
+            notice_key(OTHER_SERVER_STATIC, DEVICE_PUB), SERVER_BOOT, NOTICE_NEW_BOOT), "BadMacError", notice_ctx),
+        err("session.err.notice.truncated", "session.notice without its last byte", notice[:-1], "TruncatedError",
+            notice_ctx),
+        err("session.err.notice.length", "session.notice with a trailing zero byte", notice + b"\x00",
+            "BadLengthError", notice_ctx),
+        err("session.err.notice.version", "session.notice with version 2", notice[:1] + b"\x02" + notice[2:],
+            "UnknownVersionError", notice_ctx),
+        err("session.err.notice.reserved", "session.notice with reserved = 00 01", notice[:3] + b"\x01" + notice[4:],
+            "ReservedBitsError", notice_ctx),
     ]
     return {
         "name": "session",
-        "description": "Session datagrams (types 0x01-0x04): a full handshake with fixed keys, a cookie reply, "
-                       "transport messages, and bad input with the error a receiver counts. 'receiver' in a "
+        "description": "Session datagrams (types 0x01-0x04, and the restart notice 0x06): a full handshake with "
+                       "fixed keys, a cookie reply, transport messages, a restart notice, and bad input with the "
+                       "error a receiver counts. 'receiver' in a "
                        "vector's context says who checks it: 'server' (mac1, Noise message 1 with server_static, "
                        "enrolment, stored timestamp), 'device' (a device that sent session.init with "
-                       "device_ephemeral), 'transport' (the key of 'direction', then the replay window), or "
+                       "device_ephemeral), 'transport' (the key of 'direction', then the replay window), 'notice' "
+                       "(a device whose current session is with a server of boot 'server_boot': section 3.16, "
+                       "under notice_key), or "
                        "absent (structure only). Without 'enrolled' the device is enrolled; without "
                        "'stored_timestamp' none is stored; without 'window' nothing was accepted yet.",
         "spec": "PROTOCOL.md section 3; spec/parts/session.md",
@@ -238,6 +272,8 @@ def build() -> dict[str, Any]:
             "mac1_key_server": mac1_key(SERVER_PUB).hex(),
             "mac1_key_device": mac1_key(DEVICE_PUB).hex(),
             "cookie_key": cookie_key(SERVER_PUB).hex(),
+            "notice_key": notice_key(SERVER_STATIC, DEVICE_PUB).hex(),
+            "notice_new_boot": NOTICE_NEW_BOOT,
         },
         "vectors": vectors,
     }

@@ -212,7 +212,14 @@ def session_decode(data: bytes, ctx: dict[str, Any]) -> dict[str, Any]:
     from loa.protocol.cookie import mac1_key, open_cookie_reply
     from loa.protocol.datagram import HandshakeInit, HandshakeResponse, Transport, parse
     from loa.protocol.errors import UnknownKeyError
+    from loa.protocol.noise import x25519_public
+    from loa.protocol.restart import check_notice, notice_key, parse_notice
 
+    if ctx.get("receiver") == "notice":  # section 3.16, at a device whose session is with server_boot
+        key = notice_key(_key(ctx, "device_static_private"), x25519_public(_key(ctx, "server_static_private")))
+        new_boot = check_notice(key, data, ctx["server_boot"])
+        old_boot, _, notice_mac = parse_notice(data)
+        return {"type": "RestartNotice", "old_boot": old_boot, "new_boot": new_boot, "mac": notice_mac.hex()}
     message = parse(data)
     fields: dict[str, Any] = {"type": type(message).__name__, **to_json(message, binary=False)}
     receiver = ctx.get("receiver")
@@ -242,7 +249,10 @@ def session_decode(data: bytes, ctx: dict[str, Any]) -> dict[str, Any]:
 def session_encode(decoded: dict[str, Any], ctx: dict[str, Any]) -> bytes:
     from loa.protocol import _session_core as core
     from loa.protocol.cookie import address_bytes, mac, make_cookie_reply
+    from loa.protocol.restart import encode_notice
 
+    if decoded["type"] == "RestartNotice":
+        return encode_notice(_key(ctx, "notice_key"), decoded["old_boot"], decoded["new_boot"])
     if decoded["type"] == "HandshakeInit":
         return bytes(_device_init(ctx, decoded["timestamp"])[0].to_bytes())
     if decoded["type"] == "HandshakeResponse":

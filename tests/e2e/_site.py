@@ -97,8 +97,10 @@ class Site:
     """The server and its devices, all inside one task group (see the module docstring)."""
 
     def __init__(self, tmp: Path, *, seed: int = 1, content: bool = False, delay_ms: int = 300,
-                 groups: dict[str, str] | None = None) -> None:
+                 groups: dict[str, str] | None = None, peers_path: Path | None = None) -> None:
         self.tmp = tmp
+        self.peers_path = peers_path  # the service's restart-notice file (PROTOCOL.md 3.16), if any
+        self.log: list[str] = []
         self.rng = random.Random(seed)
         self.zones = site_zones()
         self.authority = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
@@ -130,8 +132,28 @@ class Site:
         self.core = self._new_core()
         for name, (private, zone) in self.keys.items():
             self.core.add_device(x25519_public(private), zone, anyio.current_time(), name=name)
-        self.service = StreamerService(self.core, open_udp_socket("127.0.0.1", port, multicast=bool(self.groups)))
-        await tg.start(self.service.serve)
+        self.service = StreamerService(self.core, open_udp_socket("127.0.0.1", port, multicast=bool(self.groups)),
+                                       peers_path=self.peers_path, log=self.log.append)
+        self._service_scope = anyio.CancelScope()
+        self._service_ended = anyio.Event()
+        await tg.start(self._serve, self.service, self._service_scope, self._service_ended)
+
+    @staticmethod
+    async def _serve(service: StreamerService, scope: anyio.CancelScope, ended: anyio.Event, *,
+                     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with scope:
+                await service.serve(task_status=task_status)
+        finally:
+            ended.set()
+
+    async def kill_server(self) -> None:
+        """The server dies as under SIGKILL: no ``bye``, nothing more sent or saved; its socket closes."""
+        assert self._service_scope is not None
+        self._service_scope.cancel()
+        with anyio.fail_after(5):
+            await self._service_ended.wait()
+        self.service.sock.close()
 
     async def stop_server(self) -> None:
         """A clean shutdown (devices get ``bye``); returns when the service stopped and its socket closed."""

@@ -109,7 +109,7 @@ def test_every_truncation_is_truncated() -> None:
 @pytest.mark.parametrize(
     ("data", "kind"),
     [(b"\x01", "loa"), (b"\x04\x01", "loa"), (b"\x80\x6f", "rtp"), (b"\xbf\xe0", "rtp"), (b"\x80\xc8", "rtcp"),
-     (b"\x81\xcd", "rtcp"), (b"\x80\xdf", "rtcp"), (b"\x80\xbf", "rtp")],
+     (b"\x81\xcd", "rtcp"), (b"\x80\xdf", "rtcp"), (b"\x80\xbf", "rtp"), (b"\x05", "beacon"), (b"\x06", "notice")],
 )
 def test_classify(data: bytes, kind: str) -> None:
     assert classify(data) == kind
@@ -117,7 +117,7 @@ def test_classify(data: bytes, kind: str) -> None:
 
 @pytest.mark.parametrize(
     ("data", "error"),
-    [(b"", TruncatedError), (b"\x80", TruncatedError), (b"\x00", UnknownTypeError), (b"\x06", UnknownTypeError),
+    [(b"", TruncatedError), (b"\x80", TruncatedError), (b"\x00", UnknownTypeError), (b"\x07", UnknownTypeError),
      (b"\x7f", UnknownTypeError), (b"\xc0\xc8", UnknownTypeError), (b"\x16\xfe", UnknownTypeError),
      (b"\x80" * 1201, OversizeError)],
 )

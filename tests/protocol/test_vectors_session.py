@@ -29,6 +29,7 @@ from loa.protocol.datagram import CookieReply, Datagram, HandshakeInit, Handshak
 from loa.protocol.errors import UnknownKeyError, error_by_name
 from loa.protocol.noise import CipherState, HandshakeState
 from loa.protocol.replay import ReplayWindow
+from loa.protocol.restart import check_notice, encode_notice, notice_key, parse_notice
 from loa.protocol.session import DeviceSession, Dropped, ServerEndpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +78,12 @@ def layout(message: Datagram) -> dict[str, Any]:
 
 def decode(data: bytes, ctx: dict[str, Any]) -> dict[str, Any]:
     """The receiving side's whole procedure for one datagram, as the vector's context describes it."""
+    if ctx.get("receiver") == "notice":  # section 3.16: the device derives the key from its own private key
+        key = notice_key(h(ctx, "device_static_private"), h(ctx, "server_static_public"))
+        assert key == h(ctx, "notice_key")
+        new_boot = check_notice(key, data, ctx["server_boot"])
+        old_boot, _, notice_mac = parse_notice(data)
+        return {"type": "RestartNotice", "old_boot": old_boot, "new_boot": new_boot, "mac": notice_mac.hex()}
     message = parse(data)
     fields = layout(message)
     receiver = ctx.get("receiver")
@@ -114,6 +121,9 @@ def decode(data: bytes, ctx: dict[str, Any]) -> dict[str, Any]:
 def encode(decoded: dict[str, Any], ctx: dict[str, Any]) -> bytes:
     """Build the datagram from the context's keys (for encrypted messages) - what a sender does."""
     kind = decoded["type"]
+    if kind == "RestartNotice":  # the server derives the key from its own private key
+        key = notice_key(h(ctx, "server_static_private"), h(ctx, "device_static_public"))
+        return encode_notice(key, decoded["old_boot"], decoded["new_boot"])
     if kind == "HandshakeInit":
         cookie = bytes.fromhex(ctx["cookie"]) if "cookie" in ctx else None
         assert decoded["boot"] == ctx["device_boot"]
@@ -142,6 +152,9 @@ def encode(decoded: dict[str, Any], ctx: dict[str, Any]) -> bytes:
 
 def rebuild_layout(decoded: dict[str, Any]) -> bytes:
     """The datagram from the decoded layout fields alone (no cryptography)."""
+    if decoded["type"] == "RestartNotice":
+        return (bytes.fromhex("06010000") + decoded["old_boot"].to_bytes(4, "big")
+                + decoded["new_boot"].to_bytes(4, "big") + bytes.fromhex(decoded["mac"]))
     cls: type[Datagram] = {"HandshakeInit": HandshakeInit, "HandshakeResponse": HandshakeResponse,
                            "CookieReply": CookieReply, "Transport": Transport}[decoded["type"]]
     args = {f.name: decoded[f.name] for f in dataclasses.fields(cls)}

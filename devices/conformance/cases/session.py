@@ -3,15 +3,18 @@ roaming, close."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import anyio
 
 from loa.devices.conformance.cases._common import ack_count, inits, raw_reliable, sender_index, transports_from_device
 from loa.devices.conformance.context import Context
+from loa.devices.conformance.kit import KitTimeout
 from loa.devices.conformance.registry import case
 from loa.protocol.control import Bye, Hello, Volume
 from loa.protocol.cookie import mac, mac1_key
+from loa.protocol.restart import encode_notice, notice_key
 
 REKEY_TIMEOUT = 5.0
 JOIN_RETRY = 2.0  # + 0-500 ms: the retry of a device without a session (PROTOCOL.md 3.8.2)
@@ -381,6 +384,40 @@ async def bye(ctx: Context) -> None:
     wait = new_init.t - at
     ctx.check(JOIN_RETRY - 0.2 <= wait <= REKEY_TIMEOUT - 0.5, "the new handshake waits JOIN_RETRY",
               expected="2.000-2.500 s", observed=f"{wait:.3f} s", level="SHOULD")
+
+
+@case("3.16.1", "A restart notice brings a new handshake at once; notices that do not hold change nothing",
+      description="The kit restarts (same key and address, new boot; the device is not told) and sends the device "
+                  "two restart notices that do not hold (one for another server boot, one with a wrong mac), then, "
+                  "1 s later, a good one.",
+      expectation="The device MUST NOT drop its session for the notices that do not hold (no HandshakeInit within "
+                  "1 s of them) and SHOULD send a HandshakeInit within 1 s of the good one.",
+      quote="then drops its sessions and handshakes at once", timeout=20.0)
+async def restart_notice(ctx: Context) -> None:
+    await ctx.start()
+    kit = ctx.kit
+    await anyio.sleep(0.5)
+    device, address, old_boot = kit.device, kit.device_address(), kit.boot
+    assert device is not None
+    assert address is not None
+    kit.restart()
+    key = notice_key(kit.state.static_private, device)
+    good = encode_notice(key, old_boot, kit.boot)
+    before = len(inits(ctx))
+    kit.send_raw(encode_notice(key, old_boot ^ 0x5A5A5A5A, kit.boot), address, "notice for another boot")
+    kit.send_raw(good[:-1] + bytes([good[-1] ^ 1]), address, "notice with a wrong mac")
+    await anyio.sleep(1.0)
+    early = len(inits(ctx)) - before
+    ctx.check(early == 0, "notices that do not hold are not acted on", expected="no HandshakeInit",
+              observed=f"{early} HandshakeInit(s)")
+    kit.send_raw(good, address, "restart notice")
+    at = kit.t()
+    with contextlib.suppress(KitTimeout):  # a device that ignores notices rejoins later on its own (7.6)
+        await kit.wait_for(lambda: len(inits(ctx)) > before + early, 1.5, "a HandshakeInit")
+    after = [a.t - at for a in inits(ctx)[before + early:]]
+    ctx.check(bool(after) and after[0] <= 1.0, "a HandshakeInit at once after the good notice",
+              expected="within 1 s", observed=f"{after[0]:.3f} s" if after else "none within 1.5 s",
+              level="SHOULD")
 
 
 @case("7.6.1", "Server restart: the device handshakes again and does not repeat hello",
