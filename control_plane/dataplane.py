@@ -73,6 +73,7 @@ from loa.streamer.content import ContentStore
 from loa.streamer.core import StreamerCore, parse_group
 from loa.streamer.discovery import Advertiser
 from loa.streamer.keys import load_or_create_server_key
+from loa.streamer.peers import PEERS_FILE
 from loa.streamer.registry import DeviceEntry, Registry, RegistryError
 from loa.streamer.service import StreamerService, epoch_for, open_udp_socket
 from loa.streamer.sources import Source, file_source
@@ -92,7 +93,6 @@ __all__ = ["DataPlane", "DataPlaneSettings", "LiveSource", "unknown_zones"]
 log = logging.getLogger("loa.control_plane.dataplane")
 SERVER_KEY_FILE = "server.key"
 STREAMER_CONTENT = "streamer-content"
-PEERS_FILE = "streamer-peers.msgpack"  # where the devices' sessions were: restart notices (PROTOCOL.md 3.16)
 _SYNC_ACTIONS = ("zone.", "device.", "enrolment_token.")
 _NS = 1_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -203,7 +203,7 @@ class DataPlane:
         self.registry = _DatabaseRegistry(self.zones.__contains__, cp.db)
         authority = cp.authority
         self._content = ContentStore(data_dir / STREAMER_CONTENT)
-        self._peers_path = data_dir / PEERS_FILE
+        self._peers_path = data_dir / PEERS_FILE  # where the devices' sessions were: restart notices (3.16)
         self._private = private
         self._authorities = {authority.kid: authority.private_key.public_key()}
         self.core: StreamerCore | None = None

@@ -25,10 +25,11 @@ from typing import Any, Final
 
 import msgpack
 
-__all__ = ["FORMAT_VERSION", "MAX_FILE_BYTES", "MAX_PEERS", "Peer", "dump_peers", "load_peers", "parse_peers",
-           "save_peers"]
+__all__ = ["FORMAT_VERSION", "MAX_FILE_BYTES", "MAX_PEERS", "PEERS_FILE", "Peer", "dump_peers", "load_peers",
+           "parse_peers", "save_peers"]
 
 FORMAT_VERSION: Final = 1
+PEERS_FILE: Final = "streamer-peers.msgpack"  # its name in a data directory, or beside the server key
 MAX_PEERS: Final = 1_000_000
 MAX_FILE_BYTES: Final = 64 << 20
 

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -33,6 +34,7 @@ from loa.streamer.keys import (
     load_or_create_server_key,
     public_base64,
 )
+from loa.streamer.peers import PEERS_FILE
 from loa.streamer.registry import Registry
 from loa.streamer.service import StreamerService, epoch_for, open_udp_socket
 from loa.streamer.sources import Source, ToneSource, demo_source, file_source
@@ -125,7 +127,8 @@ async def run_site(config: SiteConfig, *, udp: tuple[str, int] | None = None, ze
         advertiser = Advertiser(name=config.server.name, host=host, port=bound_port,
                                 public_key=site.core.public_key) if advertise else None
         service = StreamerService(site.core, sock, advertiser=advertiser, log=log,
-                                  on_event=lambda event: _log_event(site.core, event, log))
+                                  on_event=lambda event: _log_event(site.core, event, log),
+                                  peers_path=Path(config.server.key_file).with_name(PEERS_FILE))
         for note in site.notes:
             log(note)
         log(f"listening on udp {host}:{bound_port}; server public key {public_base64(site.core.public_key)}")
