@@ -10,7 +10,8 @@ one.
 
 :func:`load_peers` never raises for what the file holds: a missing file is no peers; a file that cannot be read,
 is larger than ``MAX_FILE_BYTES`` or is not such a map gives no peers and the reason; an entry that is not as
-above is skipped and counted in the reason. :func:`save_peers` raises OSError (disk full, read-only folder): the
+above is skipped and counted in the reason. It also removes the temporary files of saves that a kill cut short
+(a data directory serves one server at a time). :func:`save_peers` raises OSError (disk full, read-only folder): the
 caller logs it and goes on, since the notices only make a restart quicker to notice.
 """
 
@@ -91,19 +92,33 @@ def load_peers(path: Path) -> tuple[dict[bytes, Peer], str | None]:
         with path.open("rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
+        _remove_temporaries(path)
         return {}, None
     except OSError as exc:
         return {}, f"cannot be read ({exc.strerror or type(exc).__name__})"
+    _remove_temporaries(path)
     if len(data) > MAX_FILE_BYTES:
         return {}, f"larger than {MAX_FILE_BYTES} bytes"
     return parse_peers(data)
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _remove_temporaries(path: Path) -> None:
+    try:
+        for left in path.parent.glob(f"{_temporary_prefix(path)}*.tmp"):
+            left.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only folder: nothing will be saved there either
 
 
 def save_peers(path: Path, peers: dict[bytes, Peer]) -> None:
     """Replace the file at ``path`` with ``peers`` (module docstring); raises OSError and then leaves the old file
     as it was."""
     data = dump_peers(peers)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, temporary = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -63,6 +63,18 @@ def test_a_missing_file_is_no_peers_and_no_problem(tmp_path: Path) -> None:
     assert load_peers(tmp_path / "absent") == ({}, None)
 
 
+@pytest.mark.parametrize("saved", [True, False])
+def test_loading_removes_what_a_save_cut_short_left(tmp_path: Path, saved: bool) -> None:
+    path = tmp_path / "peers"
+    peers = {b"p" * 32: Peer(("192.0.2.4", 4433), 9)}
+    if saved:
+        save_peers(path, peers)
+    (tmp_path / ".peers.k1ll3d.tmp").write_bytes(b"half a fi")
+    (tmp_path / "other.tmp").write_bytes(b"not ours")
+    assert load_peers(path) == (peers if saved else {}, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["other.tmp", *(["peers"] if saved else [])])
+
+
 def test_an_oversized_file_is_not_read_whole(tmp_path: Path) -> None:
     path = tmp_path / "peers"
     with path.open("wb") as f:
