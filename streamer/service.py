@@ -126,7 +126,7 @@ def _arrival(ancillary: list[tuple[int, int, bytes]], offset: float) -> float | 
 SEND_RETRIES = 100
 FRAME_CATCH_UP = 10
 SHUTDOWN_GRACE_S = 0.5
-PEERS_SAVE_S = 5.0  # how often where the sessions are is saved, when it changed (restart notices)
+PEERS_SAVE_S = 1.0  # how often where the sessions are is saved, when it changed (restart notices)
 NOTICE_RATE = 2000  # restart notices a second at start: each brings a handshake
 NOTICE_PACE_S = 0.05
 
