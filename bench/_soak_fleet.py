@@ -1,10 +1,29 @@
 """The fleet side of `loa bench soak`, run as its own process: ``python -m loa.bench._soak_fleet SPEC``.
 
 ``SPEC`` is a JSON file written by the bench: the server address and public key, the authority key, the device
-keys' seed and count (:func:`loa.bench._alert_fleet.device_keys`), the start rate, ``rtp_keep`` (K, a power of
-two), an optional ``watchdog_ms``, ``multicast``, the status file and a time limit. The devices run in a
-:class:`loa.devices.FleetHost` on loopback sockets, counting only (``count_only``: control, clock, telemetry and
-alerts as on a real device; RTP counted, not authenticated or played), as ``loa fleet`` runs them.
+keys' seed and count (:func:`loa.bench._alert_fleet.device_keys`) and this process's slice of them (``first``
+and ``slice``: devices ``first`` .. ``first + slice - 1``; the whole fleet by default), the start rate, ``rtp_keep``
+(K, a power of two), an optional ``watchdog_ms``, ``multicast``, an optional ``autogroup_nice`` (the scheduler
+weight of this process's session, :func:`lower_share`), the status file and a time limit. The devices run
+in a :class:`loa.devices.FleetHost` on loopback sockets, counting only (``count_only``: control, clock, telemetry
+and alerts as on a real device; RTP counted, not authenticated or played), as ``loa fleet`` runs them. The bench
+may run several of these processes, each with a disjoint slice; :func:`merge_statuses` sums their status files
+into the status of one fleet.
+
+**Simulation shortcuts**, beside those below (group taps, the RTP filter), all in the host process, none in
+what a device decides:
+
+* The devices of one process verify alert and cancel signatures through one shared verifier per authority key
+  (:func:`loa.devices.fleet.share_alert_verification`): each distinct (body, signature) is verified once per
+  process and every device gets that outcome. Every device still makes every check of PROTOCOL.md 6.4.1; a forged
+  or altered alert is refused by each as it would be by itself.
+* Timers after input (:class:`loa.devices.FleetHost`): before a device's timer runs, the datagrams waiting in its
+  socket are handed to it, as a device of its own would have read them when they arrived. Without this, a process
+  seconds behind (an alert to ten thousand devices at once) had its devices run their timers on a state that
+  missed what had reached them: a rekey's handshake response unread when the retry timer sent a new init (so the
+  session expired at ``REJECT_AFTER_TIME``), or probe answers unread when three probes counted as unanswered.
+  The status says how often (``drained_at_timers``) and how many sessions ended at a device's own timer even so
+  (``sessions_lost_at_timers``), with the host's worst timer lag (``timer_lag_max_s``).
 
 **Multicast.** Every reference device says ``multicast`` in ``hello``; when the server gives their zones groups
 (``loa serve --multicast``), their streams go to the groups and not to them. With ``multicast`` the host follows
@@ -48,14 +67,15 @@ from typing import Any, Final
 import anyio
 
 from loa.bench._alert_fleet import device_keys
-from loa.devices.fleet import build_fleet, raise_open_file_limit
+from loa.devices.fleet import build_fleet, raise_open_file_limit, share_alert_verification
 from loa.devices.fleet_host import FEED_EVERY_S, FleetHost
+from loa.devices.reports import media_totals
 from loa.devices.runner import run
 from loa.protocol.control import ConfigValues
 from loa.streamer.sockfilter import kernel_drops
 
-STATUS_EVERY_S = 0.5
-COUNTERS_EVERY_S = 5.0  # the devices' statistics: a pass over every device's counters, dearer than their states
+STATUS_EVERY_S = 1.0  # a pass over every device's state: at 0.5 s a tenth of a 5,000-device process's time
+COUNTERS_EVERY_S = 10.0  # the devices' counters: a dearer pass (exact in the final status)
 SO_ATTACH_FILTER: Final = 26
 _UDP: Final = 8  # a UDP socket's filter sees the UDP header first
 _LD_LEN, _LDB, _LDH = 0x80, 0x30, 0x28
@@ -110,14 +130,60 @@ def attach(sock: socket.socket, keep: int) -> bool:
     return True
 
 
+_SUMMED = ("started", "connected", "rtp_received", "rtp_expected", "telemetry_sent", "alerts_accepted",
+           "watchdog_fires", "kernel_drops", "drained_at_timers", "sessions_lost_at_timers")
+_SUMMED_MAPS = ("alerts_refused", "seen", "now", "now_group", "io", "taps", "verifications")
+
+
+def merge_statuses(statuses: list[dict[str, Any]]) -> dict[str, Any]:
+    """The status of one fleet made of the processes whose status files are ``statuses`` (disjoint slices of the
+    devices): counts and per-broadcast counts summed, the taps' figures summed (each process has taps of its own:
+    ``group_received_max`` is the most datagrams one process's taps received, what the groups carried when each
+    process has a device in every group), ``timer_lag_max_s`` the worst, ``t`` the oldest, ``filtered`` and
+    ``final`` true only if true of all. ``{}`` until every process has written one (a partial sum would look like
+    a fleet that lost devices)."""
+    if not statuses or any(not status for status in statuses):
+        return {}
+    merged: dict[str, Any] = {"t": min(s["t"] for s in statuses), "procs": len(statuses),
+                              "filtered": all(s.get("filtered") for s in statuses),
+                              "final": all(s.get("final") for s in statuses),
+                              "rtp_keep": statuses[0].get("rtp_keep"),
+                              "timer_lag_max_s": max(s.get("timer_lag_max_s", 0.0) for s in statuses),
+                              "group_received_max": max(s.get("io", {}).get("group_received", 0) for s in statuses)}
+    for key in _SUMMED:
+        if any(key in s for s in statuses):
+            merged[key] = sum(s.get(key, 0) for s in statuses)
+    for key in _SUMMED_MAPS:
+        if any(key in s for s in statuses):
+            total: Counter[str] = Counter()
+            for s in statuses:
+                total.update(s.get(key, {}))
+            merged[key] = dict(total)
+    return merged
+
+
+def lower_share(nice: int) -> bool:
+    """Give this process's session (its autogroup, Linux) the scheduler weight of ``nice``; False where there are no
+    autogroups. The bench's fleet children use it so that together they weigh what one session does."""
+    try:
+        Path("/proc/self/autogroup").write_text(str(nice))
+    except OSError:
+        return False
+    return True
+
+
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    count = int(spec["count"])
+    shared = spec.get("autogroup_nice") is not None and lower_share(int(spec["autogroup_nice"]))
+    first = int(spec.get("first", 0))
+    count = int(spec.get("slice", int(spec["count"]) - first))
     raise_open_file_limit(count)
-    devices = build_fleet(device_keys(spec["seed"], count), server_public=bytes.fromhex(spec["server_public"]),
+    keys = device_keys(spec["seed"], first + count)[first:]
+    devices = build_fleet(keys, server_public=bytes.fromhex(spec["server_public"]),
                           server_address=(spec["host"], spec["port"]),
-                          authority_keys=[bytes.fromhex(spec["authority"])], seed=spec["seed"])
+                          authority_keys=[bytes.fromhex(spec["authority"])], seed=spec["seed"] + first)
     cores = [core for core, _ in devices]
+    verifiers = share_alert_verification(cores)
     if spec.get("watchdog_ms") is not None:
         for core in cores:
             core.settings.apply_config(ConfigValues(watchdog_ms=int(spec["watchdog_ms"])))
@@ -127,6 +193,7 @@ def main(spec_path: str) -> None:
     filtered = keep > 1 and all(attach(sock, keep) for sock in host.socks)
     status_path = Path(spec["status"])
     seen: list[set[int]] = [set() for _ in cores]
+    ever: Counter[int] = Counter()  # broadcast id -> devices whose `seen` holds it
     last_status = 0.0
     drops = [0]
     writes = [0]
@@ -141,14 +208,21 @@ def main(spec_path: str) -> None:
     counted_at = [-COUNTERS_EVERY_S]
 
     def tally() -> None:
-        stats = [core.statistics() for core in cores[: host.started]]
-        counters.update({
-            "rtp_received": sum(s.received for s in stats), "rtp_expected": sum(s.expected for s in stats),
-            "telemetry_sent": sum(s.telemetry_sent for s in stats),
-            "alerts_accepted": sum(s.alerts_accepted for s in stats),
-            "alerts_refused": dict(sum((Counter(s.alerts_refused) for s in stats), Counter())),
-            "watchdog_fires": sum(s.watchdog_fires for s in stats),
-        })
+        # The counters themselves, not core.statistics(): that also computes each device's clock estimate, which
+        # made this pass over 10,000 devices hold the event loop for seconds every COUNTERS_EVERY_S.
+        received = expected = telemetry = accepted = fires = 0
+        refused: Counter[str] = Counter()
+        for core in cores[: host.started]:
+            media = media_totals(core)
+            received += media["received"]
+            expected += media["expected"]
+            telemetry += core.report.reports
+            accepted += core.alerts_accepted
+            fires += core.watchdog.fires
+            if core.alerts_refused:
+                refused.update(core.alerts_refused)
+        counters.update({"rtp_received": received, "rtp_expected": expected, "telemetry_sent": telemetry,
+                         "alerts_accepted": accepted, "alerts_refused": dict(refused), "watchdog_fires": fires})
         counted_at[0] = time.monotonic()
 
     def write_status(*, final: bool = False) -> None:
@@ -157,22 +231,24 @@ def main(spec_path: str) -> None:
             tally()
         now_playing: Counter[int] = Counter()
         from_group: Counter[int] = Counter()
-        ever: Counter[int] = Counter()
         for i, core in enumerate(started):
-            if core.state is not None and core.state[0] is not None:
-                bid = core.state[0]
-                seen[i].add(bid)
-                if core.state[1] == "ip":
+            state = core.state
+            if state is not None and state[0] is not None:
+                bid = state[0]
+                if bid not in seen[i]:  # `ever` kept up to date as it grows, not recounted at every write
+                    seen[i].add(bid)
+                    ever[bid] += 1
+                if state[1] == "ip":
                     now_playing[bid] += 1
                     broadcast = core.broadcasts.get(bid)
                     if (broadcast is not None and broadcast.live is not None and broadcast.live.group
                             and host.group_received(i) > 0):
                         from_group[bid] += 1
-            ever.update(seen[i])
         taps = host.taps()
         status: dict[str, Any] = {
             "t": time.monotonic(), "started": host.started, "connected": sum(c.conn.connected for c in started),
-            "filtered": filtered, "rtp_keep": keep, **counters,
+            "filtered": filtered, "rtp_keep": keep, "autogroup_nice": spec.get("autogroup_nice") if shared else None,
+            **counters,
             "seen": {str(b): n for b, n in ever.items()}, "now": {str(b): n for b, n in now_playing.items()},
             "now_group": {str(b): n for b, n in from_group.items()},
             "taps": {"open": len(taps), "datagrams": sum(taps.values()), "drops": tap_drops[0]},
@@ -184,6 +260,11 @@ def main(spec_path: str) -> None:
         if writes[0] % 10 == 0 and not final:  # a system call per socket: not at every write
             read_drops()
         status["kernel_drops"] = drops[0]
+        status["timer_lag_max_s"] = round(host.stats.timer_lag_max_s, 3)
+        status["drained_at_timers"] = host.drained_at_timers
+        status["sessions_lost_at_timers"] = host.sessions_lost_at_timers
+        status["verifications"] = {"verified": sum(v.verified for v in verifiers),
+                                   "shared": sum(v.shared for v in verifiers)}
         status["final"] = final
         tmp = status_path.with_name(status_path.name + ".tmp")
         tmp.write_text(json.dumps(status))

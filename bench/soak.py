@@ -1,9 +1,16 @@
 """`loa bench soak`: `loa serve` under a whole province for a bounded time: memory flat, no descriptor or task leak.
 
-One `loa serve` child (trio, SQLite in a fresh data directory) and one fleet child (:mod:`loa.bench._soak_fleet`,
-``--devices`` reference devices on loopback sockets, counting only, as ``loa fleet`` runs them), each in a session
-of its own, as on machines of their own (with Linux's autogroup scheduling a session is a scheduling group with
-its own share of the processor, whatever else runs on the host; as `loa bench flood` does):
+One `loa serve` child (trio, SQLite in a fresh data directory) and ``--fleet-procs`` fleet children
+(:mod:`loa.bench._soak_fleet`, ``--devices`` reference devices in all, each child a disjoint slice of them, on
+loopback sockets, counting only, as ``loa fleet`` runs them), each in a session of its own, as on machines of their
+own (with Linux's autogroup scheduling a session is a scheduling group with its own share of the processor,
+whatever else runs on the host; as `loa bench flood` does). The bench sums the children's status files
+(:func:`loa.bench._soak_fleet.merge_statuses`). By default one child per ``FLEET_DEVICES_PER_PROC`` devices, and
+no more children than processors (:func:`default_fleet_procs`): an alert to the province has every device verify
+it, take its ``amp`` and ``join`` and report its ``state`` at once, which 10,000 devices in one Python process
+turned into tens of seconds of backlog; a second process puts the other core to that work, and a child per core
+is the most that adds processor time rather than scheduling groups competing with the server (each session has
+its own share of the processor).
 
 1. **Set-up.** The database is seeded directly before the server starts (no HTTP: 10,000 enrolments one request
    at a time would take longer than the soak): a province ``P`` with ``--communes`` communes, the devices spread
@@ -54,7 +61,9 @@ its own share of the processor, whatever else runs on the host; as `loa bench fl
 7. **Samples.** Every ``--sample-every`` seconds: the server's RSS (``VmRSS``), open descriptors
    (``/proc/PID/fd``), threads, and from its ``/metrics`` the live async tasks (``loa_async_tasks``), sessions
    and the interpreter's allocated blocks (``loa_python_allocated_blocks``: ``py_blocks_growth_pct`` over the
-   same windows as RSS says whether a growth of RSS is live Python objects or the C allocator's).
+   same windows as RSS says whether a growth of RSS is live Python objects or the C allocator's). At the end of the
+   bring-up and of the soak: ``server_udp_drops_bringup`` and ``server_udp_drops``, datagrams the kernel dropped at
+   the server's UDP sockets because their receive buffers were full (:func:`udp_drops`).
 
 Verdicts (goals; the bench prints its JSON line, then exits 1 naming each missed one):
 
@@ -71,6 +80,14 @@ Verdicts (goals; the bench prints its JSON line, then exits 1 naming each missed
   moment is out of reach; every miss is counted);
 * ``api_errors`` = 0.
 
+The fleet's own figures say where the simulation, not the server, fell short: ``fleet_procs``;
+``fleet_timer_lag_max_s``, the latest any device's timer ran after it was due (a device of its own would never
+lag); ``fleet_drained_at_timers``, datagrams handed to a device just before its timer ran, and
+``fleet_sessions_lost_at_timers``, sessions a device's own timer ended (its server silent to its clock probes, or
+``DEAD_AFTER``, or a rekey unanswered until ``REJECT_AFTER_TIME``), see :class:`loa.devices.FleetHost`; and
+``fleet_alert_verifications`` (signatures verified) against ``fleet_alert_verifications_shared`` (outcomes shared
+within a child, :func:`loa.devices.fleet.share_alert_verification`).
+
 Bounded: every child has a hard time limit (the fleet its own, and both are killed with this process), a watchdog
 thread kills everything if the run overstays its plan by ``OVERSTAY_S``, and every loop is bounded in time.
 """
@@ -79,6 +96,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -101,9 +119,11 @@ import numpy as np
 from loa.bench._alert_fleet import device_keys
 from loa.bench._report import emit, environment, read_status
 from loa.bench._serve import Child, RtpFeeder, wav_tone
+from loa.bench._soak_fleet import merge_statuses
 from loa.cli import UserError
 
 FRAME_S = 0.02
+FLEET_DEVICES_PER_PROC = 5_000  # devices per fleet child by default (see the module docstring)
 FLEET_READ_PPS = 20_000  # the RTP packets per second the fleet process is left to read (chooses K)
 LIVE_PPS_MAX = 50_000  # the live stream's fan-out by default (see the module docstring)
 TAP_FEED_S = 1.0  # --multicast: how often the fleet's group taps hand each device the newest packet it plays
@@ -141,6 +161,7 @@ class SoakConfig:
     live_communes: int | None = None
     seed: int = 1
     multicast: bool = False
+    fleet_procs: int | None = None  # None: default_fleet_procs(devices)
 
     def live_count(self) -> int:
         """Communes of the live stream: every one, unless that is more than ``LIVE_PPS_MAX`` datagrams/s by
@@ -195,6 +216,44 @@ if os.getppid() != int(sys.argv[1]):
 sys.argv = [sys.argv[2], *sys.argv[3:]]
 runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
+
+
+def default_fleet_procs(devices: int) -> int:
+    """Fleet children by default: one per ``FLEET_DEVICES_PER_PROC`` devices, at most one per processor."""
+    return max(1, min(os.cpu_count() or 1, -(-devices // FLEET_DEVICES_PER_PROC)))
+
+
+def share_nice(procs: int) -> int | None:
+    """The autogroup nice value that gives ``procs`` fleet sessions together about the weight of one (each step of
+    nice is a factor of ~1.25 in the scheduler's weight); None for one child (left as it is)."""
+    return None if procs <= 1 else min(19, round(math.log(procs) / math.log(1.25)))
+
+
+def fleet_slices(devices: int, procs: int) -> list[tuple[int, int]]:
+    """``(first, count)`` of each fleet child: disjoint, in order, covering every device, sizes within one."""
+    procs = max(1, min(procs, devices))
+    return [(devices * k // procs, devices * (k + 1) // procs - devices * k // procs) for k in range(procs)]
+
+
+def spawn_fleets(spec: dict[str, Any], slices: list[tuple[int, int]], status_paths: list[Path],
+                 workdir: Path) -> list[Child]:
+    """Start a fleet child per slice of ``spec``'s devices (its start rate shared out, so that the whole fleet
+    starts at it), each writing its status to its own path; returns them once every one is ready."""
+    children: list[Child] = []
+    try:
+        for k, (first, count) in enumerate(slices):
+            path = workdir / f"fleet-{k}.json"
+            path.write_text(json.dumps({**spec, "first": first, "slice": count, "status": str(status_paths[k]),
+                                        "start_rate": spec["start_rate"] * count / spec["count"],
+                                        "autogroup_nice": share_nice(len(slices))}))
+            children.append(spawn([str(path)], module="loa.bench._soak_fleet"))
+        for child in children:
+            child.find(r"^ready$", START_TIMEOUT_S)
+    except BaseException:
+        for child in children:
+            child.kill()
+        raise
+    return children
 
 
 def spawn(args: list[str], *, module: str = "loa.cli") -> Child:
@@ -387,6 +446,28 @@ class Sample:
 
 BLOCKS = "loa_python_allocated_blocks"
 _GAUGE = re.compile(r"^(loa_[a-z_]+)(\{[^}]*\})? (\S+)$", re.MULTILINE)
+
+
+def udp_drops(pid: int) -> int | None:
+    """Datagrams the kernel dropped at process ``pid``'s UDP sockets (a full receive buffer), from the ``drops``
+    column of ``/proc/net/udp`` and ``udp6`` for the sockets among its descriptors; None where that cannot be read."""
+    try:
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        total = 0
+        for table in ("udp", "udp6"):
+            with contextlib.suppress(FileNotFoundError):
+                for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                    fields = line.split()
+                    if len(fields) >= 13 and fields[9] in inodes:
+                        total += int(fields[-1])
+    except (OSError, ValueError):
+        return None
+    return total
 
 
 def parse_gauges(text: str) -> dict[str, float]:
@@ -590,15 +671,23 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
     progress.note(f"seeded {config.devices} devices in {len(site.communes)} communes in "
                   f"{time.monotonic() - began:.1f} s")
     server: Child | None = None
-    fleet: Child | None = None
     feeder: RtpFeeder | None = None
     traffic: Traffic | None = None
     clients: list[Api] = []
     killed = threading.Event()
+    slices = fleet_slices(config.devices, config.fleet_procs or default_fleet_procs(config.devices))
+    status_paths = [workdir / f"fleet-status-{k}.json" for k in range(len(slices))]
+    fleets: list[Child] = []
+
+    def fleet_status() -> dict[str, Any]:
+        return merge_statuses([read_status(path) for path in status_paths])
+
+    def fleet_ended() -> bool:
+        return any(child.proc.poll() is not None for child in fleets)
 
     def kill_all() -> None:
         killed.set()
-        for child in (fleet, server):
+        for child in (*fleets, server):
             if child is not None and child.proc.poll() is None:
                 child.proc.kill()
 
@@ -608,7 +697,6 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
     overstay.start()
     samples: list[Sample] = []
     rounds: list[AlertRound] = []
-    status_path = workdir / "fleet-status.json"
     groups = commune_groups(site.communes) if config.multicast else {}
     try:
         server = spawn(["serve", "--data-dir", str(data_dir), "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0",
@@ -632,28 +720,27 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         spec = {"host": host, "port": int(port), "server_public": base64.b64decode(udp.group(2)).hex(),
                 "authority": base64.b64decode(authority.group(1)).hex(), "seed": config.seed,
                 "count": config.devices, "start_rate": config.start_rate, "rtp_keep": config.keep(),
-                "watchdog_ms": config.watchdog_ms(), "status": str(status_path), "backend": "asyncio",
+                "watchdog_ms": config.watchdog_ms(), "backend": "asyncio",
                 "multicast": config.multicast, "feed_every": TAP_FEED_S,
                 "limit": config.bringup_limit() + config.seconds + 2 * START_TIMEOUT_S}
-        (workdir / "fleet.json").write_text(json.dumps(spec))
-        fleet = spawn([str(workdir / "fleet.json")], module="loa.bench._soak_fleet")
-        fleet.find(r"^ready$", START_TIMEOUT_S)
+        fleets += spawn_fleets(spec, slices, status_paths, workdir)
         up_began = time.monotonic()
         sessions = 0
         while True:  # every device with a session, as the fleet and the server count them
-            status = read_status(status_path)
+            status = fleet_status()
             with contextlib.suppress(OSError, AttributeError):
                 sessions = sample_process(server.proc.pid, watcher, 0.0).sessions or 0
             if status.get("connected") == config.devices and sessions == config.devices:
                 break
-            if killed.is_set() or fleet.proc.poll() is not None or server.proc.poll() is not None:
-                raise UserError("a child process ended during the bring-up: " + _tail(fleet, server))
+            if killed.is_set() or fleet_ended() or server.proc.poll() is not None:
+                raise UserError("a child process ended during the bring-up: " + _tail(*fleets, server))
             if time.monotonic() - up_began > config.bringup_limit():
                 raise BringUpError(int(status.get("connected", 0)), sessions, int(status.get("started", 0)),
                                    config.bringup_limit())
             progress.update(0.0, f"bring-up {status.get('connected', 0)}/{config.devices} sessions")
             time.sleep(1.0)
         bringup_s = time.monotonic() - up_began
+        drops_bringup = udp_drops(server.proc.pid)
         progress.note(f"{config.devices} sessions in {bringup_s:.1f} s")
 
         live_zones = ["P"] if config.live_count() == config.communes else site.communes[: config.live_count()]
@@ -663,21 +750,21 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         feeder = RtpFeeder((lhost, int(lport)))
         traffic = Traffic(base, site, config, int(item["id"]))
         soak_began = time.monotonic()
-        first_status = read_status(status_path)
+        first_status = fleet_status()
         sampler = Sampler(server.proc.pid, sampler_api, soak_began, config.sample_every)
         samples = sampler.samples
         next_alert = soak_began + config.alert_every / 2
         pending: list[AlertRound] = []
         while (now := time.monotonic()) < soak_began + config.seconds:
-            if killed.is_set() or server.proc.poll() is not None or fleet.proc.poll() is not None:
-                raise UserError("a child process ended during the soak: " + _tail(fleet, server))
+            if killed.is_set() or server.proc.poll() is not None or fleet_ended():
+                raise UserError("a child process ended during the soak: " + _tail(*fleets, server))
             if now >= next_alert and now + config.alert_seconds + ALERT_MARGIN_S < soak_began + config.seconds:
                 next_alert += config.alert_every
                 pending.append(_alert(noc1, noc2, now - soak_began, item=int(item["id"]),
                                       content_id=item["content_id"], config=config))
                 rounds.append(pending[-1])
             for round_ in list(pending):
-                if _follow(round_, read_status(status_path), live_bid, config):
+                if _follow(round_, fleet_status(), live_bid, config):
                     pending.remove(round_)
             last = samples[-1] if samples else None
             so_far = traffic.figures()
@@ -689,8 +776,9 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
             time.sleep(0.25)
         sampler.stop()
         samples.append(sample_process(server.proc.pid, sampler_api, time.monotonic() - soak_began))
+        drops_end = udp_drops(server.proc.pid)
         soak_s = time.monotonic() - soak_began
-        final_status = read_status(status_path)
+        final_status = fleet_status()
         for round_ in pending:  # the soak ended first: read as things stand
             _follow(round_, final_status, live_bid, config, final=True)
         traffic.close()
@@ -707,11 +795,11 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
             feeder.stop()
         for api in clients:
             api.close()
-        if fleet is not None:
-            fleet.stop(grace=30.0)
+        for child in fleets:
+            child.stop(grace=30.0)
         if server is not None:
             server.stop(grace=30.0)
-    end_status = read_status(status_path)
+    end_status = fleet_status()
     live_gauge = f'loa_broadcast_frames{{bid="{live_bid}"}}'
     late_gauge = f'loa_broadcast_late_frames{{bid="{live_bid}"}}'
     frames = samples[-1].gauges.get(live_gauge, 0.0)
@@ -723,8 +811,8 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
     held = [r.held / config.devices for r in rounds if r.held is not None]
     resumed = [r.resumed / config.live_members() for r in rounds if r.resumed is not None]
     from_group = [r.resumed_group for r in rounds if r.resumed_group is not None]
-    group_datagrams = final_status.get("io", {}).get("group_received", 0) - first_status.get("io", {}).get(
-        "group_received", 0)
+    group_datagrams = (final_status.get("group_received_max", 0)  # what the groups carried, not x fleet children
+                       - first_status.get("group_received_max", 0))
     metrics: dict[str, Any] = {
         "devices": config.devices,
         "soak_s": round(soak_s, 1),
@@ -760,6 +848,14 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         "fleet_rtp_expected": final_status.get("rtp_expected"),
         "fleet_kernel_drops": end_status.get("kernel_drops"),
         "fleet_watchdog_fires": final_status.get("watchdog_fires"),
+        "server_udp_drops_bringup": drops_bringup,
+        "server_udp_drops": drops_end,
+        "fleet_procs": len(slices),
+        "fleet_timer_lag_max_s": end_status.get("timer_lag_max_s"),
+        "fleet_drained_at_timers": end_status.get("drained_at_timers"),
+        "fleet_sessions_lost_at_timers": end_status.get("sessions_lost_at_timers"),
+        "fleet_alert_verifications": end_status.get("verifications", {}).get("verified"),
+        "fleet_alert_verifications_shared": end_status.get("verifications", {}).get("shared"),
         "telemetry_reports": final_status.get("telemetry_sent"),
         "server_cpu_pct": None if cpu is None else round(100 * cpu, 1),
         **api_figures,
@@ -870,9 +966,13 @@ def _workdir() -> Iterator[Path]:
               help="Give every commune an IP multicast group (loa serve --multicast): the live stream and alerts "
                    "go once per packet to each group, and the live stream to every commune by default.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seeds the device keys.")
+@click.option("--fleet-procs", type=click.IntRange(1, 64), default=None,
+              help=f"Fleet processes, each with a disjoint slice of the devices (default: one per "
+                   f"{FLEET_DEVICES_PER_PROC} devices, at most one per processor).")
 def soak(*, as_json: bool, devices: int, minutes: float, warmup_minutes: float, alert_every: float,
          alert_seconds: float, start_rate: float, sample_every: float, readers: int, read_rate: float, writers: int,
-         write_rate: float, rtp_keep: int | None, live_communes: int | None, multicast: bool, seed: int) -> None:
+         write_rate: float, rtp_keep: int | None, live_communes: int | None, multicast: bool, seed: int,
+         fleet_procs: int | None) -> None:
     """10,000 devices, a live stream, alerts and API traffic for a bounded soak: memory, descriptors, tasks."""
     if warmup_minutes >= minutes:
         raise UserError(f"--warmup-minutes ({warmup_minutes:g}) must be shorter than --minutes ({minutes:g})")
@@ -890,7 +990,8 @@ def soak(*, as_json: bool, devices: int, minutes: float, warmup_minutes: float, 
                         communes=max(1, min(20, devices // 10)), start_rate=start_rate, alert_every=alert_every,
                         alert_seconds=alert_seconds, sample_every=sample_every, readers=readers,
                         read_rate=read_rate, writers=writers, write_rate=write_rate, rtp_keep=rtp_keep,
-                        live_communes=live_communes, seed=seed, multicast=multicast)
+                        live_communes=live_communes, seed=seed, multicast=multicast,
+                        fleet_procs=None if fleet_procs is None else min(fleet_procs, devices))
     progress = Progress(config.seconds)
     try:
         with _workdir() as workdir:
@@ -903,7 +1004,9 @@ def soak(*, as_json: bool, devices: int, minutes: float, warmup_minutes: float, 
         progress.close()
     missed = goals_missed(metrics, config)
     metrics["goals_missed"] = len(missed)
-    fleet_kind = "one process, asyncio+uvloop, count-only devices" + (", group taps" if multicast else "")
+    procs = len(fleet_slices(devices, config.fleet_procs or default_fleet_procs(devices)))
+    fleet_kind = (f"{procs} process{'es' if procs > 1 else ''}, asyncio+uvloop, count-only devices, shared alert "
+                  "verification, timers after input" + (", group taps" if multicast else ""))
     env = environment(server="loa serve (trio, SQLite)", fleet=fleet_kind, multicast=multicast,
                       frame_ms=20, telemetry_s=60, rtp_keep=config.keep(), watchdog_ms=config.watchdog_ms(),
                       start_rate=start_rate, communes=config.communes, readers=readers, read_rate=read_rate,

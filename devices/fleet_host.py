@@ -86,6 +86,17 @@ class FleetHost:
     and ``priority_timer_lag_max_s`` for the decoding devices): a device of its own would never lag, so this is
     the host falling behind.
 
+    Timers after input: when a device's timer is due, the host first hands it the datagrams waiting in its socket
+    (``drain_before_timers``, on by default), then runs the timer. A device of its own reads a datagram as it
+    arrives; here the receive loop may be seconds behind (an alert has thousands of signatures verified), and a
+    timer that ran first would judge the device's state without what has already reached it: a clock probe's
+    answer unread, three probes "unanswered" and the server declared silent (a new handshake, PROTOCOL.md 4.7), or
+    ``DEAD_AFTER`` with the server's keepalives in the buffer. Datagrams that arrived after the timer was due but
+    before the host came round to it are handed over first too (the host cannot tell them apart without a kernel
+    stamp): the device then sees them up to the timer's lag early. :attr:`drained_at_timers` counts the datagrams
+    read this way, :attr:`sessions_lost_at_timers` the sessions a device's own timer ended even so (its probes or
+    keepalives had no answer from the server).
+
     ``timestamps``: the kernel stamps every datagram as it arrives (``SO_TIMESTAMPNS``) and :attr:`arrival`
     holds that time, on the host's monotonic clock, while the datagram is handed to its device. One process
     does the work of many devices one after another; the stamp says when each device would have started on it
@@ -121,7 +132,7 @@ class FleetHost:
     def __init__(self, devices: Sequence[tuple[SpeakerCore, SimulatedClock]], server: Address, *,
                  bind_host: str | None = None, start_rate: float = 200.0, priority: int = 0,
                  timestamps: bool = False, max_connecting: int | None = None, taps: bool = False,
-                 feed_every: float = FEED_EVERY_S) -> None:
+                 feed_every: float = FEED_EVERY_S, drain_before_timers: bool = True) -> None:
         self.server = server
         self.feed_every = feed_every
         self.max_connecting = max(64, int(2 * start_rate)) if max_connecting is None else max(1, max_connecting)
@@ -164,6 +175,9 @@ class FleetHost:
         self._priority_heap: list[_Due] = []  # the decoding devices' timers, run before the others' (see _timers)
         self._scheduled: list[float | None] = [None] * len(self.cores)
         self._changed = anyio.Event()
+        self.drain_before_timers = drain_before_timers
+        self.drained_at_timers = 0  # datagrams handed to a device just before its timers ran (see the docstring)
+        self.sessions_lost_at_timers = 0  # sessions a device's own timer ended (silent server, DEAD_AFTER...)
 
     def _schedule(self, index: int) -> None:
         local = self.cores[index].next_event()
@@ -342,18 +356,38 @@ class FleetHost:
             self.started += 1
             self._after(i)
 
+    def _drain(self, index: int) -> int:
+        """Hand device ``index`` every datagram waiting in its socket (at most :data:`RECV_BATCH`); how many."""
+        drained = 0
+        while drained < RECV_BATCH and self._receive_ready((index,), indexes=True):
+            drained += 1
+        return drained
+
     def _run_due(self, heap: list[_Due], now: float, until: float) -> int:
-        """Run the entries of ``heap`` due by ``now`` in time order, until the clock passes ``until``."""
+        """Run the entries of ``heap`` due by ``now`` in time order, until the clock passes ``until``; each
+        device's socket is emptied into it first (see the class docstring, "Timers after input")."""
         handled = 0
         lag = 0.0
-        while heap and heap[0].at <= now and (handled & 63 or time.monotonic() < until):
+        cores = self.cores
+        while heap and heap[0].at <= now and (handled & 15 or time.monotonic() < until):
             due = heapq.heappop(heap)
-            if self._scheduled[due.index] != due.at:
+            index = due.index
+            if self._scheduled[index] != due.at:
                 continue  # superseded
-            self._scheduled[due.index] = None
+            self._scheduled[index] = None
             lag = max(lag, now - due.at)
-            self.cores[due.index].advance(self.clocks[due.index].local(now))
-            self._after(due.index)
+            core = cores[index]
+            at = now
+            if self.drain_before_timers:
+                drained = self._drain(index)
+                if drained:
+                    self.drained_at_timers += drained
+                    at = time.monotonic()  # after what it was just handed: its time does not go back
+            connected = core.conn.connected
+            core.advance(self.clocks[index].local(at))
+            if connected and not core.conn.connected:
+                self.sessions_lost_at_timers += 1
+            self._after(index)
             handled += 1
         stats = self.stats
         if heap is self._priority_heap:
@@ -380,7 +414,7 @@ class FleetHost:
             with anyio.move_on_after(max(0.0, delay)):
                 await changed.wait()
 
-    def _receive_ready(self, fds: list[int] | range, *, indexes: bool = False) -> int:
+    def _receive_ready(self, fds: Sequence[int], *, indexes: bool = False) -> int:
         """One datagram from each ready socket (epoll is level-triggered: a socket with more is ready again), so
         the common case costs one ``recvfrom`` and no ``EAGAIN``. ``indexes``: ``fds`` are device indexes.
 

@@ -3,13 +3,40 @@ a real `loa serve` and fleet process, ~40 s) that fails when any of the bench's 
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import random
+import socket
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
-from loa.bench.soak import Sample, SoakConfig, commune_groups, goals_missed, parse_gauges, soak, verdicts
+from loa.bench._report import read_status
+from loa.bench._soak_fleet import merge_statuses
+from loa.bench.soak import (
+    START_TIMEOUT_S,
+    Api,
+    Sample,
+    SoakConfig,
+    commune_groups,
+    default_fleet_procs,
+    fleet_slices,
+    goals_missed,
+    parse_gauges,
+    sample_process,
+    seed_site,
+    soak,
+    spawn,
+    spawn_fleets,
+    udp_drops,
+    verdicts,
+)
 from loa.streamer.core import parse_group
 
 
@@ -164,3 +191,121 @@ def test_a_small_soak_over_multicast_brings_every_device_back_from_its_group() -
     assert metrics["group_errors"] == 0
     assert metrics["group_pps"] >= 3 * 50 * 0.9  # the live stream on three groups, 50 packets/s each
     assert metrics["fleet_rtp_received"] > 0
+
+
+@given(st.integers(1, 20_000), st.integers(1, 64))
+def test_fleet_slices_cover_every_device_once(devices: int, procs: int) -> None:
+    slices = fleet_slices(devices, procs)
+    assert len(slices) == min(devices, procs)
+    assert [i for first, count in slices for i in range(first, first + count)] == list(range(devices))
+    sizes = [count for _, count in slices]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_the_default_fleet_is_a_process_per_5000_devices_and_no_more_than_the_processors(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert [default_fleet_procs(n) for n in (1, 30, 5000, 5001, 10_000, 20_000)] == [1, 1, 1, 2, 2, 2]
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert default_fleet_procs(20_000) == 4
+
+
+def test_fleet_statuses_add_up() -> None:
+    a = {"t": 5.0, "started": 3, "connected": 2, "filtered": False, "rtp_keep": 1, "telemetry_sent": 4,
+         "alerts_refused": {"ReplayError": 1}, "seen": {"7": 3}, "now": {"7": 1}, "now_group": {"7": 1},
+         "taps": {"open": 2, "datagrams": 100, "drops": 0}, "io": {"received": 10, "group_received": 100},
+         "kernel_drops": 1, "timer_lag_max_s": 0.5, "drained_at_timers": 2, "sessions_lost_at_timers": 0,
+         "verifications": {"verified": 1, "shared": 2}, "final": True}
+    b = {"t": 4.0, "started": 2, "connected": 2, "filtered": False, "rtp_keep": 1, "telemetry_sent": 2,
+         "alerts_refused": {}, "seen": {"7": 2, "8": 1}, "now": {"7": 2}, "now_group": {},
+         "taps": {"open": 1, "datagrams": 90, "drops": 3}, "io": {"received": 5, "group_received": 90},
+         "kernel_drops": 0, "timer_lag_max_s": 2.5, "drained_at_timers": 1, "sessions_lost_at_timers": 1,
+         "verifications": {"verified": 1, "shared": 1}, "final": False}
+    merged = merge_statuses([a, b])
+    assert merged == {
+        "t": 4.0, "procs": 2, "filtered": False, "final": False, "rtp_keep": 1, "timer_lag_max_s": 2.5,
+        "group_received_max": 100, "started": 5, "connected": 4, "telemetry_sent": 6, "kernel_drops": 1,
+        "drained_at_timers": 3, "sessions_lost_at_timers": 1, "alerts_refused": {"ReplayError": 1},
+        "seen": {"7": 5, "8": 1}, "now": {"7": 3}, "now_group": {"7": 1},
+        "io": {"received": 15, "group_received": 190}, "taps": {"open": 3, "datagrams": 190, "drops": 3},
+        "verifications": {"verified": 2, "shared": 3}}
+    alone = merge_statuses([a])  # one process: its own figures
+    assert {k: alone[k] for k in ("started", "connected", "seen", "taps", "group_received_max")} == {
+        "started": 3, "connected": 2, "seen": {"7": 3}, "taps": a["taps"], "group_received_max": 100}
+    assert merge_statuses([a, {}]) == {}  # a child that has not written yet: no partial sum
+    assert merge_statuses([]) == {}
+
+
+@pytest.mark.e2e
+def test_two_fleet_processes_count_what_one_does(tmp_path: Path) -> None:
+    """The same 12 devices against one `loa serve`, first as one fleet process, then split over two: the same
+    devices started and connected, the server holds every one of them, and each reported telemetry."""
+    config = SoakConfig(devices=12, communes=3, start_rate=60.0)
+    site = seed_site(tmp_path / "data", config)
+    server = spawn(["serve", "--data-dir", str(tmp_path / "data"), "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
+    viewer: Api | None = None
+    try:
+        _, udp = server.find(r"devices on udp (\S+); server public key (\S+)", START_TIMEOUT_S)
+        _, http = server.find(r"control plane API on (http://\S+)", START_TIMEOUT_S)
+        _, authority = server.find(r"alert authority public key (\S+)", START_TIMEOUT_S)
+        viewer = Api(http.group(1), site.tokens["xem"])
+        host, _, port = udp.group(1).rpartition(":")
+        spec = {"host": host, "port": int(port), "server_public": base64.b64decode(udp.group(2)).hex(),
+                "authority": base64.b64decode(authority.group(1)).hex(), "seed": config.seed,
+                "count": config.devices, "start_rate": config.start_rate, "rtp_keep": 1, "watchdog_ms": None,
+                "backend": "asyncio", "multicast": False, "limit": 60}
+
+        def sessions() -> int | None:
+            assert viewer is not None
+            return sample_process(server.proc.pid, viewer, 0.0).sessions
+
+        def run(procs: int) -> tuple[dict[str, Any], dict[str, Any]]:
+            paths = [tmp_path / f"status-{procs}-{k}.json" for k in range(procs)]
+            children = spawn_fleets(spec, fleet_slices(config.devices, procs), paths, tmp_path)
+            try:
+                deadline = time.monotonic() + 30
+                while True:  # bounded
+                    status = merge_statuses([read_status(path) for path in paths])
+                    if status.get("connected") == config.devices and sessions() == config.devices:
+                        break
+                    assert time.monotonic() < deadline, (procs, status, sessions())
+                    time.sleep(0.2)
+            finally:
+                for child in children:
+                    child.stop(grace=10.0)
+            deadline = time.monotonic() + 20
+            while sessions() != 0:  # every device said bye: the next fleet starts from none
+                assert time.monotonic() < deadline, sessions()
+                time.sleep(0.2)
+            return status, merge_statuses([read_status(path) for path in paths])
+
+        (one, one_final), (two, two_final) = run(1), run(2)
+    finally:
+        if viewer is not None:
+            viewer.close()
+        server.stop(grace=10.0)
+    assert (one["procs"], two["procs"]) == (1, 2)
+    for key in ("started", "connected"):
+        assert one[key] == two[key] == config.devices, key
+    assert one_final["final"]
+    assert two_final["final"]
+    assert one_final["started"] == two_final["started"] == config.devices
+    assert one_final["telemetry_sent"] >= config.devices
+    assert two_final["telemetry_sent"] >= config.devices
+    assert one_final["alerts_accepted"] == two_final["alerts_accepted"] == 0
+    assert one_final["sessions_lost_at_timers"] == two_final["sessions_lost_at_timers"] == 0
+
+
+def test_udp_drops_counts_what_a_full_buffer_dropped_at_a_process() -> None:
+    before = udp_drops(os.getpid())
+    assert before is not None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as full, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        full.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # the kernel's minimum: a few datagrams
+        full.bind(("127.0.0.1", 0))
+        for _ in range(200):
+            sender.sendto(b"x" * 100, full.getsockname())
+        after = udp_drops(os.getpid())
+    assert after is not None
+    assert after - before >= 150
+    assert udp_drops(2**22 + 1) is None  # no such process
