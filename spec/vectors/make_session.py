@@ -226,7 +226,7 @@ def build() -> dict[str, Any]:
             "(a notice of an earlier restart)", notice, "ReplayError", notice_ctx | {"server_boot": NOTICE_NEW_BOOT}),
         err("session.err.notice.same_boot", "a notice whose new boot is its old one (mac recomputed)", same_boot,
             "FieldError", notice_ctx),
-        err("session.err.notice.key", "a notice made under another server's key", encode_notice(
+        err("session.err.notice.wrong_key", "a notice made under another server's key", encode_notice(
             notice_key(OTHER_SERVER_STATIC, DEVICE_PUB), SERVER_BOOT, NOTICE_NEW_BOOT), "BadMacError", notice_ctx),
         err("session.err.notice.truncated", "session.notice without its last byte", notice[:-1], "TruncatedError",
             notice_ctx),
