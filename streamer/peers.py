@@ -18,13 +18,13 @@ caller logs it and goes on, since the notices only make a restart quicker to not
 from __future__ import annotations
 
 import ipaddress
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import msgpack
+
+from loa.codecs.atomic import atomic_write
 
 __all__ = ["FORMAT_VERSION", "MAX_FILE_BYTES", "MAX_PEERS", "PEERS_FILE", "Peer", "dump_peers", "load_peers",
            "parse_peers", "save_peers"]
@@ -102,13 +102,9 @@ def load_peers(path: Path) -> tuple[dict[bytes, Peer], str | None]:
     return parse_peers(data)
 
 
-def _temporary_prefix(path: Path) -> str:
-    return f".{path.name}."
-
-
 def _remove_temporaries(path: Path) -> None:
     try:
-        for left in path.parent.glob(f"{_temporary_prefix(path)}*.tmp"):
+        for left in path.parent.glob(f".{path.name}.*.tmp"):  # atomic_write's temporary files
             left.unlink(missing_ok=True)
     except OSError:
         pass  # a read-only folder: nothing will be saved there either
@@ -117,19 +113,4 @@ def _remove_temporaries(path: Path) -> None:
 def save_peers(path: Path, peers: dict[bytes, Peer]) -> None:
     """Replace the file at ``path`` with ``peers`` (module docstring); raises OSError and then leaves the old file
     as it was."""
-    data = dump_peers(peers)
-    fd, temporary = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    atomic_write(path, dump_peers(peers))

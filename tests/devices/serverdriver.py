@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -152,6 +153,20 @@ class ServerStream:
     def mark_gap(self) -> None:
         assert self.packetizer is not None
         self.packetizer.mark_gap()
+
+
+class LoopbackNet:
+    """What TestServer needs of a network, for a real socket: the time and an attach point."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    @property
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def attach(self, address: object, endpoint: object) -> None:
+        self.endpoint = endpoint
 
 
 class TestServer:

@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 from click.testing import CliRunner
-from serverdriver import TestServer, tone_payloads
+from serverdriver import LoopbackNet, TestServer, tone_payloads
 
 from loa.devices.cli import device, fleet
 from loa.devices.core import SpeakerCore
@@ -28,20 +28,6 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(params=["trio", "asyncio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-class LoopbackNet:
-    """What TestServer needs of a network, for a real socket: the time and an attach point."""
-
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-
-    @property
-    def now(self) -> float:
-        return time.monotonic() - self.t0
-
-    def attach(self, address: object, endpoint: object) -> None:
-        self.endpoint = endpoint
 
 
 class LoopbackServer:

@@ -8,11 +8,10 @@ from __future__ import annotations
 import random
 import socket
 import threading
-import time
 
 import anyio
 import pytest
-from serverdriver import TestServer
+from serverdriver import LoopbackNet, TestServer
 
 from loa.devices.core import SpeakerCore
 from loa.devices.fleet_host import FleetHost
@@ -25,20 +24,6 @@ CONNECT_LIMIT_S = 10.0
 SILENT_S = 6.0  # the receive loop stopped this long: enough for three probes a second apart, and then some
 
 
-class _Net:
-    """What TestServer needs of a network, for a real socket: the time and an attach point."""
-
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-
-    @property
-    def now(self) -> float:
-        return time.monotonic() - self.t0
-
-    def attach(self, address: object, endpoint: object) -> None:
-        self.endpoint = endpoint
-
-
 class _Server:
     """The test driver's server on a UDP socket on 127.0.0.1, served from a thread of its own; it answers every
     clock probe."""
@@ -48,7 +33,7 @@ class _Server:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.02)
         self.address: tuple[str, int] = self.sock.getsockname()
-        self.net = _Net()
+        self.net = LoopbackNet()
         rng = random.Random(3)
         self.server = TestServer(self.net, static_private=rng.randbytes(32), rng=rng,  # type: ignore[arg-type]
                                  address=self.address)
