@@ -27,15 +27,11 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from loa.protocol.datagram import MAX_DATAGRAM, TYPE_BEACON, VERSION
+from loa.protocol.datagram import MAX_DATAGRAM, TYPE_BEACON, VERSION, check_head
 from loa.protocol.errors import (
     BadLengthError,
     LocalProtocolError,
-    OversizeError,
-    ReservedBitsError,
     TruncatedError,
-    UnknownTypeError,
-    UnknownVersionError,
 )
 
 __all__ = [
@@ -70,20 +66,9 @@ def encode_beacon(body: bytes, sig: bytes) -> bytes:
 
 def parse_beacon(data: bytes) -> tuple[bytes, bytes]:
     """``(body, sig)`` of a beacon datagram, structure checked as the module says; raises the named error."""
+    check_head(data, TYPE_BEACON, "beacon", 6)
     size = len(data)
-    if size > MAX_DATAGRAM:
-        raise OversizeError(f"datagram of {size} bytes exceeds {MAX_DATAGRAM}")
-    if size == 0:
-        raise TruncatedError("empty datagram")
-    if data[0] != TYPE_BEACON:
-        raise UnknownTypeError(f"datagram type 0x{data[0]:02x} is not a beacon")
-    if size < 6:
-        raise TruncatedError(f"beacon of {size} bytes is shorter than its 6-byte head")
-    _, version, reserved, body_len = _HEAD.unpack_from(data)
-    if version != VERSION:
-        raise UnknownVersionError(f"beacon version {version}")
-    if reserved:
-        raise ReservedBitsError("beacon reserved bytes are not zero")
+    body_len = _HEAD.unpack_from(data)[3]
     if body_len == 0:
         raise BadLengthError("beacon with an empty body")
     end = BEACON_OVERHEAD + body_len

@@ -48,6 +48,7 @@ __all__ = [
     "HandshakeInit",
     "HandshakeResponse",
     "Transport",
+    "check_head",
     "classify",
     "is_init",
     "parse",
@@ -271,6 +272,26 @@ def parse(data: bytes) -> Datagram:
         return HandshakeResponse(_U32.unpack_from(data, 4)[0], _U32.unpack_from(data, 8)[0], data[12:44],
                                  data[44:64], data[64:80], data[80:96])
     return CookieReply(_U32.unpack_from(data, 4)[0], data[8:20], data[20:52])
+
+
+def check_head(data: bytes, kind: int, name: str, head: int) -> None:
+    """The structural checks every loa datagram outside types 1-4 begins with, in the spec's order (sections 3.16,
+    6.4.2): longer than 1200 bytes (OversizeError); empty (TruncatedError); first byte not ``kind``
+    (UnknownTypeError); shorter than its ``head`` bytes (TruncatedError); ``version`` not 1 (UnknownVersionError);
+    ``reserved`` not zero (ReservedBitsError). ``name`` names the datagram in the errors."""
+    size = len(data)
+    if size > MAX_DATAGRAM:
+        raise OversizeError(f"datagram of {size} bytes exceeds {MAX_DATAGRAM}")
+    if size == 0:
+        raise TruncatedError("empty datagram")
+    if data[0] != kind:
+        raise UnknownTypeError(f"datagram type 0x{data[0]:02x} is not a {name}")
+    if size < head:
+        raise TruncatedError(f"{name} of {size} bytes is shorter than its {head}-byte head")
+    if data[1] != VERSION:
+        raise UnknownVersionError(f"{name} version {data[1]}")
+    if data[2] or data[3]:
+        raise ReservedBitsError(f"{name} reserved bytes are not zero")
 
 
 def classify(data: bytes) -> Literal["loa", "beacon", "notice", "rtp", "rtcp"]:

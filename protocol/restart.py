@@ -36,18 +36,14 @@ from typing import Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from loa.protocol.datagram import MAX_DATAGRAM, TYPE_NOTICE, VERSION
+from loa.protocol.datagram import TYPE_NOTICE, VERSION, check_head
 from loa.protocol.errors import (
     BadLengthError,
     BadMacError,
     FieldError,
     LocalProtocolError,
-    OversizeError,
     ReplayError,
-    ReservedBitsError,
     TruncatedError,
-    UnknownTypeError,
-    UnknownVersionError,
 )
 from loa.protocol.noise import dh
 
@@ -84,19 +80,8 @@ def encode_notice(key: bytes, old_boot: int, new_boot: int) -> bytes:
 def parse_notice(data: bytes) -> tuple[int, int, bytes]:
     """``(old_boot, new_boot, mac)`` of a notice datagram, structure checked as the module says; raises the named
     error."""
+    check_head(data, TYPE_NOTICE, "restart notice", 4)
     size = len(data)
-    if size > MAX_DATAGRAM:
-        raise OversizeError(f"datagram of {size} bytes exceeds {MAX_DATAGRAM}")
-    if size == 0:
-        raise TruncatedError("empty datagram")
-    if data[0] != TYPE_NOTICE:
-        raise UnknownTypeError(f"datagram type 0x{data[0]:02x} is not a restart notice")
-    if size < 4:
-        raise TruncatedError(f"restart notice of {size} bytes is shorter than its 4-byte header")
-    if data[1] != VERSION:
-        raise UnknownVersionError(f"restart notice version {data[1]}")
-    if data[2] or data[3]:
-        raise ReservedBitsError("restart notice reserved bytes are not zero")
     if size < NOTICE_SIZE:
         raise TruncatedError(f"restart notice of {size} bytes; it is {NOTICE_SIZE}")
     if size > NOTICE_SIZE:
