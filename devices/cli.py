@@ -27,14 +27,16 @@ DEFAULT_PORT = 4433
 BACKENDS = click.Choice(["trio", "asyncio"])
 
 
-def parse_server(text: str) -> Address:
-    """``HOST``, ``HOST:PORT`` or ``[V6]:PORT`` -> a numeric address; ``click.ClickException`` if bad."""
+def parse_server(text: str, *, any_port: bool = False) -> Address:
+    """``HOST``, ``HOST:PORT`` or ``[V6]:PORT`` -> a numeric address; ``click.ClickException`` if bad. With
+    ``any_port``, port 0 (for a listening address: any free port) is allowed."""
     host, sep, port_text = text.rpartition(":")
     if not sep or (host.count(":") > 1 and not host.startswith("[")):
         host, port_text = text, str(DEFAULT_PORT)
     host = host.strip("[]")
-    if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise click.ClickException(f"bad server address {text!r}: expected HOST:PORT with a port 1-65535")
+    low = 0 if any_port else 1
+    if not host or not port_text.isdigit() or not low <= int(port_text) <= 65535:
+        raise click.ClickException(f"bad server address {text!r}: expected HOST:PORT with a port {low}-65535")
     try:
         infos = socket.getaddrinfo(host, int(port_text), type=socket.SOCK_DGRAM)
     except (socket.gaierror, UnicodeError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import time
 
 import click
@@ -61,7 +62,7 @@ def _kit_keys(path: str | None) -> tuple[bytes, object]:
 def _listen(text: str) -> tuple[str, int]:
     from loa.devices.cli import parse_server
 
-    host, port = parse_server(text)
+    host, port = parse_server(text, any_port=True)
     return host, port
 
 
@@ -73,7 +74,8 @@ def _listen(text: str) -> tuple[str, int]:
               help="Run only these cases: an id (3.4.1), a section (3.4) or a glob (5.*); repeatable.")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="Leave these cases out; repeatable.")
 @click.option("--listen", default=None, metavar="HOST:PORT",
-              help=f"The kit's server address (external: default {DEFAULT_LISTEN}; in-process: 127.0.0.1, any port).")
+              help=f"The kit's server address (external: default {DEFAULT_LISTEN}, port 0 for any free port, the "
+                   "one bound being printed; in-process: 127.0.0.1, any port).")
 @click.option("--kit-key", type=click.Path(dir_okay=False),
               help="The kit's private key file (created on first use); its public keys are printed.")
 @click.option("--device-key", metavar="KEY", help="External: the device's public key (base64 or hex) to enrol.")
@@ -90,7 +92,7 @@ def run(*, device: str, out: str, include: tuple[str, ...], exclude: tuple[str, 
         jobs: int) -> None:
     """Run the cases against DEVICE and write the reports into OUT."""
     from loa.devices.conformance.agents import Agent, ExternalAgent, ReferenceAgent
-    from loa.devices.conformance.kit import KitState
+    from loa.devices.conformance.kit import KitState, open_kit_socket
     from loa.devices.conformance.mutants import MUTANTS
     from loa.devices.conformance.registry import SelectionError, Verdict, select
     from loa.devices.conformance.report import write_reports
@@ -131,8 +133,15 @@ def run(*, device: str, out: str, include: tuple[str, ...], exclude: tuple[str, 
         port = 0
     private, authority = _kit_keys(kit_key)
     state = KitState(static_private=private, authority=authority, token=token)  # type: ignore[arg-type]
+    sock: socket.socket | None = None
     if external:
         from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        try:  # bound before the address is printed: the device is told the address that is really listening
+            sock = open_kit_socket(host, port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        port = int(sock.getsockname()[1])
 
         auth_pub = authority.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)  # type: ignore[attr-defined]
         click.echo(f"kit server address: {host}:{port}")
@@ -150,13 +159,15 @@ def run(*, device: str, out: str, include: tuple[str, ...], exclude: tuple[str, 
     results: list[CaseResult] = []
 
     async def main() -> None:
-        results.extend(await run_cases(cases, agent, state, jobs=1 if external else jobs, host=host,
-                                       port=port if external else 0, on_result=progress))
+        results.extend(await run_cases(cases, agent, state, jobs=jobs, host=host, sock=sock, on_result=progress))
 
     try:
         run_loop(main, "trio")
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise click.ClickException(f"cannot listen on {host}: {exc.strerror or exc}") from None
+    finally:
+        if sock is not None:
+            sock.close()
     write_reports(results, out)
     counts = {str(v): sum(1 for r in results if r.verdict is v) for v in Verdict}
     summary = ", ".join(f"{k} {n}" for k, n in counts.items() if n)

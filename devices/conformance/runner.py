@@ -88,18 +88,23 @@ async def run_case(c: Case, agent: Agent, state: KitState, *, host: str = "127.0
 
 
 async def run_cases(cases: Sequence[Case], agent: Agent, state: KitState, *, jobs: int = 1, host: str = "127.0.0.1",
-                    port: int = 0, on_result: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
-    """Run ``cases`` (``jobs`` at a time; one after the other when ``port`` is fixed) and return their results in
-    case order. OSError if the fixed address cannot be bound."""
+                    port: int = 0, sock: socket.socket | None = None,
+                    on_result: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+    """Run ``cases`` (``jobs`` at a time; one after the other on one socket when ``port`` is fixed or ``sock``, an
+    already bound kit socket the caller owns, is given) and return their results in case order. OSError if the
+    fixed address cannot be bound."""
     agent.prepare(state)
-    if port:
+    if sock is not None:
+        host, port = sock.getsockname()[:2]
         out: list[CaseResult] = []
-        with open_kit_socket(host, port) as sock:
-            for c in cases:
-                out.append(await run_case(c, agent, state, host=host, port=port, sock=sock))
-                if on_result is not None:
-                    on_result(out[-1])
+        for c in cases:
+            out.append(await run_case(c, agent, state, host=host, port=port, sock=sock))
+            if on_result is not None:
+                on_result(out[-1])
         return out
+    if port:
+        with open_kit_socket(host, port) as bound:
+            return await run_cases(cases, agent, state, sock=bound, on_result=on_result)
     results: dict[str, CaseResult] = {}
     limiter = anyio.CapacityLimiter(max(1, jobs))
 

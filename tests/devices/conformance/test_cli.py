@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 from click.testing import CliRunner
 
 from loa.cli import main
@@ -47,3 +50,22 @@ def test_bad_cases_pattern(tmp_path: object) -> None:
 
 def test_external_needs_a_device_key_or_token(tmp_path: object) -> None:
     _one_line_error(["conformance", "run", "--device", "external", "--out", str(tmp_path)], "--device-key")
+
+
+def test_external_address_in_use_is_one_line_before_any_address_is_printed(tmp_path: Path) -> None:
+    """The kit binds before it prints its address: a device is never told an address nobody listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["conformance", "run", "--device", "external", "--out", str(tmp_path),
+                                           "--device-key", "AA" * 32, "--kit-key", str(tmp_path / "kit.key"),
+                                           "--listen", f"127.0.0.1:{port}", "--cases", "3.3.1"])
+    assert result.exit_code != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "kit server address" not in result.output
+    assert "Traceback" not in result.output
+
+
+def test_listen_port_must_be_a_port(tmp_path: Path) -> None:
+    _one_line_error(["conformance", "run", "--device", "external", "--out", str(tmp_path), "--device-key", "AA" * 32,
+                     "--listen", "127.0.0.1:65536"], "port 0-65535")
