@@ -63,7 +63,9 @@ its own share of the processor).
    and the interpreter's allocated blocks (``loa_python_allocated_blocks``: ``py_blocks_growth_pct`` over the
    same windows as RSS says whether a growth of RSS is live Python objects or the C allocator's). At the end of the
    bring-up and of the soak: ``server_udp_drops_bringup`` and ``server_udp_drops``, datagrams the kernel dropped at
-   the server's UDP sockets because their receive buffers were full (:func:`udp_drops`).
+   the server's UDP sockets because their receive buffers were full (:func:`udp_drops`). From the first sample to
+   the last: ``server_sessions_started`` (handshakes that gave a session: after the bring-up, every one is a
+   device that lost its session and came back) and ``server_messages`` (control messages received, by type).
 
 Verdicts (goals; the bench prints its JSON line, then exits 1 naming each missed one):
 
@@ -470,6 +472,10 @@ def udp_drops(pid: int) -> int | None:
     return total
 
 
+MESSAGES = "loa_streamer_messages_received"  # {type="Hello"}...
+SESSIONS_STARTED = "loa_streamer_sessions_started"
+
+
 def parse_gauges(text: str) -> dict[str, float]:
     """``name`` or ``name{labels}`` -> value, of every ``loa_`` line of a Prometheus text page."""
     return {name + (labels or ""): float(value) for name, labels, value in _GAUGE.findall(text)}
@@ -813,6 +819,12 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
     from_group = [r.resumed_group for r in rounds if r.resumed_group is not None]
     group_datagrams = (final_status.get("group_received_max", 0)  # what the groups carried, not x fleet children
                        - first_status.get("group_received_max", 0))
+    first_gauges, last_gauges = (samples[0].gauges, samples[-1].gauges) if samples else ({}, {})
+
+    def grown(name: str) -> float:
+        return last_gauges.get(name, 0.0) - first_gauges.get(name, 0.0)
+
+    messages = {key[len(MESSAGES) + 7:-2]: int(grown(key)) for key in last_gauges if key.startswith(MESSAGES + "{")}
     metrics: dict[str, Any] = {
         "devices": config.devices,
         "soak_s": round(soak_s, 1),
@@ -844,6 +856,8 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         "group_errors": final_status.get("io", {}).get("group_errors"),
         "fleet_tap_drops": end_status.get("taps", {}).get("drops"),
         "live_resumed_from_group_min": min(from_group) if len(from_group) == len(rounds) and from_group else None,
+        "server_sessions_started": int(grown(SESSIONS_STARTED)),
+        "server_messages": dict(sorted(messages.items(), key=lambda kv: -kv[1])),
         "fleet_rtp_received": final_status.get("rtp_received"),
         "fleet_rtp_expected": final_status.get("rtp_expected"),
         "fleet_kernel_drops": end_status.get("kernel_drops"),

@@ -617,6 +617,7 @@ class StreamerCore:
             self._in, self._bytes_in, self._sent, self._bytes_out, MappingProxyType(dict(drops)),
             self.sessions.online_count(), len(self.live.bids()) + len(self.plays.bids()),
             self._retransmitted, self._chunks, self._time_resps,
+            MappingProxyType(dict(self.sessions.messages)), self.sessions.sessions_started,
         )
 
     def close(self, now: float, reason: str = "server shutting down") -> None:

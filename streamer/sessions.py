@@ -106,6 +106,8 @@ class DeviceSessions:
         self._now = 0.0
         self._address: Address | None = None
         self.wants_flush = False
+        self.sessions_started = 0  # handshakes that gave a session (a storm of them is a fleet re-joining at once)
+        self.messages: Counter[str] = Counter()  # control messages received, by type (Hello, Ack, Telemetry...)
 
     # -- queries -----------------------------------------------------------------------------------------------
 
@@ -357,6 +359,7 @@ class DeviceSessions:
         self._hooks.on_acks(device, now)
 
     def _connected(self, device: bytes, event: Connected, now: float) -> bool:
+        self.sessions_started += 1
         rt = self.runtime(device)
         rt.online = True
         rt.boot = event.boot
@@ -372,6 +375,7 @@ class DeviceSessions:
         return not rt.state_sent
 
     def _message(self, device: bytes, message: Message, now: float) -> bool:
+        self.messages[type(message).__name__] += 1
         rt = self.runtime(device)
         rt.last_seen = now
         if rt.provisional_until is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from loa.protocol.control import Hello, State
@@ -208,7 +208,8 @@ class BroadcastStatus:
 @dataclass(frozen=True, slots=True)
 class StreamerStatistics:
     """Counters since the core started: datagrams and bytes in and out (control, retransmissions, not the
-    fan-out itself), drops by error name (session, control and the core's own), and current sizes."""
+    fan-out itself), drops by error name (session, control and the core's own), control messages received by type,
+    sessions started (completed handshakes), and current sizes."""
 
     datagrams_in: int
     bytes_in: int
@@ -220,3 +221,5 @@ class StreamerStatistics:
     retransmitted: int
     chunks_sent: int
     time_responses: int
+    messages: Mapping[str, int] = field(default_factory=dict)
+    sessions_started: int = 0

@@ -68,6 +68,11 @@ class _LoopSnapshot:
     tasks: int
     streamer: tuple[int, int, int] | None  # sessions, datagrams sent, media datagrams
     broadcasts: tuple[tuple[int, int, int], ...]  # (bid, frames, late frames)
+    received: int = 0  # datagrams the streamer read
+    kernel_drops: int | None = None  # datagrams the kernel dropped at its socket (None: not told)
+    sessions_started: int = 0
+    messages: tuple[tuple[str, int], ...] = ()  # control messages received, by type
+    drops: tuple[tuple[str, int], ...] = ()  # datagrams and messages dropped, by reason
 
 
 def _loop_snapshot(cp: ControlPlane) -> _LoopSnapshot:
@@ -79,8 +84,11 @@ def _loop_snapshot(cp: ControlPlane) -> _LoopSnapshot:
     if core is None or service is None:
         return _LoopSnapshot(tasks, None, ())
     stats = service.statistics()
+    core_stats = core.statistics()
     broadcasts = tuple((b.bid, b.frames, b.late_frames) for b in core.broadcasts())
-    return _LoopSnapshot(tasks, (core.statistics().devices_online, stats.sent, stats.media_packets), broadcasts)
+    return _LoopSnapshot(tasks, (core_stats.devices_online, stats.sent, stats.media_packets), broadcasts,
+                         stats.received, stats.kernel_drops, core_stats.sessions_started,
+                         tuple(sorted(core_stats.messages.items())), tuple(sorted(core_stats.drops.items())))
 
 
 def _read_loop(cp: ControlPlane) -> _LoopSnapshot | None:
@@ -140,6 +148,24 @@ class _StateCollector(Collector):
                 late.add_metric([str(bid)], behind)
             yield frames
             yield late
+            yield GaugeMetricFamily("loa_streamer_datagrams_received", "Datagrams the streamer read from its socket",
+                                    value=loop.received)
+            if loop.kernel_drops is not None:
+                yield GaugeMetricFamily("loa_streamer_kernel_drops", "Datagrams the kernel dropped at the "
+                                        "streamer's socket (its receive buffer full, or the socket filter)",
+                                        value=loop.kernel_drops)
+            yield GaugeMetricFamily("loa_streamer_sessions_started", "Handshakes that gave a device a session",
+                                    value=loop.sessions_started)
+            messages = GaugeMetricFamily("loa_streamer_messages_received", "Control messages received, by type",
+                                         labels=["type"])
+            for name, count in loop.messages:
+                messages.add_metric([name], count)
+            yield messages
+            drops = GaugeMetricFamily("loa_streamer_drops", "Datagrams and messages the streamer dropped, by reason",
+                                      labels=["reason"])
+            for reason, count in loop.drops:
+                drops.add_metric([reason], count)
+            yield drops
 
 
 class Metrics:

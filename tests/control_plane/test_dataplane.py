@@ -6,6 +6,7 @@ alerts and cancels, scheduled programmes and board items, live and relayed broad
 from __future__ import annotations
 
 import random
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,11 +16,13 @@ import anyio
 import anyio.abc
 import pytest
 from _dataplane_lab import run_lab, serve_directory, wait_for
+from prometheus_client import generate_latest
 from sqlalchemy import select
 
 from loa.codecs import encode_file_to_ogg_opus, tone
 from loa.control_plane import alerts, devices, enrolment, library, zones
 from loa.control_plane.alerts import AlertAudio, AlertDraft
+from loa.control_plane.api.metrics import Metrics
 from loa.control_plane.auth import Actor, Principal
 from loa.control_plane.dataplane import DataPlane, DataPlaneSettings, LiveSource
 from loa.control_plane.db.schema import as_played, broadcast_log
@@ -116,6 +119,48 @@ def test_devices_follow_the_database_and_report_back(cp: ControlPlane) -> None:
         await wait_for(lambda: not lab.online(ident), 15, "the disabled device offline")
 
     run(body, cp)
+
+
+def test_metrics_count_what_the_streamer_received(cp: ControlPlane) -> None:
+    """/metrics tells an operator what reaches the streamer: datagrams, completed handshakes, control messages by
+    type, drops by reason (a fleet re-joining at once shows as a jump of sessions started)."""
+    def scrape() -> str:
+        return generate_latest(Metrics(cp).registry).decode()
+
+    async def body(lab: Lab) -> None:
+        key = lab.rng.randbytes(32)
+        ident = lab.enrol("20194-01", key)
+        await wait_for(lambda: lab.streamer_knows(key), 10, "the streamer to learn the new device")
+        lab.device(key)
+        await wait_for(lambda: lab.online(ident), 15, "the device online in the database")
+        text = scrape()
+        assert _metric(text, "loa_streamer_sessions_started") == 1
+        hellos = _metric(text, 'loa_streamer_messages_received{type="Hello"}')
+        assert hellos is not None
+        assert hellos >= 1
+        received = _metric(text, "loa_streamer_datagrams_received")
+        assert received is not None
+        assert received >= 2  # the handshake and hello at least
+        address = lab.sock.getsockname()[:2]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.sendto(b"\x09junk", address)  # no loa datagram: the kernel's filter drops it, and counts it
+            stranger.sendto(b"\x04\x01\x00\x00" + bytes(28), address)  # a transport message of no session
+            await wait_for(lambda: (_metric(scrape(), "loa_streamer_kernel_drops") or 0) >= 1, 10,
+                           "the junk datagram counted by the kernel")
+            await wait_for(lambda: _dropped(scrape()) >= 1, 10, "the forged transport message counted as dropped")
+
+    run(body, cp)
+
+
+def _metric(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def _dropped(text: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("loa_streamer_drops{"))
 
 
 def _status(cp: ControlPlane, ident: str) -> dict[str, Any]:
