@@ -13,8 +13,11 @@ HandshakeInits with a valid ``mac1`` from keys the server does not know, the sam
 CookieReplies, and transport datagrams with unknown receiver indexes.
 
 Sequence: the fleet comes up (sessions, clock estimates); a live tone starts to every device; a quiet window of
-``--seconds``, with an alert triggered in its middle (``alert_quiet``); then the flood for ``--seconds``, with a
-second alert in its middle (``alert_flood``); each alert plays two seconds of tone and the live stream resumes.
+``--seconds``, with ``--alerts`` alerts triggered at even spacing in it (``alert_quiet``); then the flood for
+``--seconds``, with as many alerts at the same moments of it (``alert_flood``); each alert plays two seconds of
+tone and the live stream resumes before the next (so with more than one, the spacing, ``--seconds`` /
+``--alerts``, is at least ``ALERT_TONE_S`` + 1 s). Several alerts per window make each p99 one of ``--alerts`` x
+``--devices`` times rather than nearly the slowest device of one alert.
 
 Metrics:
 
@@ -31,8 +34,9 @@ Metrics:
 * ``late_quiet``/``late_flood`` (frames arriving after their play time at the decoding devices, per window),
   ``played_quiet``/``played_flood``, ``plc_quiet``/``plc_flood`` (frames concealed), ``received_quiet``/
   ``received_flood`` (media packets at every device);
-* ``alert_p99_quiet_ms``/``alert_p99_flood_ms`` (from the trigger to each device holding the verified alert,
-  on the host's monotonic clock) and ``alert_p99_ratio``; ``alert_held_quiet``/``alert_held_flood``;
+* ``alert_p99_quiet_ms``/``alert_p99_flood_ms`` (from each trigger to each device holding that verified alert,
+  on the host's monotonic clock, over the window's alerts) and ``alert_p99_ratio``; ``alert_held_quiet``/
+  ``alert_held_flood`` (devices that held every alert of the window); ``alerts_per_window``;
 * ``loop_lag_p99_quiet_ms``/``loop_lag_p99_flood_ms`` and ``loop_lag_max_*``: how late a task of the server's
   event loop that sleeps ``LAG_PROBE_S`` at a time wakes, per window; the wait of anything ready to run there (a
   frame, an API call that triggers an alert, a timer) while the receive loop has the loop. The alert's figures
@@ -175,21 +179,19 @@ class Meter:
 
 
 class AlertTimedCore(SpeakerCore):
-    """A device that notes the host's monotonic time of every alert it accepts."""
+    """A device that notes the host's monotonic time at which it accepted each alert (by broadcast id)."""
 
-    accepted_at: list[float]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.accepted_at: dict[int, float] = {}
+        accept = self.alerts.accept
 
-    def receive_datagram(self, data: bytes, source: Address, now: float, *, group: str | None = None) -> None:
-        before = self.alerts_accepted
-        super().receive_datagram(data, source, now, group=group)
-        if self.alerts_accepted != before:
-            self.accepted_at.append(time.monotonic())
+        def timed(*a: Any, **k: Any) -> Any:
+            accepted = accept(*a, **k)  # raises for an alert it refuses
+            self.accepted_at.setdefault(accepted.alert.bid, time.monotonic())
+            return accepted
 
-    def advance(self, now: float) -> None:
-        before = self.alerts_accepted
-        super().advance(now)
-        if self.alerts_accepted != before:  # held back until the clock estimate was ready
-            self.accepted_at.append(time.monotonic())
+        self.alerts.accept = timed  # type: ignore[method-assign]
 
 
 def fleet_main(spec_path: str) -> None:
@@ -208,7 +210,6 @@ def fleet_main(spec_path: str) -> None:
             sink=CounterSink(decode=decode), store=MemoryStore(1 << 20), batch=0.05, count_only=not decode,
             log_limit=0, rng=random.Random(rng.random()),
         )
-        core.accepted_at = []
         devices.append((core, SimulatedClock(rng.uniform(-50, 50), rng.uniform(-5, 5))))
     cores = [core for core, _ in devices]
     host = FleetHost(devices, server, bind_host="127.0.0.1", start_rate=200.0, priority=spec["full"])
@@ -223,7 +224,8 @@ def fleet_main(spec_path: str) -> None:
             "clocks": sum(s.clock_ready for s in stats), "late": sum(s.late for s in full),
             "played": sum(s.played for s in full), "plc": sum(s.plc for s in full),
             "received": sum(s.received for s in stats),
-            "alerts": [list(c.accepted_at) for c in cores if isinstance(c, AlertTimedCore)],
+            "alerts": [{str(bid): t for bid, t in c.accepted_at.items()} for c in cores
+                       if isinstance(c, AlertTimedCore)],
             "refused": dict(sum((Counter(s.alerts_refused) for s in stats), Counter())),
         }
         tmp = status_path.with_name(status_path.name + ".tmp")
@@ -247,9 +249,15 @@ def fleet_main(spec_path: str) -> None:
 # -- the bench ---------------------------------------------------------------------------------------------------
 
 
-def _p99_ms(times: list[float | None], t0: float) -> float | None:
-    values = [(t - t0) * 1000 for t in times if t is not None]
-    return round(float(np.percentile(np.array(values), 99)), 3) if values else None
+def alert_times(held: list[dict[str, float]], triggers: list[tuple[int, float]]) -> tuple[list[float], int]:
+    """Milliseconds from each trigger ``(bid, t0)`` to each device's holding of that alert (``held``: per device,
+    bid -> when), and how many devices held every one of them."""
+    times = [(device[str(bid)] - t0) * 1000 for device in held for bid, t0 in triggers if str(bid) in device]
+    return times, sum(all(str(bid) in device for bid, _ in triggers) for device in held)
+
+
+def _p99_ms(times: list[float]) -> float | None:
+    return round(float(np.percentile(np.array(times), 99)), 3) if times else None
 
 
 def bare_drain(sock: Any, seconds: float) -> tuple[int, float]:
@@ -295,7 +303,8 @@ async def _bare_ceiling(binary: str, listing: str, *, rate: float, seconds: floa
             "bare_kernel_drops": drops}
 
 
-async def _run(*, rate: float, seconds: float, devices: int, full: int, sources: int, seed: int,
+async def _run(*, rate: float, seconds: float, alerts_per_window: int, devices: int, full: int, sources: int,
+               seed: int,
                workdir: str, profile: str | None, socket_filter: bool, bare: bool) -> dict[str, Any]:
     binary = compile_flooder(workdir)
     rng = random.Random(seed)
@@ -348,7 +357,7 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
             service.start_broadcast(ToneSource(440.0), [ZONE], name="live")
             await anyio.sleep(3.0)  # every device joined and playing
             windows = {}
-            alerts = {}
+            alerts: dict[str, list[tuple[int, float]]] = {}
             for phase in ("quiet", "flood"):
                 start_status = read_status(status_path)
                 received0, drops0 = meter.datagrams_in, socket_drops(port)
@@ -368,12 +377,14 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
                                                 profile, "--nonblocking"], stdout=subprocess.DEVNULL,
                                                stderr=subprocess.DEVNULL)
                 window_start = anyio.current_time()
-                await anyio.sleep(seconds / 2)
-                t0 = time.monotonic()
-                service.trigger_alert(ToneSource(880.0, seconds=ALERT_TONE_S), signing_key=authority,
-                                      zones=[ZONE], text=f"flood bench {phase}")
-                alerts[phase] = t0
-                await anyio.sleep(seconds / 2)
+                alerts[phase] = []
+                for i in range(alerts_per_window):
+                    await anyio.sleep_until(window_start + seconds * (i + 0.5) / alerts_per_window)
+                    t0 = time.monotonic()
+                    bid = service.trigger_alert(ToneSource(880.0, seconds=ALERT_TONE_S), signing_key=authority,
+                                                zones=[ZONE], text=f"flood bench {phase} {i + 1}")
+                    alerts[phase].append((bid, t0))
+                await anyio.sleep_until(window_start + seconds)
                 window_lags = [lag for due, lag in lags if window_start <= due <= anyio.current_time()]
                 if flooder is not None:
                     while flooder.poll() is None:
@@ -416,10 +427,9 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
         start, end = windows[phase]["start"], windows[phase]["end"]
         for name in ("late", "played", "plc", "received"):
             metrics[f"{name}_{phase}"] = end.get(name, 0) - start.get(name, 0)
-        index = 0 if phase == "quiet" else 1
-        times = [held[index] if len(held) > index else None for held in final.get("alerts", [])]
-        metrics[f"alert_p99_{phase}_ms"] = _p99_ms(times, alerts[phase])
-        metrics[f"alert_held_{phase}"] = sum(t is not None for t in times)
+        times, held_all = alert_times(final.get("alerts", []), alerts[phase])
+        metrics[f"alert_p99_{phase}_ms"] = _p99_ms(times)
+        metrics[f"alert_held_{phase}"] = held_all
         phase_lags = np.array(windows[phase]["lags"] or [0.0]) * 1000
         metrics[f"loop_lag_p99_{phase}_ms"] = round(float(np.percentile(phase_lags, 99)), 3)
         metrics[f"loop_lag_max_{phase}_ms"] = round(float(phase_lags.max()), 3)
@@ -447,6 +457,7 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
         cookie_replies=stats.cookie_replies_sent, handshake_responses=stats.responses_sent,
         sessions=sessions_at_end,
         refused_alerts=final.get("refused", {}), devices=devices, full=full, rate_target=rate, seconds=seconds,
+        alerts_per_window=alerts_per_window,
     )
     return metrics
 
@@ -457,6 +468,8 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
               help="Flood datagrams per second.")
 @click.option("--seconds", type=click.FloatRange(1, 600), default=10.0, show_default=True,
               help="Length of the quiet window and of the flood.")
+@click.option("--alerts", "alerts_per_window", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Alerts in each window, evenly spaced (at least ALERT_TONE_S + 1 s apart).")
 @click.option("--devices", type=click.IntRange(1, 2000), default=50, show_default=True)
 @click.option("--full", type=click.IntRange(1, 2000), default=10, show_default=True,
               help="Devices that decode and play (the rest count packets).")
@@ -469,11 +482,15 @@ async def _run(*, rate: float, seconds: float, devices: int, full: int, sources:
 @click.option("--bare/--no-bare", default=True, show_default=True,
               help="Then flood a socket that plain Python only drains (bare_* metrics: the receive ceiling).")
 @click.option("--seed", type=int, default=1, show_default=True)
-def flood(*, as_json: bool, rate: float, seconds: float, devices: int, full: int, sources: int,
-          profile: str | None, socket_filter: bool, bare: bool, seed: int) -> None:
-    """An unauthenticated flood at the streamer during a live stream and an alert."""
+def flood(*, as_json: bool, rate: float, seconds: float, alerts_per_window: int, devices: int, full: int,
+          sources: int, profile: str | None, socket_filter: bool, bare: bool, seed: int) -> None:
+    """An unauthenticated flood at the streamer during a live stream and alerts."""
     if full > devices:
         raise UserError(f"--full ({full}) cannot exceed --devices ({devices})")
+    if alerts_per_window > 1 and seconds / alerts_per_window < ALERT_TONE_S + 1:
+        raise UserError(f"--alerts {alerts_per_window} in --seconds {seconds:g} are less than "
+                        f"{ALERT_TONE_S + 1:g} s apart: an alert plays {ALERT_TONE_S:g} s, and the live stream "
+                        "resumes before the next")
     if profile is not None and shutil.which("py-spy") is None:
         raise UserError("--profile needs py-spy (pip install py-spy)")
     try:
@@ -482,7 +499,8 @@ def flood(*, as_json: bool, rate: float, seconds: float, devices: int, full: int
         raise UserError(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="loa-flood-") as workdir:
         async def main() -> dict[str, Any]:
-            return await _run(rate=rate, seconds=seconds, devices=devices, full=full, sources=sources, seed=seed,
+            return await _run(rate=rate, seconds=seconds, alerts_per_window=alerts_per_window, devices=devices,
+                              full=full, sources=sources, seed=seed,
                               workdir=workdir, profile=profile, socket_filter=socket_filter, bare=bare)
         metrics = anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
     env = environment(transport="UDP loopback; streamer in this process, fleet and C flooder in two others",
