@@ -3,8 +3,8 @@
 The server records each broadcast it starts and stops (:func:`broadcast_started`, :func:`broadcast_ended`):
 its bid, kind, title, content, class and level. Devices report what their output plays (``state``: bid, source,
 since; PROTOCOL.md 4.4) and, in conformance test mode only, the frames they played (``played``); the streamer
-wiring passes each report to :func:`record`. A device's as-played log is a sequence of rows, one per stretch of
-one thing played; at most one row per device is open (no end yet).
+wiring passes them in batches to :func:`record_many` (:func:`record` takes one). A device's as-played log is a
+sequence of rows, one per stretch of one thing played; at most one row per device is open (no end yet).
 
 A new ``state`` closes the device's open row at its ``since`` and says why it ended:
 
@@ -29,11 +29,12 @@ anyone's change) and the device row is locked, so concurrent reports of one devi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from loa.control_plane.db import Tx
 from loa.control_plane.db.schema import BROADCAST_KINDS, NAME_LEN, PLAYED_SOURCES, as_played, broadcast_log, devices
@@ -44,15 +45,18 @@ __all__ = [
     "BroadcastStart",
     "DeviceOffline",
     "PlayedReport",
+    "Report",
     "StateReport",
     "broadcast_ended",
     "broadcast_started",
     "from_message",
     "ms",
     "record",
+    "record_many",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CHUNK = 500  # ids per IN (...) list: well inside every backend's limit on bound parameters
 _ENDED_SLACK = timedelta(seconds=2)
 _FUTURE = timedelta(seconds=30)
 _PAST = timedelta(days=1)
@@ -155,31 +159,37 @@ def _close(tx: Tx, row_id: int, at: datetime, reason: str, by: tuple[str, int | 
         interrupted_by=by[0][:NAME_LEN] if by else None, interrupted_by_bid=by[1] if by else None))
 
 
-def _broadcast(tx: Tx, bid: int) -> Any:
-    return tx.conn.execute(select(broadcast_log).where(broadcast_log.c.bid == bid)
-                           .order_by(broadcast_log.c.id.desc()).limit(1)).one_or_none()
+def _broadcasts(tx: Tx, bids: Sequence[int]) -> dict[int, Any]:
+    """The latest broadcast log row of each of ``bids`` that has one."""
+    out: dict[int, Any] = {}
+    for start in range(0, len(bids), _CHUNK):
+        for row in tx.conn.execute(select(broadcast_log).where(broadcast_log.c.bid.in_(bids[start:start + _CHUNK]))
+                                   .order_by(broadcast_log.c.id)):
+            out[row.bid] = row
+    return out
 
 
-def _describe(tx: Tx, bid: int | None, src: str) -> dict[str, Any]:
+def _describe(known: dict[int, Any], bid: int | None, src: str) -> dict[str, Any]:
     if bid is None:
         return {"bid": None, "src": src, "kind": src, "title": SOURCE_TITLES[src], "content_id": None,
                 "alert_id": None, "cls": None, "lvl": None}
-    known = _broadcast(tx, bid)
-    if known is None:
+    row = known.get(bid)
+    if row is None:
         return {"bid": bid, "src": src, "kind": "scheduled" if src == "local" else "live",
                 "title": f"broadcast {bid}", "content_id": None, "alert_id": None, "cls": None, "lvl": None}
-    return {"bid": bid, "src": src, "kind": known.kind, "title": known.title or f"broadcast {bid}",
-            "content_id": known.content_id, "alert_id": known.alert_id, "cls": known.cls, "lvl": known.lvl}
+    return {"bid": bid, "src": src, "kind": row.kind, "title": row.title or f"broadcast {bid}",
+            "content_id": row.content_id, "alert_id": row.alert_id, "cls": row.cls, "lvl": row.lvl}
 
 
 def _rank(cls: int | None, lvl: int | None) -> int | None:
     return None if cls is None or lvl is None else cls * 4 + lvl
 
 
-def _why(tx: Tx, old: Any, new: dict[str, Any] | None, at: datetime) -> tuple[str, tuple[str, int | None] | None]:
+def _why(known: dict[int, Any], old: _Row, new: dict[str, Any] | None,
+         at: datetime) -> tuple[str, tuple[str, int | None] | None]:
     if old.bid is not None:
-        known = _broadcast(tx, old.bid)
-        if known is not None and known.ended_at is not None and known.ended_at <= at + _ENDED_SLACK:
+        row = known.get(old.bid)
+        if row is not None and row.ended_at is not None and row.ended_at <= at + _ENDED_SLACK:
             return "ended", None
     if new is None:
         return "ended", None
@@ -191,39 +201,104 @@ def _why(tx: Tx, old: Any, new: dict[str, Any] | None, at: datetime) -> tuple[st
     return "preempted", (new["title"], new["bid"])
 
 
-def _open_row(tx: Tx, device_id: str) -> Any:
-    return tx.conn.execute(select(as_played).where(as_played.c.device_id == device_id, as_played.c.ended_ms.is_(None))
-                           .order_by(as_played.c.started_ms.desc(), as_played.c.id.desc()).limit(1)).one_or_none()
-
-
 def record(tx: Tx, device_id: str, report: Report) -> None:
     """Fold one report of ``device_id`` into its as-played log (rules in the module docstring)."""
-    zone_row = tx.conn.execute(select(devices.c.zone).where(devices.c.id == device_id).with_for_update()).one_or_none()
-    if zone_row is None:
-        raise NotFoundError(f"no device {device_id!r}")
-    current = _open_row(tx, device_id)
-    if isinstance(report, DeviceOffline):
-        if current is not None:
-            _close(tx, current.id, max(report.at or tx.now, current.started_at), "offline")
-        return
-    if isinstance(report, PlayedReport):
-        if current is not None and current.bid == report.bid:
-            return
-        report = StateReport(report.bid, "ip", report.first_ns)
-    if report.src != "idle" and report.src not in PLAYED_SOURCES:
+    record_many(tx, [(device_id, report)])
+
+
+@dataclass(slots=True)
+class _Row:
+    """A device's open row while a batch is folded: one already in the table (``id``), or one the batch adds
+    (``values``, inserted at the end; closing it fills in its end there)."""
+
+    id: int | None
+    bid: int | None
+    src: str
+    cls: int | None
+    lvl: int | None
+    started_at: datetime
+    values: dict[str, Any] | None = None
+
+
+def _check(report: Report) -> None:
+    if isinstance(report, StateReport) and report.src != "idle" and report.src not in PLAYED_SOURCES:
         raise InvalidError(f"state.src must be one of {', '.join((*PLAYED_SOURCES, 'idle'))}")
-    if report.bid is not None and not 0 <= report.bid <= 0xFFFF_FFFF:
+    bid = getattr(report, "bid", None)
+    if bid is not None and not 0 <= bid <= 0xFFFF_FFFF:
         raise InvalidError("state.bid is a uint32")
-    since = _time(report.since_ns, tx.now)
-    if current is not None:
-        if (current.bid, current.src) == (report.bid, report.src):
-            return
-        if since < current.started_at:
-            return
-    new = _describe(tx, report.bid, report.src) if report.src != "idle" else None
-    if current is not None:
-        reason, by = _why(tx, current, new, since)
-        _close(tx, current.id, since, reason, by)
-    if new is not None:
-        tx.conn.execute(insert(as_played).values(device_id=device_id, zone=zone_row.zone, started_at=since,
-                                                 started_ms=ms(since), **new))
+
+
+def record_many(tx: Tx, reports: Sequence[tuple[str, Report]]) -> None:
+    """Fold ``(device_id, report)`` pairs, in order, into the as-played logs: what :func:`record` of each in turn
+    would write, in a few statements whatever the count (one read of the devices, of their open rows and of the
+    broadcasts named, one update of the rows closed, one insert of the rows opened), which is what lets the data
+    plane keep up with ten thousand devices reporting an alert at once. Every report is checked first: for an
+    unknown device (:class:`NotFoundError`) or a bad report (:class:`InvalidError`) nothing is written."""
+    if not reports:
+        return
+    for _, report in reports:
+        _check(report)
+    idents = sorted({ident for ident, _ in reports})
+    zone_of: dict[str, str | None] = {}
+    open_rows: dict[str, list[_Row]] = {ident: [] for ident in idents}
+    for start in range(0, len(idents), _CHUNK):  # devices locked in id order, as concurrent batches take them
+        chunk = idents[start:start + _CHUNK]
+        locked = select(devices.c.id, devices.c.zone).where(devices.c.id.in_(chunk)).order_by(devices.c.id)
+        zone_of.update((row.id, row.zone) for row in tx.conn.execute(locked.with_for_update()))
+        for row in tx.conn.execute(select(as_played).where(as_played.c.device_id.in_(chunk),
+                                                           as_played.c.ended_ms.is_(None))
+                                   .order_by(as_played.c.started_ms, as_played.c.id)):
+            open_rows[row.device_id].append(_Row(row.id, row.bid, row.src, row.cls, row.lvl, row.started_at))
+    missing = [ident for ident in idents if ident not in zone_of]
+    if missing:
+        raise NotFoundError(f"no device {missing[0]!r}")
+    bids = {getattr(report, "bid", None) for _, report in reports}
+    bids |= {row.bid for rows in open_rows.values() for row in rows}
+    known = _broadcasts(tx, sorted(bid for bid in bids if bid is not None))
+    closed: list[dict[str, Any]] = []
+    opened: list[dict[str, Any]] = []
+
+    def close(rows: list[_Row], at: datetime, reason: str, by: tuple[str, int | None] | None = None) -> None:
+        row = rows.pop()
+        end = {"ended_at": at, "ended_ms": ms(at), "end_reason": reason,
+               "interrupted_by": by[0][:NAME_LEN] if by else None, "interrupted_by_bid": by[1] if by else None}
+        if row.values is not None:
+            row.values.update(end)
+        else:
+            closed.append({"row_id": row.id, **{f"new_{k}": v for k, v in end.items()}})
+
+    for ident, report in reports:
+        rows = open_rows[ident]
+        current = rows[-1] if rows else None
+        if isinstance(report, DeviceOffline):
+            if current is not None:
+                close(rows, max(report.at or tx.now, current.started_at), "offline")
+            continue
+        if isinstance(report, PlayedReport):
+            if current is not None and current.bid == report.bid:
+                continue
+            state = StateReport(report.bid, "ip", report.first_ns)
+        else:
+            state = report
+        since = _time(state.since_ns, tx.now)
+        if current is not None:
+            if (current.bid, current.src) == (state.bid, state.src):
+                continue
+            if since < current.started_at:
+                continue
+        new = _describe(known, state.bid, state.src) if state.src != "idle" else None
+        if current is not None:
+            close(rows, since, *_why(known, current, new, since))
+        if new is not None:
+            values = {"device_id": ident, "zone": zone_of[ident], "started_at": since, "started_ms": ms(since), **new,
+                      "ended_at": None, "ended_ms": None, "end_reason": None, "interrupted_by": None,
+                      "interrupted_by_bid": None}
+            opened.append(values)
+            rows.append(_Row(None, new["bid"], new["src"], new["cls"], new["lvl"], since, values))
+    if closed:
+        tx.conn.execute(update(as_played).where(as_played.c.id == bindparam("row_id")).values(
+            ended_at=bindparam("new_ended_at"), ended_ms=bindparam("new_ended_ms"),
+            end_reason=bindparam("new_end_reason"), interrupted_by=bindparam("new_interrupted_by"),
+            interrupted_by_bid=bindparam("new_interrupted_by_bid")), closed)
+    if opened:
+        tx.conn.execute(insert(as_played), opened)

@@ -601,10 +601,15 @@ class DataPlane:
 
     def _write_events(self, tx: Any, events: list[StreamerEvent], known: set[str], now: datetime) -> None:
         """Write ``events`` in one transaction: the devices' status changes as one batch
-        (:func:`loa.control_plane.devices.record_statuses`), the rest one by one."""
+        (:func:`loa.control_plane.devices.record_statuses`), their as-played reports in batches
+        (:func:`loa.control_plane.asplayed.record_many`, in order, each ending where a broadcast's end is
+        recorded)."""
         updates: list[cp_devices.StatusUpdate] = []
+        played: list[tuple[str, asplayed.Report]] = []
         for event in events:
             if isinstance(event, BroadcastEnded):
+                asplayed.record_many(tx, played)
+                played = []
                 asplayed.broadcast_ended(tx, event.bid, at=now, reason=event.reason[:32])
                 continue
             ident = device_id(event.device)
@@ -616,7 +621,7 @@ class DataPlane:
                                                        reason="restarted" if event.restarted else "session"))
             elif isinstance(event, DeviceOffline):
                 updates.append(cp_devices.StatusUpdate(ident, online=False, reason=event.reason[:64]))
-                asplayed.record(tx, ident, asplayed.DeviceOffline(at=now))
+                played.append((ident, asplayed.DeviceOffline(at=now)))
             elif isinstance(event, HelloReceived):
                 hello = event.hello
                 updates.append(cp_devices.StatusUpdate(ident, status={"model": hello.model, "fw": hello.fw,
@@ -630,7 +635,8 @@ class DataPlane:
                     if isinstance(report, asplayed.StateReport) and report.src not in (*PLAYED_SOURCES, "idle"):
                         self.dropped["unknown_source"] += 1
                         continue
-                    asplayed.record(tx, ident, report)
+                    played.append((ident, report))
+        asplayed.record_many(tx, played)
         if updates:
             cp_devices.record_statuses(tx, updates)
 

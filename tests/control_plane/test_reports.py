@@ -342,3 +342,68 @@ def test_csv_streams_more_than_one_batch(env: Env, monkeypatch: pytest.MonkeyPat
         env.state(d1, None, ("fm", "mic")[i % 2], T0 + timedelta(minutes=i))
     rows = _csv(env.get("/api/v1/reports/as-played", format="csv"))
     assert [r["source"] for r in rows] == ["fm", "mic", "fm", "mic", "fm"]
+
+
+# -- batches -----------------------------------------------------------------------------------------------------
+
+_SECOND = timedelta(seconds=1)
+_BROADCASTS = [(1, "scheduled", 0, 1, None), (2, "alert", 2, 2, 50), (3, "live", 1, 3, None), (4, "alert", 2, 1, 20)]
+
+
+def _report_strategy() -> st.SearchStrategy[tuple[int, Any]]:
+    at = st.integers(0, 100)
+    state = st.one_of(
+        st.builds(lambda bid, src, t: StateReport(bid, src, ns(T0 + t * _SECOND)),
+                  st.integers(1, 5), st.sampled_from(["ip", "local", "idle"]), at),
+        st.builds(lambda src, t: StateReport(None, src, ns(T0 + t * _SECOND)),
+                  st.sampled_from(["fm", "line", "mic", "idle"]), at),
+        st.builds(lambda bid, t: PlayedReport(bid, ns(T0 + t * _SECOND), ns(T0 + (t + 1) * _SECOND)),
+                  st.integers(1, 5), at),
+        st.builds(lambda t: DeviceOffline(None if t is None else T0 + t * _SECOND), st.none() | at),
+    )
+    return st.tuples(st.integers(0, 2), state)
+
+
+def _played(cp: ControlPlane, idents: list[str]) -> list[tuple[Any, ...]]:
+    from sqlalchemy import select
+
+    from loa.control_plane.db.schema import as_played
+
+    with cp.db.read() as conn:
+        rows = conn.execute(select(as_played).where(as_played.c.device_id.in_(idents))
+                            .order_by(as_played.c.id)).all()
+    return [(idents.index(r.device_id), *r[2:]) for r in rows]  # the columns after id and device_id
+
+
+@pytest.fixture(scope="module")
+def batch_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """One SQLite control plane for every example (each example brings devices of its own), with broadcasts of
+    several ranks, some of them ended."""
+    clock = ManualClock(T0)
+    cp = ControlPlane(fast_settings(tmp_path_factory.mktemp("batch"), clock=clock))
+    seed = Seed(cp)
+    seed.province()
+    env = Env(cp, None, seed, clock, {})  # type: ignore[arg-type]
+    for bid, kind, cls, lvl, ended in _BROADCASTS:
+        env.broadcast(bid, kind, f"broadcast {kind} {bid}", T0, cls=cls, lvl=lvl)
+        if ended is not None:
+            with env.at(T0 + ended * _SECOND).cp.db.write() as tx:
+                asplayed.broadcast_ended(tx, bid, at=T0 + ended * _SECOND)
+    yield env
+    cp.close()
+
+
+@given(reports=st.lists(_report_strategy(), max_size=25))
+def test_a_batch_writes_what_its_reports_one_by_one_would(batch_env: Env, reports: list[tuple[int, Any]]) -> None:
+    """record_many folds a batch in a few statements; what it writes is what record of each report in turn writes,
+    whatever the devices, sources, order, repeats, stale reports and broadcasts ended or not."""
+    env = batch_env
+    one = [env.device("20194-01", f"a{i}") for i in range(3)]
+    batch = [env.device("20194-01", f"b{i}") for i in range(3)]
+    env.at(T0 + 101 * _SECOND)
+    for index, report in reports:
+        with env.cp.db.write() as tx:
+            asplayed.record(tx, one[index], report)
+    with env.cp.db.write() as tx:
+        asplayed.record_many(tx, [(batch[index], report) for index, report in reports])
+    assert _played(env.cp, batch) == _played(env.cp, one)
