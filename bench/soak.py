@@ -64,8 +64,9 @@ its own share of the processor).
    same windows as RSS says whether a growth of RSS is live Python objects or the C allocator's). At the end of the
    bring-up and of the soak: ``server_udp_drops_bringup`` and ``server_udp_drops``, datagrams the kernel dropped at
    the server's UDP sockets because their receive buffers were full (:func:`udp_drops`). From the first sample to
-   the last: ``server_sessions_started`` (handshakes that gave a session: after the bring-up, every one is a
-   device that lost its session and came back) and ``server_messages`` (control messages received, by type).
+   the last: ``server_sessions_started`` (handshakes that gave a session: each device's rekey every
+   ``REKEY_AFTER_TIME``, and every return of a device that lost its session) and ``server_messages`` (control
+   messages received, by type).
 
 Verdicts (goals; the bench prints its JSON line, then exits 1 naming each missed one):
 
@@ -474,6 +475,7 @@ def udp_drops(pid: int) -> int | None:
 
 MESSAGES = "loa_streamer_messages_received"  # {type="Hello"}...
 SESSIONS_STARTED = "loa_streamer_sessions_started"
+KERNEL_DROPS = "loa_streamer_kernel_drops"
 
 
 def parse_gauges(text: str) -> dict[str, float]:
@@ -882,8 +884,10 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
     progress.note("alerts (at s, devices that held it, back on the live stream (of them from their group), seconds "
                   "to that): " + ", ".join(f"{r.at:.0f}: {r.held}/{r.resumed} ({r.resumed_group})/{r.resume_s}"
                                            for r in rounds))
-    progress.note("samples (t s, RSS MiB, fds, threads, tasks, sessions): " + ", ".join(
-        f"{s.t:.0f}: {s.rss_kib / 1024:.1f}/{s.fds}/{s.threads}/{s.tasks}/{s.sessions}" for s in samples))
+    progress.note("samples (t s, RSS MiB, fds, threads, tasks, sessions, datagrams the kernel dropped at the "
+                  "server's socket so far): " + ", ".join(
+        f"{s.t:.0f}: {s.rss_kib / 1024:.1f}/{s.fds}/{s.threads}/{s.tasks}/{s.sessions}/"
+        f"{s.gauges.get(KERNEL_DROPS, 0):.0f}" for s in samples))
     return metrics
 
 

@@ -106,7 +106,7 @@ class DeviceSessions:
         self._now = 0.0
         self._address: Address | None = None
         self.wants_flush = False
-        self.sessions_started = 0  # handshakes that gave a session (a storm of them is a fleet re-joining at once)
+        self.sessions_started = 0  # handshakes that gave a session: rekeys, and devices joining or coming back
         self.messages: Counter[str] = Counter()  # control messages received, by type (Hello, Ack, Telemetry...)
 
     # -- queries -----------------------------------------------------------------------------------------------

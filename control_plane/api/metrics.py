@@ -154,7 +154,8 @@ class _StateCollector(Collector):
                 yield GaugeMetricFamily("loa_streamer_kernel_drops", "Datagrams the kernel dropped at the "
                                         "streamer's socket (its receive buffer full, or the socket filter)",
                                         value=loop.kernel_drops)
-            yield GaugeMetricFamily("loa_streamer_sessions_started", "Handshakes that gave a device a session",
+            yield GaugeMetricFamily("loa_streamer_sessions_started",
+                                    "Handshakes that gave a device a session (rekeys included)",
                                     value=loop.sessions_started)
             messages = GaugeMetricFamily("loa_streamer_messages_received", "Control messages received, by type",
                                          labels=["type"])

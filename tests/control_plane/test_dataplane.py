@@ -123,7 +123,7 @@ def test_devices_follow_the_database_and_report_back(cp: ControlPlane) -> None:
 
 def test_metrics_count_what_the_streamer_received(cp: ControlPlane) -> None:
     """/metrics tells an operator what reaches the streamer: datagrams, completed handshakes, control messages by
-    type, drops by reason (a fleet re-joining at once shows as a jump of sessions started)."""
+    type, drops by reason."""
     def scrape() -> str:
         return generate_latest(Metrics(cp).registry).decode()
 
