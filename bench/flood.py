@@ -35,8 +35,13 @@ Metrics:
   ``played_quiet``/``played_flood``, ``plc_quiet``/``plc_flood`` (frames concealed), ``received_quiet``/
   ``received_flood`` (media packets at every device);
 * ``alert_p99_quiet_ms``/``alert_p99_flood_ms`` (from each trigger to each device holding that verified alert,
-  on the host's monotonic clock, over the window's alerts) and ``alert_p99_ratio``; ``alert_held_quiet``/
-  ``alert_held_flood`` (devices that held every alert of the window); ``alerts_per_window``;
+  over the window's alerts: the kernel's arrival time of the datagram that brought it plus the processor time
+  the device spent on that datagram, when a device with a processor of its own would hold it, as `loa bench
+  alert` counts, on the host's monotonic clock) and ``alert_p99_ratio``; ``alert_p99_quiet_in_process_ms``/
+  ``alert_p99_flood_in_process_ms`` and ``alert_p99_in_process_ratio``: the same to when the fleet process,
+  which runs every device one after another on a processor it shares with the server and the flooder, got
+  round to it; ``alert_held_quiet``/``alert_held_flood`` (devices that held every alert of the window);
+  ``alerts_per_window``;
 * ``loop_lag_p99_quiet_ms``/``loop_lag_p99_flood_ms`` and ``loop_lag_max_*``: how late a task of the server's
   event loop that sleeps ``LAG_PROBE_S`` at a time wakes, per window; the wait of anything ready to run there (a
   frame, an API call that triggers an alert, a timer) while the receive loop has the loop. The alert's figures
@@ -179,19 +184,45 @@ class Meter:
 
 
 class AlertTimedCore(SpeakerCore):
-    """A device that notes the host's monotonic time at which it accepted each alert (by broadcast id)."""
+    """A device that notes, for each alert it accepts (by broadcast id), when a device with a processor of its own
+    would hold it (``accepted_at``: the kernel's arrival time of the datagram that brought it, plus the processor
+    time the device spent on that datagram, as in `loa bench alert`), and when this process had it
+    (``held_at``), both on the host's monotonic clock. An alert held back until the clock estimate was ready
+    counts from when it was taken."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.host: FleetHost | None = None
         self.accepted_at: dict[int, float] = {}
+        self.held_at: dict[int, float] = {}
+        self._accepting: list[int] = []
         accept = self.alerts.accept
 
-        def timed(*a: Any, **k: Any) -> Any:
+        def noted(*a: Any, **k: Any) -> Any:
             accepted = accept(*a, **k)  # raises for an alert it refuses
-            self.accepted_at.setdefault(accepted.alert.bid, time.monotonic())
+            self._accepting.append(accepted.alert.bid)
             return accepted
 
-        self.alerts.accept = timed  # type: ignore[method-assign]
+        self.alerts.accept = noted  # type: ignore[method-assign]
+
+    def _note(self, at: float) -> None:
+        held = time.monotonic()
+        for bid in self._accepting:
+            self.accepted_at.setdefault(bid, at)
+            self.held_at.setdefault(bid, held)
+        self._accepting.clear()
+
+    def receive_datagram(self, data: bytes, source: Address, now: float, *, group: str | None = None) -> None:
+        started = time.thread_time()
+        super().receive_datagram(data, source, now, group=group)
+        if self._accepting:
+            arrival = self.host.arrival if self.host is not None else time.monotonic()
+            self._note(arrival + time.thread_time() - started)
+
+    def advance(self, now: float) -> None:
+        super().advance(now)
+        if self._accepting:  # held back until the clock estimate was ready
+            self._note(time.monotonic())
 
 
 def fleet_main(spec_path: str) -> None:
@@ -212,7 +243,10 @@ def fleet_main(spec_path: str) -> None:
         )
         devices.append((core, SimulatedClock(rng.uniform(-50, 50), rng.uniform(-5, 5))))
     cores = [core for core, _ in devices]
-    host = FleetHost(devices, server, bind_host="127.0.0.1", start_rate=200.0, priority=spec["full"])
+    host = FleetHost(devices, server, bind_host="127.0.0.1", start_rate=200.0, priority=spec["full"], timestamps=True)
+    for timed in cores:
+        if isinstance(timed, AlertTimedCore):
+            timed.host = host
     status_path = Path(spec["status"])
 
     def write_status(_: FleetHost | None = None) -> None:
@@ -226,6 +260,8 @@ def fleet_main(spec_path: str) -> None:
             "received": sum(s.received for s in stats),
             "alerts": [{str(bid): t for bid, t in c.accepted_at.items()} for c in cores
                        if isinstance(c, AlertTimedCore)],
+            "alerts_in_process": [{str(bid): t for bid, t in c.held_at.items()} for c in cores
+                                  if isinstance(c, AlertTimedCore)],
             "refused": dict(sum((Counter(s.alerts_refused) for s in stats), Counter())),
         }
         tmp = status_path.with_name(status_path.name + ".tmp")
@@ -430,11 +466,15 @@ async def _run(*, rate: float, seconds: float, alerts_per_window: int, devices: 
         times, held_all = alert_times(final.get("alerts", []), alerts[phase])
         metrics[f"alert_p99_{phase}_ms"] = _p99_ms(times)
         metrics[f"alert_held_{phase}"] = held_all
+        metrics[f"alert_p99_{phase}_in_process_ms"] = _p99_ms(alert_times(final.get("alerts_in_process", []),
+                                                                          alerts[phase])[0])
         phase_lags = np.array(windows[phase]["lags"] or [0.0]) * 1000
         metrics[f"loop_lag_p99_{phase}_ms"] = round(float(np.percentile(phase_lags, 99)), 3)
         metrics[f"loop_lag_max_{phase}_ms"] = round(float(phase_lags.max()), 3)
     quiet, flooded = metrics["alert_p99_quiet_ms"], metrics["alert_p99_flood_ms"]
     metrics["alert_p99_ratio"] = round(flooded / quiet, 3) if quiet and flooded is not None else None
+    quiet, flooded = metrics["alert_p99_quiet_in_process_ms"], metrics["alert_p99_flood_in_process_ms"]
+    metrics["alert_p99_in_process_ratio"] = round(flooded / quiet, 3) if quiet and flooded is not None else None
     worst, total = meter.amplification()
     per_kind = dict(zip(KIND_NAMES, flooder_out["per_kind"], strict=False))
     shares = {name: [not sockfilter.accepts(data) for kind, data in templates if KIND_NAMES[kind] == name]

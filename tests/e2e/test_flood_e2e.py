@@ -38,6 +38,8 @@ def test_a_short_flood_is_refused_and_never_amplified() -> None:
     assert m["refused_alerts"] == {}
     assert m["alerts_per_window"] == 2
     assert m["alert_held_quiet"] == m["alert_held_flood"] == DEVICES  # every device held all four alerts
+    for phase in ("quiet", "flood"):  # a device of its own holds an alert no later than the shared process does
+        assert 0 < m[f"alert_p99_{phase}_ms"] <= m[f"alert_p99_{phase}_in_process_ms"]
     assert m["played_flood"] > 0  # the decoding devices kept playing through the flood
     assert m["received_flood"] > 0
     if sys.platform.startswith("linux"):  # the kernel filter dropped what no server takes, before Python saw it
