@@ -1,16 +1,17 @@
 """`loa bench flood`: an unauthenticated flood at the streamer while it streams live to a fleet and sends an alert.
 
-The streamer service (:class:`~loa.streamer.service.StreamerService`, asyncio with uvloop, the default socket
-buffers of ``loa streamer``) runs in this process on 127.0.0.1 with ``--devices`` enrolled devices. The fleet (the
-reference device code of ``loa fleet``: :class:`~loa.devices.fleet_host.FleetHost`, one socket and session each; the
-first ``--full`` decode and play, the rest count packets) runs in a child process (``python -m loa.bench.flood
-fleet``). The fleet and the flooder each run in a session of their own, as they would on machines of their own
-(on Linux with autogroup scheduling a session is a scheduling group with its own share of the processor, whatever
-else runs on the host). The flooder is a C program (``bench/ceiling/flooder.c``, compiled at run time) sending with
-``sendmmsg`` from ``--sources`` sockets on 127.1.0.1 and up, paced to ``--rate`` datagrams per second, and
-counting on each socket what the server sends back. It sends, in turn: garbage (random bytes, 1-1300 long),
-HandshakeInits with a valid ``mac1`` from keys the server does not know, the same with ``mac1`` broken, forged
-CookieReplies, and transport datagrams with unknown receiver indexes.
+The streamer service (:class:`~loa.streamer.service.StreamerService`, asyncio with uvloop, the receive buffer ``loa
+streamer`` asks for, :data:`~loa.streamer.service.RECEIVE_BUFFER`) runs in this process on 127.0.0.1 with
+``--devices`` enrolled devices. The fleet (the reference device code of ``loa fleet``:
+:class:`~loa.devices.fleet_host.FleetHost`, one socket and session each; the first ``--full`` decode and play, the
+rest count packets) runs in a child process (``python -m loa.bench.flood fleet``). The fleet and the flooder each
+run in a session of their own, as they would on machines of their own (on Linux with autogroup scheduling a session
+is a scheduling group with its own share of the processor, whatever else runs on the host). The flooder is a C
+program (``bench/ceiling/flooder.c``, compiled at run time) sending with ``sendmmsg`` from ``--sources`` sockets on
+127.1.0.1 and up, paced to ``--rate`` datagrams per second, and counting on each socket what the server sends back.
+It sends, in turn: garbage (random bytes, 1-1300 long), HandshakeInits with a valid ``mac1`` from keys the server
+does not know, the same with ``mac1`` broken, forged CookieReplies, and transport datagrams with unknown receiver
+indexes.
 
 Sequence: the fleet comes up (sessions, clock estimates); a live tone starts to every device; a quiet window of
 ``--seconds``, with ``--alerts`` alerts triggered at even spacing in it (``alert_quiet``); then the flood for
@@ -90,7 +91,7 @@ from loa.protocol.datagram import MAX_DATAGRAM, HandshakeInit
 from loa.protocol.noise import x25519_public
 from loa.streamer import sockfilter
 from loa.streamer.core import StreamerCore
-from loa.streamer.service import StreamerService, epoch_for, open_udp_socket
+from loa.streamer.service import RECEIVE_BUFFER, StreamerService, epoch_for, open_udp_socket
 from loa.streamer.sources import ToneSource
 from loa.streamer.zones import Zone, ZoneTree
 
@@ -351,7 +352,7 @@ async def _run(*, rate: float, seconds: float, alerts_per_window: int, devices: 
     for i, key in enumerate(device_keys(seed, devices)):
         core.add_device(x25519_public(key), ZONE, anyio.current_time(), name=f"flood-{i:03d}")
     meter = Meter(core, "127.0.0.1")
-    service = StreamerService(core, open_udp_socket("127.0.0.1", 0))
+    service = StreamerService(core, open_udp_socket("127.0.0.1", 0, receive_buffer_size=RECEIVE_BUFFER))
     service.socket_filter = socket_filter
     status_path = Path(workdir) / "status.json"
     flood_out, flood_err = Path(workdir) / "flooder.json", Path(workdir) / "flooder.err"

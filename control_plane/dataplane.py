@@ -75,7 +75,7 @@ from loa.streamer.discovery import Advertiser
 from loa.streamer.keys import load_or_create_server_key
 from loa.streamer.peers import PEERS_FILE
 from loa.streamer.registry import DeviceEntry, Registry, RegistryError
-from loa.streamer.service import StreamerService, epoch_for, open_udp_socket
+from loa.streamer.service import RECEIVE_BUFFER, StreamerService, epoch_for, open_udp_socket, receive_buffer
 from loa.streamer.sources import Source, file_source
 from loa.streamer.status import (
     BroadcastEnded,
@@ -115,6 +115,7 @@ class DataPlaneSettings:
     resync_s: float = 30.0
     expire_s: float = 5.0
     report_batch: int = 500
+    receive_buffer: int = RECEIVE_BUFFER  # bytes asked for the device socket's receive buffer
 
     def __post_init__(self) -> None:
         ipv6_socket = ":" in self.udp[0]  # as open_udp_socket picks the family
@@ -225,7 +226,14 @@ class DataPlane:
         """Bind the device port now (so that a busy port is one clear error before anything starts); set up to
         send to multicast groups when any is configured."""
         host, port = self.settings.udp
-        return open_udp_socket(host, port, multicast=bool(self.settings.groups))
+        sock = open_udp_socket(host, port, multicast=bool(self.settings.groups),
+                               receive_buffer_size=self.settings.receive_buffer)
+        got = receive_buffer(sock)
+        if got < self.settings.receive_buffer:
+            log.warning("the device socket's receive buffer is %d bytes, not the %d asked for: raise the system's "
+                        "limit (sysctl net.core.rmem_max=%d) or run with CAP_NET_ADMIN, or bursts of device "
+                        "traffic will be dropped", got, self.settings.receive_buffer, self.settings.receive_buffer)
+        return sock
 
     async def run(self, sock: socket.socket, *,
                   task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

@@ -72,6 +72,15 @@ class Lab:
             return devices.enrol(tx, Actor("test"), public_key=x25519_public(private), kind="speaker", zone=zone,
                                  name=name).id
 
+    async def online_device(self, zone: str, name: str = "") -> tuple[str, SpeakerCore]:
+        """A new device enrolled in ``zone``, once the streamer knows it and the database says it is online."""
+        key = self.rng.randbytes(32)
+        ident = self.enrol(zone, key, name)
+        await wait_for(lambda: self.streamer_knows(key), 10, "the streamer to learn the new device")
+        device = self.device(key)
+        await wait_for(lambda: self.online(ident), 15, "the device online in the database")
+        return ident, device
+
     def online(self, ident: str) -> bool:
         with self.cp.db.read() as conn:
             return devices.get(conn, ident).online
@@ -99,11 +108,7 @@ def run(test: Callable[[Lab], Any], cp: ControlPlane) -> None:
 
 def test_devices_follow_the_database_and_report_back(cp: ControlPlane) -> None:
     async def body(lab: Lab) -> None:
-        key = lab.rng.randbytes(32)
-        ident = lab.enrol("20194-01", key, "cụm loa 1")
-        await wait_for(lambda: lab.streamer_knows(key), 10, "the streamer to learn the new device")
-        device = lab.device(key)
-        await wait_for(lambda: lab.online(ident), 15, "the device online in the database")
+        ident, device = await lab.online_device("20194-01", "cụm loa 1")
         assert device.settings.zones == ("48", "490", "20194", "20194-01")
         await wait_for(lambda: lab.dp.written > 0 and bool(_status(cp, ident).get("fw")), 10, "hello in status")
         # Moving it in the database moves it in the streamer: a new zone path reaches the device.
@@ -128,11 +133,7 @@ def test_metrics_count_what_the_streamer_received(cp: ControlPlane) -> None:
         return generate_latest(Metrics(cp).registry).decode()
 
     async def body(lab: Lab) -> None:
-        key = lab.rng.randbytes(32)
-        ident = lab.enrol("20194-01", key)
-        await wait_for(lambda: lab.streamer_knows(key), 10, "the streamer to learn the new device")
-        lab.device(key)
-        await wait_for(lambda: lab.online(ident), 15, "the device online in the database")
+        await lab.online_device("20194-01")
         text = scrape()
         assert _metric(text, "loa_streamer_sessions_started") == 1
         hellos = _metric(text, 'loa_streamer_messages_received{type="Hello"}')
@@ -276,11 +277,7 @@ def test_a_relayed_stream_reaches_the_zone_and_stops(cp: ControlPlane, tmp_path:
     encode_file_to_ogg_opus(tone(30.0, 440.0), tmp_path / "radio.opus", bitrate=32_000)
 
     async def body(lab: Lab) -> None:
-        key = lab.rng.randbytes(32)
-        ident = lab.enrol("20227-01", key)
-        await wait_for(lambda: lab.streamer_knows(key), 10, "device known")
-        lab.device(key)
-        await wait_for(lambda: lab.online(ident), 15, "device online")
+        ident, _ = await lab.online_device("20227-01")
         bid, address = await anyio.to_thread.run_sync(lambda: lab.dp.start_live(
             LiveSource(url=url), ["20227"], cls=1, lvl=1, policy="resume", title="Đài tỉnh"))
         assert address is None
