@@ -75,7 +75,13 @@ from loa.streamer.discovery import Advertiser
 from loa.streamer.keys import load_or_create_server_key
 from loa.streamer.peers import PEERS_FILE
 from loa.streamer.registry import DeviceEntry, Registry, RegistryError
-from loa.streamer.service import RECEIVE_BUFFER, StreamerService, epoch_for, open_udp_socket, receive_buffer
+from loa.streamer.service import (
+    RECEIVE_BUFFER,
+    StreamerService,
+    epoch_for,
+    open_udp_socket,
+    receive_buffer_shortfall,
+)
 from loa.streamer.sources import Source, file_source
 from loa.streamer.status import (
     BroadcastEnded,
@@ -228,11 +234,9 @@ class DataPlane:
         host, port = self.settings.udp
         sock = open_udp_socket(host, port, multicast=bool(self.settings.groups),
                                receive_buffer_size=self.settings.receive_buffer)
-        got = receive_buffer(sock)
-        if got < self.settings.receive_buffer:
-            log.warning("the device socket's receive buffer is %d bytes, not the %d asked for: raise the system's "
-                        "limit (sysctl net.core.rmem_max=%d) or run with CAP_NET_ADMIN, or bursts of device "
-                        "traffic will be dropped", got, self.settings.receive_buffer, self.settings.receive_buffer)
+        shortfall = receive_buffer_shortfall(sock, self.settings.receive_buffer)
+        if shortfall is not None:
+            log.warning("%s", shortfall)
         return sock
 
     async def run(self, sock: socket.socket, *,

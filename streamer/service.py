@@ -69,7 +69,7 @@ from loa.streamer.sources import LiveRtpSource, Source
 from loa.streamer.status import StreamerEvent
 
 __all__ = ["MULTICAST_TTL", "RECEIVE_BUFFER", "ServiceStatistics", "StreamerService", "epoch_for", "open_udp_socket",
-           "receive_buffer", "set_receive_buffer"]
+           "receive_buffer", "receive_buffer_shortfall", "set_receive_buffer"]
 
 MULTICAST_TTL = 16
 #: The receive buffer `loa serve` and `loa streamer` ask for. The system's default (``net.core.rmem_default``,
@@ -170,6 +170,16 @@ def receive_buffer(sock: socket.socket) -> int:
     twice that; a socket never given one reports ``net.core.rmem_default`` itself)."""
     value = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     return value // 2 if sys.platform.startswith("linux") else value
+
+
+def receive_buffer_shortfall(sock: socket.socket, asked: int) -> str | None:
+    """What to tell the operator when ``sock`` got less receive buffer than ``asked`` (None when it got it)."""
+    got = receive_buffer(sock)
+    if got >= asked:
+        return None
+    return (f"the device socket's receive buffer is {got} bytes, not the {asked} asked for: raise the system's limit "
+            f"(sysctl net.core.rmem_max={asked}) or run with CAP_NET_ADMIN, or bursts of device traffic will be "
+            "dropped")
 
 
 def open_udp_socket(host: str, port: int, *, multicast: bool = False,

@@ -36,7 +36,13 @@ from loa.streamer.keys import (
 )
 from loa.streamer.peers import PEERS_FILE
 from loa.streamer.registry import Registry
-from loa.streamer.service import RECEIVE_BUFFER, StreamerService, epoch_for, open_udp_socket, receive_buffer
+from loa.streamer.service import (
+    RECEIVE_BUFFER,
+    StreamerService,
+    epoch_for,
+    open_udp_socket,
+    receive_buffer_shortfall,
+)
 from loa.streamer.sources import Source, ToneSource, demo_source, file_source
 from loa.streamer.status import BroadcastEnded, DeviceEnrolled, DeviceOffline, DeviceOnline, StreamerEvent
 
@@ -121,10 +127,9 @@ async def run_site(config: SiteConfig, *, udp: tuple[str, int] | None = None, ze
         sock = open_udp_socket(host, port, multicast=bool(config.groups), receive_buffer_size=RECEIVE_BUFFER)
     except OSError as exc:
         raise SiteError(f"cannot listen on udp {host}:{port}: {exc.strerror or exc}") from None
-    if receive_buffer(sock) < RECEIVE_BUFFER:
-        log(f"warning: the device socket's receive buffer is {receive_buffer(sock)} bytes, not {RECEIVE_BUFFER}: "
-            f"raise the system's limit (sysctl net.core.rmem_max={RECEIVE_BUFFER}) or run with CAP_NET_ADMIN, or "
-            "bursts of device traffic will be dropped")
+    shortfall = receive_buffer_shortfall(sock, RECEIVE_BUFFER)
+    if shortfall is not None:
+        log(f"warning: {shortfall}")
     with sock:
         advertise = config.server.zeroconf if zeroconf is None else zeroconf
         bound_port = sock.getsockname()[1]
