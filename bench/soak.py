@@ -66,7 +66,9 @@ its own share of the processor).
    the server's UDP sockets because their receive buffers were full (:func:`udp_drops`). From the first sample to
    the last: ``server_sessions_started`` (handshakes that gave a session: each device's rekey every
    ``REKEY_AFTER_TIME``, and every return of a device that lost its session) and ``server_messages`` (control
-   messages received, by type).
+   messages received, by type). ``--trace FILE`` keeps every sample, with all of the server's ``loa_`` gauges (among
+   them the reliable control messages it sent, retransmitted and received twice) and the fleet's status then, and
+   each alert's time, as JSON lines: the timeline behind the figures.
 
 Verdicts (goals; the bench prints its JSON line, then exits 1 naming each missed one):
 
@@ -98,6 +100,7 @@ thread kills everything if the run overstays its plan by ``OVERSTAY_S``, and eve
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -165,6 +168,7 @@ class SoakConfig:
     seed: int = 1
     multicast: bool = False
     fleet_procs: int | None = None  # None: default_fleet_procs(devices)
+    trace: str | None = None  # a file for every sample, server and fleet, as JSON lines
 
     def live_count(self) -> int:
         """Communes of the live stream: every one, unless that is more than ``LIVE_PPS_MAX`` datagrams/s by
@@ -445,6 +449,7 @@ class Sample:
     tasks: int | None
     sessions: int | None
     gauges: dict[str, float] = field(default_factory=dict)
+    fleet: dict[str, Any] = field(default_factory=dict)  # the fleet's merged status file, when asked for
 
 
 BLOCKS = "loa_python_allocated_blocks"
@@ -508,7 +513,8 @@ class Sampler:
     """A thread taking :func:`sample_process` every ``every`` seconds from ``began`` (a slow scrape delays the
     next sample, never the rest of the run)."""
 
-    def __init__(self, pid: int, metrics: Api, began: float, every: float) -> None:
+    def __init__(self, pid: int, metrics: Api, began: float, every: float,
+                 fleet: Callable[[], dict[str, Any]] | None = None) -> None:
         self.samples: list[Sample] = []
         self._stop = threading.Event()
 
@@ -516,7 +522,10 @@ class Sampler:
             next_at = began
             while not self._stop.wait(max(0.0, next_at - time.monotonic())):
                 with contextlib.suppress(OSError):
-                    self.samples.append(sample_process(pid, metrics, time.monotonic() - began))
+                    sample = sample_process(pid, metrics, time.monotonic() - began)
+                    if fleet is not None:
+                        sample.fleet = fleet()
+                    self.samples.append(sample)
                 next_at = max(next_at + every, time.monotonic())
 
         self._thread = threading.Thread(target=loop, daemon=True)
@@ -525,6 +534,15 @@ class Sampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(SCRAPE_TIMEOUT_S + 5)
+
+
+def write_trace(path: Path, samples: list[Sample], rounds: list[AlertRound]) -> None:
+    """``--trace``: one JSON line per alert (``alert_at``), then per sample (its fields, gauges and fleet status)."""
+    with path.open("w", encoding="utf-8") as out:
+        for r in rounds:
+            out.write(json.dumps({"alert_at": round(r.at, 2), "bid": r.bid}) + "\n")
+        for sample in samples:
+            out.write(json.dumps(dataclasses.asdict(sample), default=str) + "\n")
 
 
 def _median(values: list[float]) -> float | None:
@@ -759,7 +777,8 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         traffic = Traffic(base, site, config, int(item["id"]))
         soak_began = time.monotonic()
         first_status = fleet_status()
-        sampler = Sampler(server.proc.pid, sampler_api, soak_began, config.sample_every)
+        sampler = Sampler(server.proc.pid, sampler_api, soak_began, config.sample_every,
+                          fleet_status if config.trace else None)
         samples = sampler.samples
         next_alert = soak_began + config.alert_every / 2
         pending: list[AlertRound] = []
@@ -784,8 +803,12 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
             time.sleep(0.25)
         sampler.stop()
         samples.append(sample_process(server.proc.pid, sampler_api, time.monotonic() - soak_began))
+        if config.trace:
+            samples[-1].fleet = fleet_status()
         drops_end = udp_drops(server.proc.pid)
         soak_s = time.monotonic() - soak_began
+        if config.trace:
+            write_trace(Path(config.trace), samples, rounds)
         final_status = fleet_status()
         for round_ in pending:  # the soak ended first: read as things stand
             _follow(round_, final_status, live_bid, config, final=True)
@@ -967,6 +990,9 @@ def _workdir() -> Iterator[Path]:
               help="Devices started per second (below the server's cookie threshold of 200 inits/s).")
 @click.option("--sample-every", type=click.FloatRange(0.5, 60), default=10.0, show_default=True,
               help="Seconds between samples of the server process.")
+@click.option("--trace", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write every sample (the server's figures and gauges, the fleet's status) and each alert's "
+                   "time to this file, as JSON lines.")
 @click.option("--readers", type=click.IntRange(0, 32), default=3, show_default=True, help="API reading clients.")
 @click.option("--read-rate", type=click.FloatRange(0.1, 100), default=4.0, show_default=True,
               help="Reads per second per reading client.")
@@ -990,7 +1016,7 @@ def _workdir() -> Iterator[Path]:
 def soak(*, as_json: bool, devices: int, minutes: float, warmup_minutes: float, alert_every: float,
          alert_seconds: float, start_rate: float, sample_every: float, readers: int, read_rate: float, writers: int,
          write_rate: float, rtp_keep: int | None, live_communes: int | None, multicast: bool, seed: int,
-         fleet_procs: int | None) -> None:
+         fleet_procs: int | None, trace: str | None) -> None:
     """10,000 devices, a live stream, alerts and API traffic for a bounded soak: memory, descriptors, tasks."""
     if warmup_minutes >= minutes:
         raise UserError(f"--warmup-minutes ({warmup_minutes:g}) must be shorter than --minutes ({minutes:g})")
@@ -1009,7 +1035,7 @@ def soak(*, as_json: bool, devices: int, minutes: float, warmup_minutes: float, 
                         alert_seconds=alert_seconds, sample_every=sample_every, readers=readers,
                         read_rate=read_rate, writers=writers, write_rate=write_rate, rtp_keep=rtp_keep,
                         live_communes=live_communes, seed=seed, multicast=multicast,
-                        fleet_procs=None if fleet_procs is None else min(fleet_procs, devices))
+                        fleet_procs=None if fleet_procs is None else min(fleet_procs, devices), trace=trace)
     progress = Progress(config.seconds)
     try:
         with _workdir() as workdir:

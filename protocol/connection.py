@@ -43,6 +43,7 @@ __all__ = [
     "DeviceConnection",
     "Disconnected",
     "Received",
+    "ReliableTotals",
     "ServerConnection",
 ]
 
@@ -78,6 +79,16 @@ ConnectionEvent = Received | Connected | Disconnected
 class ConnectionStatistics:
     drops: dict[str, int]
     channel: ReliableStatistics | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReliableTotals:
+    """A server's reliable messages over all its devices' channels, forgotten devices included: sent (first
+    transmissions), retransmitted, and duplicates received (a message it had delivered already)."""
+
+    sent: int = 0
+    retransmitted: int = 0
+    duplicates: int = 0
 
 
 class DeviceConnection:
@@ -209,6 +220,7 @@ class ServerConnection:
         self._timers: list[tuple[float, bytes]] = []
         self._scheduled: dict[bytes, float] = {}  # the deadline of each device's newest entry in _timers
         self._unconfirmed: set[bytes] = set()
+        self._forgotten = ReliableTotals()  # the counts of channels dropped by forget()
 
     def channel(self, device: bytes) -> ReliableChannel:
         """The device's channel (created empty the first time: messages may be queued before it connects)."""
@@ -279,7 +291,9 @@ class ServerConnection:
     def forget(self, device: bytes) -> None:
         """Drop the device's sessions, its channel and its boot (it was revoked or deleted)."""
         self.endpoint.forget(device, boot=True)
-        self._channels.pop(device, None)
+        channel = self._channels.pop(device, None)
+        if channel is not None:
+            self._forgotten = _add(self._forgotten, channel.statistics())
         self._scheduled.pop(device, None)
         self._unconfirmed.discard(device)
 
@@ -326,6 +340,17 @@ class ServerConnection:
     def statistics(self) -> ConnectionStatistics:
         return ConnectionStatistics(drops=dict(self._drops), channel=None)
 
+    def reliable_totals(self) -> ReliableTotals:
+        """Summed over every channel when called (nothing is counted on the per-message path)."""
+        forgotten = self._forgotten
+        sent, retransmitted, duplicates = forgotten.sent, forgotten.retransmitted, forgotten.duplicates
+        for channel in self._channels.values():
+            stats = channel.statistics()
+            sent += stats.sent
+            retransmitted += stats.retransmitted
+            duplicates += stats.duplicates
+        return ReliableTotals(sent, retransmitted, duplicates)
+
     def _absorb(self, events: list[Event], now: float) -> list[ConnectionEvent]:
         out: list[ConnectionEvent] = []
         for event in events:
@@ -371,6 +396,11 @@ class ServerConnection:
         if deadline is not None and self._scheduled.get(device) != deadline:  # else that entry is in the heap
             self._scheduled[device] = deadline
             heapq.heappush(self._timers, (deadline, device))
+
+
+def _add(totals: ReliableTotals, channel: ReliableStatistics) -> ReliableTotals:
+    return ReliableTotals(totals.sent + channel.sent, totals.retransmitted + channel.retransmitted,
+                          totals.duplicates + channel.duplicates)
 
 
 def _deliver(channel: ReliableChannel, plaintext: bytes, now: float, drops: Counter[str]) -> list[Message]:

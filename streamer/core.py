@@ -613,11 +613,13 @@ class StreamerCore:
         # the connection counts every datagram its endpoint drops (the endpoint's own counts are the same ones)
         # and the control messages it drops itself
         drops.update(self.sessions.conn.statistics().drops)
+        reliable = self.sessions.conn.reliable_totals()
         return StreamerStatistics(
             self._in, self._bytes_in, self._sent, self._bytes_out, MappingProxyType(dict(drops)),
             self.sessions.online_count(), len(self.live.bids()) + len(self.plays.bids()),
             self._retransmitted, self._chunks, self._time_resps,
             MappingProxyType(dict(self.sessions.messages)), self.sessions.sessions_started,
+            reliable.sent, reliable.retransmitted, reliable.duplicates,
         )
 
     def close(self, now: float, reason: str = "server shutting down") -> None:

@@ -209,7 +209,8 @@ class BroadcastStatus:
 class StreamerStatistics:
     """Counters since the core started: datagrams and bytes in and out (control, retransmissions, not the
     fan-out itself), drops by error name (session, control and the core's own), control messages received by type,
-    sessions started (completed handshakes), and current sizes."""
+    sessions started (completed handshakes), reliable control messages sent, retransmitted and received twice,
+    and current sizes."""
 
     datagrams_in: int
     bytes_in: int
@@ -223,3 +224,6 @@ class StreamerStatistics:
     time_responses: int
     messages: Mapping[str, int] = field(default_factory=dict)
     sessions_started: int = 0
+    control_sent: int = 0  # reliable control messages sent (first transmissions)
+    control_retransmitted: int = 0  # their retransmissions (no acknowledgement within the RTO)
+    control_duplicates: int = 0  # reliable messages received that had been delivered already

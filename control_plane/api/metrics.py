@@ -73,6 +73,7 @@ class _LoopSnapshot:
     sessions_started: int = 0
     messages: tuple[tuple[str, int], ...] = ()  # control messages received, by type
     drops: tuple[tuple[str, int], ...] = ()  # datagrams and messages dropped, by reason
+    control: tuple[int, int, int] = (0, 0, 0)  # reliable control messages sent, retransmitted, received twice
 
 
 def _loop_snapshot(cp: ControlPlane) -> _LoopSnapshot:
@@ -88,7 +89,8 @@ def _loop_snapshot(cp: ControlPlane) -> _LoopSnapshot:
     broadcasts = tuple((b.bid, b.frames, b.late_frames) for b in core.broadcasts())
     return _LoopSnapshot(tasks, (core_stats.devices_online, stats.sent, stats.media_packets), broadcasts,
                          stats.received, stats.kernel_drops, core_stats.sessions_started,
-                         tuple(sorted(core_stats.messages.items())), tuple(sorted(core_stats.drops.items())))
+                         tuple(sorted(core_stats.messages.items())), tuple(sorted(core_stats.drops.items())),
+                         (core_stats.control_sent, core_stats.control_retransmitted, core_stats.control_duplicates))
 
 
 def _read_loop(cp: ControlPlane) -> _LoopSnapshot | None:
@@ -157,6 +159,13 @@ class _StateCollector(Collector):
             yield GaugeMetricFamily("loa_streamer_sessions_started",
                                     "Handshakes that gave a device a session (rekeys included)",
                                     value=loop.sessions_started)
+            first, again, twice = loop.control
+            yield GaugeMetricFamily("loa_streamer_control_sent", "Reliable control messages sent to devices "
+                                    "(first transmissions)", value=first)
+            yield GaugeMetricFamily("loa_streamer_control_retransmitted", "Retransmissions of reliable control "
+                                    "messages not acknowledged in time", value=again)
+            yield GaugeMetricFamily("loa_streamer_control_duplicates", "Reliable control messages received from "
+                                    "devices that had been delivered already", value=twice)
             messages = GaugeMetricFamily("loa_streamer_messages_received", "Control messages received, by type",
                                          labels=["type"])
             for name, count in loop.messages:

@@ -175,13 +175,15 @@ def test_every_commune_gets_its_own_multicast_group() -> None:
 
 
 @pytest.mark.e2e
-def test_a_small_soak_over_multicast_brings_every_device_back_from_its_group() -> None:
+def test_a_small_soak_over_multicast_brings_every_device_back_from_its_group(tmp_path: Path) -> None:
     """As above with ``--multicast``: the stream and the alerts reach the devices through their communes' groups
     only (no RTP filter, nothing by unicast), and every device back on the live stream after each alert is on it
-    from its group."""
+    from its group. ``--trace`` keeps the timeline: each alert, then each sample with the server's gauges and the
+    fleet's status."""
+    trace = tmp_path / "trace.jsonl"
     result = CliRunner().invoke(soak, ["--json", "--devices", "30", "--minutes", "0.6", "--warmup-minutes", "0.2",
                                        "--alert-every", "12", "--alert-seconds", "3", "--sample-every", "1",
-                                       "--read-rate", "3", "--multicast"])
+                                       "--read-rate", "3", "--multicast", "--trace", str(trace)])
     lines = result.stdout.strip().splitlines()
     assert lines, result.output
     metrics = json.loads(lines[-1])["metrics"]
@@ -195,6 +197,13 @@ def test_a_small_soak_over_multicast_brings_every_device_back_from_its_group() -
     assert metrics["group_errors"] == 0
     assert metrics["group_pps"] >= 3 * 50 * 0.9  # the live stream on three groups, 50 packets/s each
     assert metrics["fleet_rtp_received"] > 0
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    alerts = [line for line in lines if "alert_at" in line]
+    samples = [line for line in lines if "alert_at" not in line]
+    assert len(alerts) == metrics["alerts"]
+    assert len(samples) == metrics["samples"]
+    assert all(sample["gauges"]["loa_streamer_control_sent"] > 0 for sample in samples)
+    assert samples[-1]["fleet"]["connected"] == 30
 
 
 @given(st.integers(1, 20_000), st.integers(1, 64))

@@ -139,6 +139,11 @@ def test_metrics_count_what_the_streamer_received(cp: ControlPlane) -> None:
         hellos = _metric(text, 'loa_streamer_messages_received{type="Hello"}')
         assert hellos is not None
         assert hellos >= 1
+        control_sent = _metric(text, "loa_streamer_control_sent")  # config, join... to the device
+        assert control_sent is not None
+        assert control_sent >= 1
+        assert _metric(text, "loa_streamer_control_retransmitted") is not None
+        assert _metric(text, "loa_streamer_control_duplicates") is not None
         received = _metric(text, "loa_streamer_datagrams_received")
         assert received is not None
         assert received >= 2  # the handshake and hello at least

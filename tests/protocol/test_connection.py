@@ -124,6 +124,15 @@ def test_every_reliable_message_arrives_once_at_30_percent_loss(seed: int) -> No
     stats = world.net.statistics()
     assert stats.lost > 0
     assert stats.duplicated > 0
+    # The server's totals (its /metrics): each Reboot sent once, retransmitted where an ack was lost, and the
+    # devices' States that came twice (lost acks, network duplicates) counted, not delivered. A forgotten device's
+    # counts stay in them.
+    totals = world.server.conn.reliable_totals()
+    assert totals.sent == n * len(world.devices)
+    assert totals.retransmitted > 0
+    assert totals.duplicates > 0
+    world.server.conn.forget(world.pub(world.devices[0]))
+    assert world.server.conn.reliable_totals() == totals
 
 
 def test_queued_messages_survive_a_server_restart() -> None:
