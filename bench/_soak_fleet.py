@@ -23,7 +23,9 @@ what a device decides:
   missed what had reached them: a rekey's handshake response unread when the retry timer sent a new init (so the
   session expired at ``REJECT_AFTER_TIME``), or probe answers unread when three probes counted as unanswered.
   The status says how often (``drained_at_timers``) and how many sessions ended at a device's own timer even so
-  (``sessions_lost_at_timers``), with the host's worst timer lag (``timer_lag_max_s``).
+  (``sessions_lost_at_timers``), with the host's worst timer lag (``timer_lag_max_s``) and its latest
+  (``timer_lag_s``). The devices' reliable messages sent, retransmitted and received twice are summed with the other
+  counters (``control_sent``, ``control_retransmitted``, ``control_duplicates``).
 
 **Multicast.** Every reference device says ``multicast`` in ``hello``; when the server gives their zones groups
 (``loa serve --multicast``), their streams go to the groups and not to them. With ``multicast`` the host follows
@@ -131,7 +133,8 @@ def attach(sock: socket.socket, keep: int) -> bool:
 
 
 _SUMMED = ("started", "connected", "rtp_received", "rtp_expected", "telemetry_sent", "alerts_accepted",
-           "watchdog_fires", "kernel_drops", "drained_at_timers", "sessions_lost_at_timers")
+           "watchdog_fires", "kernel_drops", "drained_at_timers", "sessions_lost_at_timers", "control_sent",
+           "control_retransmitted", "control_duplicates")
 _SUMMED_MAPS = ("alerts_refused", "seen", "now", "now_group", "io", "taps", "verifications")
 
 
@@ -139,7 +142,8 @@ def merge_statuses(statuses: list[dict[str, Any]]) -> dict[str, Any]:
     """The status of one fleet made of the processes whose status files are ``statuses`` (disjoint slices of the
     devices): counts and per-broadcast counts summed, the taps' figures summed (each process has taps of its own:
     ``group_received_max`` is the most datagrams one process's taps received, what the groups carried when each
-    process has a device in every group), ``timer_lag_max_s`` the worst, ``t`` the oldest, ``filtered`` and
+    process has a device in every group), ``timer_lag_max_s`` and ``timer_lag_s`` (the last round's) the worst,
+    ``t`` the oldest, ``filtered`` and
     ``final`` true only if true of all. ``{}`` until every process has written one (a partial sum would look like
     a fleet that lost devices)."""
     if not statuses or any(not status for status in statuses):
@@ -149,6 +153,7 @@ def merge_statuses(statuses: list[dict[str, Any]]) -> dict[str, Any]:
                               "final": all(s.get("final") for s in statuses),
                               "rtp_keep": statuses[0].get("rtp_keep"),
                               "timer_lag_max_s": max(s.get("timer_lag_max_s", 0.0) for s in statuses),
+                              "timer_lag_s": max(s.get("timer_lag_s", 0.0) for s in statuses),
                               "group_received_max": max(s.get("io", {}).get("group_received", 0) for s in statuses)}
     for key in _SUMMED:
         if any(key in s for s in statuses):
@@ -210,7 +215,7 @@ def main(spec_path: str) -> None:
     def tally() -> None:
         # The counters themselves, not core.statistics(): that also computes each device's clock estimate, which
         # made this pass over 10,000 devices hold the event loop for seconds every COUNTERS_EVERY_S.
-        received = expected = telemetry = accepted = fires = 0
+        received = expected = telemetry = accepted = fires = sent = again = twice = 0
         refused: Counter[str] = Counter()
         for core in cores[: host.started]:
             media = media_totals(core)
@@ -219,10 +224,14 @@ def main(spec_path: str) -> None:
             telemetry += core.report.reports
             accepted += core.alerts_accepted
             fires += core.watchdog.fires
+            channel = core.conn.statistics().channel
+            if channel is not None:
+                sent, again, twice = sent + channel.sent, again + channel.retransmitted, twice + channel.duplicates
             if core.alerts_refused:
                 refused.update(core.alerts_refused)
         counters.update({"rtp_received": received, "rtp_expected": expected, "telemetry_sent": telemetry,
-                         "alerts_accepted": accepted, "alerts_refused": dict(refused), "watchdog_fires": fires})
+                         "alerts_accepted": accepted, "alerts_refused": dict(refused), "watchdog_fires": fires,
+                         "control_sent": sent, "control_retransmitted": again, "control_duplicates": twice})
         counted_at[0] = time.monotonic()
 
     def write_status(*, final: bool = False) -> None:
@@ -261,6 +270,7 @@ def main(spec_path: str) -> None:
             read_drops()
         status["kernel_drops"] = drops[0]
         status["timer_lag_max_s"] = round(host.stats.timer_lag_max_s, 3)
+        status["timer_lag_s"] = round(host.stats.timer_lag_s, 3)
         status["drained_at_timers"] = host.drained_at_timers
         status["sessions_lost_at_timers"] = host.sessions_lost_at_timers
         status["verifications"] = {"verified": sum(v.verified for v in verifiers),

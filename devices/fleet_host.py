@@ -393,6 +393,8 @@ class FleetHost:
         if heap is self._priority_heap:
             stats.priority_timer_lag_max_s = max(stats.priority_timer_lag_max_s, lag)
         stats.timer_lag_max_s = max(stats.timer_lag_max_s, lag)
+        if handled and heap is not self._priority_heap:
+            stats.timer_lag_s = lag
         return handled
 
     async def _timers(self) -> None:

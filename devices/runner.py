@@ -86,6 +86,7 @@ class IoStatistics:
     group_received: int = 0  # of ``received``: datagrams that came on a joined multicast group
     group_errors: int = 0  # groups that could not be joined (an IPv6 group, an address in use...)
     timer_lag_max_s: float = 0.0  # FleetHost: the latest a device's timer or playout ran after it was due
+    timer_lag_s: float = 0.0  # FleetHost: the same, in the latest round that ran a counting device's timer
     priority_timer_lag_max_s: float = 0.0  # the same for the first ``priority`` devices (those that decode)
 
 

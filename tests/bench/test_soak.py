@@ -227,17 +227,20 @@ def test_fleet_statuses_add_up() -> None:
     a = {"t": 5.0, "started": 3, "connected": 2, "filtered": False, "rtp_keep": 1, "telemetry_sent": 4,
          "alerts_refused": {"ReplayError": 1}, "seen": {"7": 3}, "now": {"7": 1}, "now_group": {"7": 1},
          "taps": {"open": 2, "datagrams": 100, "drops": 0}, "io": {"received": 10, "group_received": 100},
-         "kernel_drops": 1, "timer_lag_max_s": 0.5, "drained_at_timers": 2, "sessions_lost_at_timers": 0,
+         "kernel_drops": 1, "timer_lag_max_s": 0.5, "timer_lag_s": 0.25, "drained_at_timers": 2,
+         "sessions_lost_at_timers": 0, "control_retransmitted": 7,
          "verifications": {"verified": 1, "shared": 2}, "final": True}
     b = {"t": 4.0, "started": 2, "connected": 2, "filtered": False, "rtp_keep": 1, "telemetry_sent": 2,
          "alerts_refused": {}, "seen": {"7": 2, "8": 1}, "now": {"7": 2}, "now_group": {},
          "taps": {"open": 1, "datagrams": 90, "drops": 3}, "io": {"received": 5, "group_received": 90},
-         "kernel_drops": 0, "timer_lag_max_s": 2.5, "drained_at_timers": 1, "sessions_lost_at_timers": 1,
+         "kernel_drops": 0, "timer_lag_max_s": 2.5, "timer_lag_s": 0.0, "drained_at_timers": 1,
+         "sessions_lost_at_timers": 1, "control_retransmitted": 2,
          "verifications": {"verified": 1, "shared": 1}, "final": False}
     merged = merge_statuses([a, b])
     assert merged == {
         "t": 4.0, "procs": 2, "filtered": False, "final": False, "rtp_keep": 1, "timer_lag_max_s": 2.5,
-        "group_received_max": 100, "started": 5, "connected": 4, "telemetry_sent": 6, "kernel_drops": 1,
+        "timer_lag_s": 0.25, "group_received_max": 100, "control_retransmitted": 9, "started": 5, "connected": 4,
+        "telemetry_sent": 6, "kernel_drops": 1,
         "drained_at_timers": 3, "sessions_lost_at_timers": 1, "alerts_refused": {"ReplayError": 1},
         "seen": {"7": 5, "8": 1}, "now": {"7": 3}, "now_group": {"7": 1},
         "io": {"received": 15, "group_received": 190}, "taps": {"open": 3, "datagrams": 190, "drops": 3},

@@ -322,3 +322,4 @@ async def test_a_fleet_host_behind_runs_the_decoding_devices_timers_first(anyio_
     assert sorted(ran) == list(range(8))
     assert 1.0 <= host.stats.priority_timer_lag_max_s < 2.0
     assert host.stats.timer_lag_max_s >= 3.0
+    assert host.stats.timer_lag_s >= 3.0  # the latest round that ran counting devices' timers
