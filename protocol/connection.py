@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from loa.protocol.control import Message, ReliableMessage, Side, encode, is_reliable
 from loa.protocol.cookie import Address
 from loa.protocol.errors import LocalProtocolError, RemoteProtocolError
-from loa.protocol.reliable import EncodedMessage, ReliableChannel, ReliableStatistics
+from loa.protocol.reliable import RTO_MAX, EncodedMessage, ReliableChannel, ReliableStatistics
 from loa.protocol.session import (
     DeviceSession,
     DeviceState,
@@ -199,8 +199,20 @@ class DeviceConnection:
                 return
 
 
+HOLD_MAX_S = RTO_MAX  # the longest a retransmission is held back for unread input (see ServerConnection)
+
+
 class ServerConnection:
-    """The server end: many devices, one reliable channel each, scheduled by a heap of deadlines."""
+    """The server end: many devices, one reliable channel each, scheduled by a heap of deadlines.
+
+    Retransmissions after input: a server behind on its socket (a burst of acknowledgements it has not read yet)
+    would retransmit messages whose acknowledgements are already waiting in its receive buffer, and every such
+    retransmission is one more datagram for the device to take and acknowledge, and for the server to read.
+    The I/O layer therefore says how far its input is read (:meth:`set_input_horizon`: the arrival time of the
+    latest datagram read, or None once the socket is empty), and a retransmission falls due only when the input
+    is read up to its deadline, or :data:`HOLD_MAX_S` after it at the latest. Acknowledgements and first
+    transmissions are never held back. A server that never calls it behaves as if its input were always read.
+    """
 
     def __init__(
         self,
@@ -220,6 +232,9 @@ class ServerConnection:
         self._timers: list[tuple[float, bytes]] = []
         self._scheduled: dict[bytes, float] = {}  # the deadline of each device's newest entry in _timers
         self._unconfirmed: set[bytes] = set()
+        self._horizon: float | None = None  # see set_input_horizon
+        self._held: list[tuple[float, bytes]] = []  # (retransmission deadline, device): held for unread input
+        self._held_at: dict[bytes, float] = {}  # the deadline of each device's live entry in _held
         self._forgotten = ReliableTotals()  # the counts of channels dropped by forget()
 
     def channel(self, device: bytes) -> ReliableChannel:
@@ -231,6 +246,17 @@ class ServerConnection:
 
     def devices(self) -> list[bytes]:
         return list(self._channels)
+
+    def set_input_horizon(self, horizon: float | None) -> None:
+        """How far the server's input has been read: the arrival time (on the clock of ``now``) of the latest
+        datagram read while more wait unread, or None once nothing waits (the default). Retransmissions due
+        after it are held (see the class)."""
+        self._horizon = horizon
+
+    @property
+    def held(self) -> int:
+        """Devices with a retransmission held back for unread input now."""
+        return len(self._held_at)
 
     def is_connected(self, device: bytes) -> bool:
         return self.endpoint.has_session(device)
@@ -295,17 +321,18 @@ class ServerConnection:
         if channel is not None:
             self._forgotten = _add(self._forgotten, channel.statistics())
         self._scheduled.pop(device, None)
+        self._held_at.pop(device, None)
         self._unconfirmed.discard(device)
 
     def receive_datagram(self, data: bytes, address: Address, now: float) -> list[ConnectionEvent]:
         return self._absorb(self.endpoint.receive_datagram(data, address, now), now)
 
     def next_timeout(self) -> float | None:
-        times = [self.endpoint.next_timeout()]
+        times = [self.endpoint.next_timeout(), self._next_held()]
         while self._timers:
             deadline, device = self._timers[0]
             channel = self._channels.get(device)
-            due = channel.next_timeout() if channel is not None and self.endpoint.has_session(device) else None
+            due = self._due(device, channel) if channel is not None and self.endpoint.has_session(device) else None
             if due == deadline:
                 times.append(deadline)
                 break
@@ -323,7 +350,38 @@ class ServerConnection:
             device = self._pop_timer()
             if device in self._channels:
                 self._pump(device, now)
+        held, held_at, horizon = self._held, self._held_at, self._horizon
+        while held:
+            deadline, device = held[0]
+            overdue = deadline + HOLD_MAX_S <= now
+            if not (horizon is None or deadline <= horizon or overdue):
+                break
+            heapq.heappop(held)
+            if held_at.get(device) != deadline:
+                continue  # stale: the device's messages were acknowledged, or it was held again since
+            del held_at[device]
+            if device in self._channels:
+                self._pump(device, now, hold=not overdue)
+        if not held_at:
+            self._held = []
         return out
+
+    def _next_held(self) -> float | None:
+        """When the earliest held retransmission falls due: at once if the input is read up to its deadline,
+        else :data:`HOLD_MAX_S` after it (the I/O layer runs :meth:`handle_timeout` again as its input moves)."""
+        held, held_at = self._held, self._held_at
+        while held:
+            deadline, device = held[0]
+            if held_at.get(device) == deadline:
+                horizon = self._horizon
+                return deadline if horizon is None or deadline <= horizon else deadline + HOLD_MAX_S
+            heapq.heappop(held)
+        return None
+
+    def _due(self, device: bytes, channel: ReliableChannel) -> float | None:
+        """When the device's entry in the timer heap is due: its channel's next timeout, its acknowledgements and
+        new messages only while a retransmission of it is held."""
+        return channel.next_output() if device in self._held_at else channel.next_timeout()
 
     def _pop_timer(self) -> bytes:
         deadline, device = heapq.heappop(self._timers)
@@ -384,15 +442,26 @@ class ServerConnection:
             return True
         return False
 
-    def _pump(self, device: bytes, now: float, *, retransmit: bool = False) -> None:
+    def _pump(self, device: bytes, now: float, *, retransmit: bool = False, hold: bool = True) -> None:
+        """Send what the device's channel has due, retransmissions held for unread input unless ``hold`` is false.
+        ``retransmit``: everything in flight goes again now (a new session is confirmed), none held."""
         channel = self._channels.get(device)
         if channel is None or not self.endpoint.has_session(device):
             return
-        if retransmit:
+        if retransmit:  # a new session confirmed: what was in flight goes again now, whatever is unread
             channel.retransmit_now(now)
-        for plaintext in channel.outgoing(now):
+            hold = False
+        for plaintext in channel.outgoing(now, heard=self._horizon if hold else None):
             self.endpoint.send(device, plaintext, now)
-        deadline = channel.next_timeout()
+        again, deadline = channel.next_retransmission(), channel.next_output()
+        if again is not None and again <= now:  # held for unread input: the held heap has it
+            if self._held_at.get(device) != again:
+                self._held_at[device] = again
+                heapq.heappush(self._held, (again, device))
+        else:
+            self._held_at.pop(device, None)
+            if again is not None and (deadline is None or again < deadline):
+                deadline = again
         if deadline is not None and self._scheduled.get(device) != deadline:  # else that entry is in the heap
             self._scheduled[device] = deadline
             heapq.heappush(self._timers, (deadline, device))

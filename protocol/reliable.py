@@ -424,20 +424,33 @@ class ReliableChannel:
     def next_timeout(self) -> float | None:
         """The time at which :meth:`handle_timeout` has work (in the past if output is ready), or None."""
         deadline = self._next_deadline()
-        for t in (self._ack_deadline, self._ready_at if (self._ready or self._ready_acks) else None):
-            if t is not None and (deadline is None or t < deadline):
-                deadline = t
-        return deadline
+        output = self.next_output()
+        return output if deadline is None or (output is not None and output < deadline) else deadline
 
-    def handle_timeout(self, now: float) -> None:
-        """Send due acknowledgements and retransmit messages whose timer expired (with backoff)."""
+    def next_retransmission(self) -> float | None:
+        """The earliest retransmission deadline, or None."""
+        return self._next_deadline()
+
+    def next_output(self) -> float | None:
+        """When acknowledgements or messages are due to go out, retransmissions aside (in the past if output is
+        ready), or None."""
+        ack, ready = self._ack_deadline, self._ready_at if (self._ready or self._ready_acks) else None
+        return ack if ready is None or (ack is not None and ack < ready) else ready
+
+    def handle_timeout(self, now: float, *, heard: float | None = None) -> None:
+        """Send due acknowledgements and retransmit messages whose timer expired (with backoff).
+
+        ``heard``: the peer's datagrams have been read only up to those that arrived at ``heard`` (a receiver
+        behind on its input); a message whose deadline is later than that is not retransmitted yet, since its
+        acknowledgement may be among what is still unread. None (the default): everything that arrived is read."""
         if self._ack_deadline is not None and now >= self._ack_deadline:
             self._flush_acks(now)
+        limit = now if heard is None or heard > now else heard
         timers, in_flight = self._timers, self._in_flight
-        if not timers or in_flight is None or timers[0][0] > now:
+        if not timers or in_flight is None or timers[0][0] > limit:
             return
         due: list[int] = []
-        while timers and timers[0][0] <= now:
+        while timers and timers[0][0] <= limit:
             deadline, msg_id = heapq.heappop(timers)
             pending = in_flight.get(msg_id)
             if pending is not None and pending.deadline == deadline:
@@ -462,9 +475,10 @@ class ReliableChannel:
             self._timers = timers = [(p.deadline, i) for i, p in in_flight.items()]
             heapq.heapify(timers)
 
-    def outgoing(self, now: float) -> list[bytes]:
-        """Run :meth:`handle_timeout` and return the plaintexts to send now, acknowledgements first."""
-        self.handle_timeout(now)
+    def outgoing(self, now: float, *, heard: float | None = None) -> list[bytes]:
+        """Run :meth:`handle_timeout` (with ``heard``) and return the plaintexts to send now, acknowledgements
+        first."""
+        self.handle_timeout(now, heard=heard)
         acks, ready = self._ready_acks, self._ready
         self._ready_acks = self._ready = None
         self._ready_at = None

@@ -244,6 +244,12 @@ class StreamerCore:
                  self.boards.next_timeout()]
         return min((t for t in times if t is not None), default=None)
 
+    def set_input_horizon(self, horizon: float | None) -> None:
+        """How far the I/O layer has read its input: the arrival time of the latest datagram read while more wait,
+        or None once everything that arrived is read. Control retransmissions due after it are held back until
+        the input is read that far (at most :data:`~loa.protocol.connection.HOLD_MAX_S`)."""
+        self.sessions.conn.set_input_horizon(horizon)
+
     def handle_timeout(self, now: float) -> None:
         self.sessions.handle_timeout(now)
         self.live.handle_timeout(now)

@@ -11,7 +11,10 @@ retransmissions, multicast - goes through one socket:
   version or length) are dropped, and counted, by the kernel;
 * the timer loop sleeps until the core's ``next_timeout()`` (or until woken by an API call) and runs it; when a
   datagram batch gives the core an earlier deadline (a delayed acknowledgement, a retransmission of a reply) the
-  receive loop wakes it, so that the deadline is kept rather than the one the loop went to sleep on;
+  receive loop wakes it, so that the deadline is kept rather than the one the loop went to sleep on; after each
+  batch the receive loop tells the core how far its input is read (the kernel's arrival time of the batch's last
+  datagram, or nothing once the socket is empty), and the core holds back the retransmissions due after that
+  (:class:`~loa.protocol.connection.ServerConnection`): their acknowledgements may be in the unread part;
 * each live broadcast has its own task: it sleeps until the frame is due (``next_frame_time``, on the same
   monotonic clock, computed from the frame count so it never drifts), takes the frame's packets from the core
   (encoded, packetised and protected once) and hands each to a :class:`~loa.streamer.fanout.Fanout` that sends
@@ -126,6 +129,17 @@ def _loop_clock() -> Callable[[], float]:
         return asyncio.get_running_loop().time
     except RuntimeError:  # no asyncio loop runs this task: trio
         return anyio.current_time
+
+
+def _waiting(sock: socket.socket) -> bool:
+    """True if a datagram waits in the (non-blocking) socket, without reading it."""
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # an error queued on the socket (ICMP): the next read reports it
+    return True
 
 
 def _arrival(ancillary: list[tuple[int, int, bytes]], offset: float) -> float | None:
@@ -409,8 +423,8 @@ class StreamerService:
             if now - offset_at > WALL_OFFSET_REFRESH_S:  # follows any slewing of the wall clock
                 offset, offset_at = _wall_offset(), now
             slice_end = now + RECEIVE_SLICE_S
+            arrived = None
             for _ in range(RECEIVE_BATCH):
-                arrived = None
                 try:
                     if stamped:
                         data, ancillary, _flags, address = sock.recvmsg(MAX_DATAGRAM + 1, _STAMP_SPACE)
@@ -418,6 +432,7 @@ class StreamerService:
                     else:
                         data, address = sock.recvfrom(MAX_DATAGRAM + 1)
                 except (BlockingIOError, InterruptedError):
+                    arrived = None  # everything that arrived is read
                     break
                 except OSError:
                     self._receive_errors += 1  # e.g. an ICMP error reported on the socket; nothing to read
@@ -427,6 +442,10 @@ class StreamerService:
                 core.receive_datagram(data, (str(address[0]), int(address[1])), now, arrived=arrived)
                 if now >= slice_end:
                     break
+            if arrived is not None and not _waiting(sock):
+                arrived = None  # the batch ended on the last datagram there was
+            # More waits unread: retransmissions due after the last datagram's arrival wait for the rest
+            core.set_input_horizon(arrived)
             deadline = core.next_timeout()
             if deadline is not None and (self._sleeping_until is None or deadline < self._sleeping_until):
                 self._wakeup.set()  # the batch brought a deadline before the one the timer loop sleeps on

@@ -183,3 +183,40 @@ async def test_a_deadline_a_datagram_brings_wakes_the_timer_loop(anyio_backend: 
     assert len(ran) == 3
     for deadline, at in ran:
         assert deadline <= at < deadline + 5.0, ran  # kept, not left for the 60 s sleep
+
+
+@pytest.mark.anyio
+async def test_the_receive_loop_says_how_far_its_input_is_read(anyio_backend: str) -> None:
+    """Retransmissions after input (``StreamerCore.set_input_horizon``): while datagrams wait unread after a batch,
+    the core is told the kernel's arrival time of the last one read; once the socket is empty, None."""
+    from loa.streamer.service import _waiting
+
+    core = StreamerCore(static_private=bytes(range(32)), zones=province(),
+                        epoch_ns=epoch_for(anyio.current_time()), send_clock=anyio.current_time)
+    horizons: list[float | None] = []
+    told = core.set_input_horizon
+
+    def telling(horizon: float | None) -> None:
+        horizons.append(horizon)
+        told(horizon)
+
+    core.set_input_horizon = telling  # type: ignore[method-assign]
+    service = StreamerService(core, open_udp_socket("127.0.0.1", 0, receive_buffer_size=1 << 20))
+    with service.sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        assert not _waiting(service.sock)
+        sent_from = anyio.current_time()
+        for _ in range(1000):  # waiting before the service reads anything: batches' worth (what the buffer holds)
+            client.sendto(b"\x01\x01\x00\x00" + bytes(144), service.address)
+        sent_by = anyio.current_time()
+        assert _waiting(service.sock)
+        async with anyio.create_task_group() as tg:
+            await tg.start(service.serve)
+            with anyio.fail_after(10):
+                while not horizons or horizons[-1] is not None:
+                    await anyio.sleep(0.01)
+            service.stop()
+    behind = [h for h in horizons if h is not None]
+    assert behind, horizons  # the first batches left datagrams unread
+    assert all(sent_from - 0.002 <= h <= sent_by + 0.002 for h in behind)  # each an arrival time
+    assert behind == sorted(behind)
+    assert horizons[-1] is None
