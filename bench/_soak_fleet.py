@@ -133,8 +133,8 @@ def attach(sock: socket.socket, keep: int) -> bool:
 
 
 _SUMMED = ("started", "connected", "rtp_received", "rtp_expected", "telemetry_sent", "alerts_accepted",
-           "watchdog_fires", "kernel_drops", "drained_at_timers", "sessions_lost_at_timers", "control_sent",
-           "control_retransmitted", "control_duplicates")
+           "watchdog_fires", "kernel_drops", "drained_at_timers", "acks_first", "sessions_lost_at_timers",
+           "control_sent", "control_retransmitted", "control_duplicates")
 _SUMMED_MAPS = ("alerts_refused", "seen", "now", "now_group", "io", "taps", "verifications")
 
 
@@ -272,6 +272,7 @@ def main(spec_path: str) -> None:
         status["timer_lag_max_s"] = round(host.stats.timer_lag_max_s, 3)
         status["timer_lag_s"] = round(host.stats.timer_lag_s, 3)
         status["drained_at_timers"] = host.drained_at_timers
+        status["acks_first"] = host.acks_first
         status["sessions_lost_at_timers"] = host.sessions_lost_at_timers
         status["verifications"] = {"verified": sum(v.verified for v in verifiers),
                                    "shared": sum(v.shared for v in verifiers)}

@@ -346,6 +346,11 @@ class SpeakerCore(CommandHandling):
         if nacks:
             self._send_nacks(nacks, now)
 
+    def output_due(self) -> float | None:
+        """When its acknowledgements (or messages ready) are due to go out (device clock), or None: the part of
+        :meth:`next_timeout` a host running many devices serves first (:class:`~loa.devices.FleetHost`)."""
+        return self.conn.channel.next_output() if self.conn.connected else None
+
     def next_timeout(self) -> float | None:
         """When :meth:`handle_timeout` has protocol work (session, probes, telemetry, fetch, schedules...)."""
         if not self._timeout_valid:

@@ -97,6 +97,14 @@ class FleetHost:
     read this way, :attr:`sessions_lost_at_timers` the sessions a device's own timer ended even so (its probes or
     keepalives had no answer from the server).
 
+    Acknowledgements first: a device acknowledges a reliable message within ``ACK_DELAY`` (20 ms, PROTOCOL.md 4.3);
+    in a host seconds behind, that timer would wait behind every timer due before it, and the server, hearing
+    nothing, would retransmit every message of an alert to every device, several times, each one more datagram
+    for this host to take. So a counting device whose acknowledgements are due (:meth:`SpeakerCore.output_due`)
+    is also kept in a heap of its own, served after the decoding devices' timers and before the others' timers:
+    it runs then (its socket emptied into it first, and whatever else of it is due with it). :attr:`acks_first`
+    counts these runs.
+
     ``timestamps``: the kernel stamps every datagram as it arrives (``SO_TIMESTAMPNS``) and :attr:`arrival`
     holds that time, on the host's monotonic clock, while the datagram is handed to its device. One process
     does the work of many devices one after another; the stamp says when each device would have started on it
@@ -173,15 +181,29 @@ class FleetHost:
         self.started = 0
         self._heap: list[_Due] = []
         self._priority_heap: list[_Due] = []  # the decoding devices' timers, run before the others' (see _timers)
+        self._ack_heap: list[_Due] = []  # when devices' acknowledgements are due (see _timers)
         self._scheduled: list[float | None] = [None] * len(self.cores)
+        self._ack_at: list[float | None] = [None] * len(self.cores)
         self._changed = anyio.Event()
         self.drain_before_timers = drain_before_timers
         self.drained_at_timers = 0  # datagrams handed to a device just before its timers ran (see the docstring)
+        self.acks_first = 0  # devices run ahead of the timer heap because their acknowledgements were due
         self.sessions_lost_at_timers = 0  # sessions a device's own timer ended (silent server, DEAD_AFTER...)
 
     def _schedule(self, index: int) -> None:
-        local = self.cores[index].next_event()
-        at = None if local is None else self.clocks[index].true(local)
+        core, clock = self.cores[index], self.clocks[index]
+        if index >= self.priority:  # the decoding devices' heap is served first anyway
+            output = core.output_due()
+            ack = None if output is None else clock.true(output)
+            if ack != self._ack_at[index]:
+                self._ack_at[index] = ack
+                if ack is not None:
+                    heapq.heappush(self._ack_heap, _Due(ack, index))
+                    if self._ack_heap[0].index == index:
+                        self._changed.set()
+                        self._changed = anyio.Event()
+        local = core.next_event()
+        at = None if local is None else clock.true(local)
         if at == self._scheduled[index]:
             return
         self._scheduled[index] = at
@@ -363,12 +385,40 @@ class FleetHost:
             drained += 1
         return drained
 
+    def _run_acks(self, now: float, until: float) -> int:
+        """Run the devices whose acknowledgements are due by ``now`` (with whatever else of theirs is due), in
+        time order, until the clock passes ``until``; their sockets emptied into them first."""
+        heap, ack_at, handled = self._ack_heap, self._ack_at, 0
+        while heap and heap[0].at <= now and (handled & 15 or time.monotonic() < until):
+            due = heapq.heappop(heap)
+            index = due.index
+            if ack_at[index] != due.at:
+                continue  # superseded
+            ack_at[index] = None
+            self.acks_first += 1
+            self._run_device(index, now)
+            handled += 1
+        return handled
+
+    def _run_device(self, index: int, now: float) -> None:
+        """Run device ``index``'s timers at ``now``, its socket emptied into it first (see the class docstring)."""
+        core, at = self.cores[index], now
+        if self.drain_before_timers:
+            drained = self._drain(index)
+            if drained:
+                self.drained_at_timers += drained
+                at = time.monotonic()  # after what it was just handed: its time does not go back
+        connected = core.conn.connected
+        core.advance(self.clocks[index].local(at))
+        if connected and not core.conn.connected:
+            self.sessions_lost_at_timers += 1
+        self._after(index)
+
     def _run_due(self, heap: list[_Due], now: float, until: float) -> int:
         """Run the entries of ``heap`` due by ``now`` in time order, until the clock passes ``until``; each
         device's socket is emptied into it first (see the class docstring, "Timers after input")."""
         handled = 0
         lag = 0.0
-        cores = self.cores
         while heap and heap[0].at <= now and (handled & 15 or time.monotonic() < until):
             due = heapq.heappop(heap)
             index = due.index
@@ -376,18 +426,7 @@ class FleetHost:
                 continue  # superseded
             self._scheduled[index] = None
             lag = max(lag, now - due.at)
-            core = cores[index]
-            at = now
-            if self.drain_before_timers:
-                drained = self._drain(index)
-                if drained:
-                    self.drained_at_timers += drained
-                    at = time.monotonic()  # after what it was just handed: its time does not go back
-            connected = core.conn.connected
-            core.advance(self.clocks[index].local(at))
-            if connected and not core.conn.connected:
-                self.sessions_lost_at_timers += 1
-            self._after(index)
+            self._run_device(index, now)
             handled += 1
         stats = self.stats
         if heap is self._priority_heap:
@@ -406,12 +445,13 @@ class FleetHost:
             # verify a signature at once), their playout must not wait behind the counting devices' timers.
             until = now + RECEIVE_SLICE_S
             handled = self._run_due(self._priority_heap, now, until)
+            handled += self._run_acks(now, until)
             handled += self._run_due(self._heap, now, until)
             if handled:
                 await anyio.sleep(0)
                 continue
             changed = self._changed
-            tops = [heap[0].at for heap in (self._priority_heap, self._heap) if heap]
+            tops = [heap[0].at for heap in (self._priority_heap, self._ack_heap, self._heap) if heap]
             delay = min(tops) - time.monotonic() if tops else math.inf
             with anyio.move_on_after(max(0.0, delay)):
                 await changed.wait()

@@ -323,3 +323,45 @@ async def test_a_fleet_host_behind_runs_the_decoding_devices_timers_first(anyio_
     assert 1.0 <= host.stats.priority_timer_lag_max_s < 2.0
     assert host.stats.timer_lag_max_s >= 3.0
     assert host.stats.timer_lag_s >= 3.0  # the latest round that ran counting devices' timers
+
+
+class _AckingCore(_DueCore):
+    """A :class:`_DueCore` that may also have acknowledgements due at ``ack`` (its own clock)."""
+
+    ack: float | None = None
+
+    def output_due(self) -> float | None:
+        return self.ack
+
+    def advance(self, now: float) -> None:
+        super().advance(now)
+        self.ack = None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_fleet_host_behind_runs_devices_with_acknowledgements_due_first(anyio_backend: str) -> None:
+    """Every counting device has a timer 3 s overdue; one of them (5) has its timer only 1 s overdue but its
+    acknowledgements due now: it runs first, so that its acks do not wait behind the host's backlog, and once."""
+    ran: list[int] = []
+    now = time.monotonic()
+    devices = []
+    for i in range(8):
+        core = _AckingCore(static_private=bytes([i + 1]) * 32, server_public=bytes(range(32)),
+                           server_address=("127.0.0.1", 9))
+        clock = SimulatedClock(drift_ppm=10.0 * i, offset_s=5.0 * i)
+        core.index, core.ran = i, ran
+        core.due = clock.local(now - (1.0 if i == 5 else 3.0))
+        core.ack = clock.local(now - 0.01) if i == 5 else None
+        devices.append((core, clock))
+    host = FleetHost(devices, ("127.0.0.1", 9), bind_host="127.0.0.1")
+    try:
+        for i in range(8):
+            host._schedule(i)
+        with anyio.move_on_after(0.3):
+            await host._timers()
+    finally:
+        host.close()
+    assert ran[0] == 5
+    assert sorted(ran) == list(range(8))  # and every device once: its timer entry was superseded by that run
+    assert host.acks_first == 1
