@@ -241,7 +241,7 @@ def record_statuses(tx: Tx, updates: Sequence[StatusUpdate]) -> dict[str, Device
     state = {ident: _record(row) for ident, row in rows.items()}
     changed: set[str] = set()
     transitions: list[dict[str, Any]] = []
-    paths: dict[str, tuple[str, ...]] = {}
+    flipped: list[tuple[str, DeviceRecord, str | None]] = []  # (device, record, reason) of each event, in order
     for update_ in updates:
         ident = update_.device
         before = state[ident]
@@ -265,17 +265,19 @@ def record_statuses(tx: Tx, updates: Sequence[StatusUpdate]) -> dict[str, Device
         state[ident] = after
         changed.add(ident)
         if (after.online, after.faulty) != (before.online, before.faulty):
-            path = None
-            if after.zone is not None:
-                if after.zone not in paths:
-                    paths[after.zone] = zones.ancestors(tx.conn, after.zone)
-                path = paths[after.zone]
-            faults = (after.status or {}).get("faults") or []
-            faults = list(faults) if isinstance(faults, list | tuple) else [faults]
-            tx.emit(Event("device.status", {"device": ident, "zone": after.zone, "online": after.online,
-                                            "faulty": after.faulty, "faults": faults, "reason": reason,
-                                            "at": audit.format_time(tx.now)},
-                          permission="devices.read", zones=path))
+            flipped.append((ident, after, reason))
+    # the events' zone paths, one query for the batch
+    paths = zones.ancestors_many(tx.conn, [record.zone for _, record, _ in flipped if record.zone is not None])
+    for ident, after, reason in flipped:
+        path = None
+        if after.zone is not None:
+            path = paths.get(after.zone) or zones.ancestors(tx.conn, after.zone)  # NotFoundError as before
+        faults = (after.status or {}).get("faults") or []
+        faults = list(faults) if isinstance(faults, list | tuple) else [faults]
+        tx.emit(Event("device.status", {"device": ident, "zone": after.zone, "online": after.online,
+                                        "faulty": after.faulty, "faults": faults, "reason": reason,
+                                        "at": audit.format_time(tx.now)},
+                      permission="devices.read", zones=path))
     if changed:
         tx.conn.execute(
             update(devices).where(devices.c.id == bindparam("b_id")).values(

@@ -134,6 +134,29 @@ def ancestors(conn: Connection, code: str) -> tuple[str, ...]:
     return tuple(path)
 
 
+def ancestors_many(conn: Connection, codes: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """:func:`ancestors` of each of ``codes`` in one query; a code that is no zone is left out of the result."""
+    result: dict[str, tuple[str, ...]] = {}
+    wanted = sorted(set(codes))
+    for first in range(0, len(wanted), _ANCESTORS_CHUNK):
+        chunk = wanted[first:first + _ANCESTORS_CHUNK]
+        start = select(zones.c.code.label("start"), zones.c.code, zones.c.parent,
+                       literal(0).label("depth")).where(zones.c.code.in_(chunk))
+        up = start.cte("up_many", recursive=True)
+        parent = zones.alias("p")
+        up = up.union_all(
+            select(up.c.start, parent.c.code, parent.c.parent, up.c.depth + 1)
+            .where(and_(parent.c.code == up.c.parent, up.c.depth < MAX_DEPTH + 1)))
+        paths: dict[str, list[str]] = {}
+        for row in conn.execute(select(up.c.start, up.c.code).order_by(up.c.start, up.c.depth.desc())):
+            paths.setdefault(row.start, []).append(row.code)
+        result.update((code, tuple(path)) for code, path in paths.items())
+    return result
+
+
+_ANCESTORS_CHUNK = 500  # codes per query of ancestors_many (SQLite's bound parameters)
+
+
 def subtree_codes(code: str) -> Select[tuple[str]]:
     """A SELECT of ``code`` and every zone code below it (for ``IN (...)`` filters). Its CTE is nested inside
     it, so that one query may hold several (a scope and a ``zone`` filter) without their names clashing."""

@@ -213,6 +213,14 @@ def test_a_large_province_imports_quickly(db: Database) -> None:
     assert report.created == 1 + 10 + 200 + 4000
     with db.read() as conn:
         assert len(zones.subtree(conn, "d3", limit=10_000)) == 1 + 20 + 400
+        # every zone's path in one call (chunked queries) is the path ancestors() gives; no zone, no entry
+        codes = [line.split(",")[0] for line in lines]
+        many = zones.ancestors_many(conn, [*codes, "nope", codes[5]])
+        assert set(many) == set(codes)
+        for code in codes[::97]:
+            assert many[code] == zones.ancestors(conn, code)
+        assert many["d9c19h19"] == ("p", "d9", "d9c19", "d9c19h19")
+        assert zones.ancestors_many(conn, []) == {}
 
 
 def test_a_zone_in_use_names_every_kind_that_refers_to_it(cp: Any, seed: Any, client: Any) -> None:
