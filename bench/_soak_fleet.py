@@ -241,12 +241,13 @@ def main(spec_path: str) -> None:
         now_playing: Counter[int] = Counter()
         from_group: Counter[int] = Counter()
         for i, core in enumerate(started):
+            for bid, _src in core.recent_states:  # every state since the last write, not only the one now
+                if bid is not None and bid not in seen[i]:  # `ever` kept up to date as it grows, not recounted
+                    seen[i].add(bid)
+                    ever[bid] += 1
             state = core.state
             if state is not None and state[0] is not None:
                 bid = state[0]
-                if bid not in seen[i]:  # `ever` kept up to date as it grows, not recounted at every write
-                    seen[i].add(bid)
-                    ever[bid] += 1
                 if state[1] == "ip":
                     now_playing[bid] += 1
                     broadcast = core.broadcasts.get(bid)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
 from loa import __version__
@@ -80,6 +80,7 @@ STALL_PROBE_EVERY_S = 1.0
 PLAYED_FLUSH_S = 0.25
 DEADLINE_MARGIN = 2e-6  # local seconds added to server-time deadlines, beyond every conversion rounding
 MAX_LOOP = 64
+RECENT_STATES = 8  # states a device remembers in recent_states
 
 
 class SpeakerCore(CommandHandling):
@@ -209,6 +210,9 @@ class SpeakerCore(CommandHandling):
         self.alerts_accepted = 0
         self.alerts_refused: Counter[str] = Counter()  # alerts and cancels refused, by error (also in drops)
         self.state: tuple[int | None, str] | None = None  # (bid, src) of the last `state` sent
+        # the last RECENT_STATES of them, oldest first: what a host that looks now and then (a fleet's status)
+        # reads, so that a state held for less than its interval is not missed
+        self.recent_states: deque[tuple[int | None, str]] = deque(maxlen=RECENT_STATES)
         self.state_since = 0
         self._idle: tuple[tuple[str, int | None], Source | None] | None = None
         self.boot_at = now
@@ -552,6 +556,7 @@ class SpeakerCore(CommandHandling):
         if self.state == (bid, src):
             return
         self.state = (bid, src)
+        self.recent_states.append(self.state)
         self.state_since = self.clock.to_server_any(at)
         self._send_state(now)
 

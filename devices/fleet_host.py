@@ -446,7 +446,8 @@ class FleetHost:
             until = now + RECEIVE_SLICE_S
             handled = self._run_due(self._priority_heap, now, until)
             handled += self._run_acks(now, until)
-            handled += self._run_due(self._heap, now, until)
+            # the other timers get a slice of their own: a stream of acknowledgements must not starve them
+            handled += self._run_due(self._heap, now, max(until, time.monotonic() + RECEIVE_SLICE_S / 2))
             if handled:
                 await anyio.sleep(0)
                 continue

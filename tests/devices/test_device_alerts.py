@@ -113,6 +113,11 @@ def test_cancel_ends_the_alert_and_expiry_too(payloads: list[bytes], alert_paylo
     assert core.arbiter.current == 81
     world.run(3.0)
     assert core.arbiter.current == 1
+    # both alerts are among the states the device reported, the last of them its state now
+    bids = [bid for bid, _src in core.recent_states]
+    assert {80, 81} <= set(bids)
+    assert bids.index(80) < bids.index(81)
+    assert core.recent_states[-1] == core.state
 
 
 def test_an_alert_whose_leave_overtook_it_does_not_silence_the_programme(payloads: list[bytes]) -> None:

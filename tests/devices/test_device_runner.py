@@ -365,3 +365,46 @@ async def test_a_fleet_host_behind_runs_devices_with_acknowledgements_due_first(
     assert ran[0] == 5
     assert sorted(ran) == list(range(8))  # and every device once: its timer entry was superseded by that run
     assert host.acks_first == 1
+
+
+class _BusyAckingCore(_DueCore):
+    """Acknowledgements always due again, each run taking a millisecond: a host under a stream of them."""
+
+    def output_due(self) -> float | None:
+        return self.clock_now()
+
+    def clock_now(self) -> float:
+        return self._clock.local(time.monotonic())
+
+    def advance(self, now: float) -> None:
+        assert self.ran is not None
+        self.ran.append(self.index)
+        time.sleep(0.001)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_acknowledgements_due_all_the_time_do_not_starve_the_other_timers(anyio_backend: str) -> None:
+    """Seven devices have acknowledgements due again as soon as they ran; the eighth's timer is overdue: it runs
+    within the first rounds all the same (the other timers have a slice of their own)."""
+    ran: list[int] = []
+    now = time.monotonic()
+    devices = []
+    for i in range(8):
+        cls = _BusyAckingCore if i < 7 else _DueCore
+        core = cls(static_private=bytes([i + 1]) * 32, server_public=bytes(range(32)), server_address=("127.0.0.1", 9))
+        clock = SimulatedClock(drift_ppm=10.0 * i, offset_s=5.0 * i)
+        core.index, core.ran = i, ran
+        core._clock = clock  # type: ignore[attr-defined]
+        core.due = clock.local(now - 1.0) if i == 7 else None
+        devices.append((core, clock))
+    host = FleetHost(devices, ("127.0.0.1", 9), bind_host="127.0.0.1")
+    try:
+        for i in range(8):
+            host._schedule(i)
+        with anyio.move_on_after(0.5):
+            await host._timers()
+    finally:
+        host.close()
+    assert host.acks_first > 20  # the acknowledgements kept coming
+    assert 7 in ran  # and the overdue timer ran all the same
