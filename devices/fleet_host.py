@@ -42,6 +42,8 @@ __all__ = ["FEED_EVERY_S", "FleetHost"]
 
 RECEIVE_SLICE_S = 0.005  # the fleet's receive loop yields to its timers at least this often
 
+OTHER_TIMERS_SHARE = 0.125  # of a slice, the least the counting devices' timers get after their acknowledgements
+
 URGENT_EVERY = 32  # datagrams of a fleet's receive round between two looks at the decoding devices' sockets
 
 WINDOW_POLL_S = 0.05  # how often the starter counts the devices still connecting
@@ -446,8 +448,10 @@ class FleetHost:
             until = now + RECEIVE_SLICE_S
             handled = self._run_due(self._priority_heap, now, until)
             handled += self._run_acks(now, until)
-            # the other timers get a slice of their own: a stream of acknowledgements must not starve them
-            handled += self._run_due(self._heap, now, max(until, time.monotonic() + RECEIVE_SLICE_S / 2))
+            # the other timers keep a share of their own (OTHER_TIMERS_SHARE of a slice): a stream of
+            # acknowledgements must not starve them, nor they hold back the acknowledgements
+            least = time.monotonic() + OTHER_TIMERS_SHARE * RECEIVE_SLICE_S
+            handled += self._run_due(self._heap, now, max(until, least))
             if handled:
                 await anyio.sleep(0)
                 continue
