@@ -285,6 +285,7 @@ class _DueCore(SpeakerCore):
     due: float | None = None
     ran: list[int] | None = None
     index = -1
+    host_clock: SimulatedClock | None = None
 
     def next_event(self) -> float | None:
         return self.due
@@ -293,36 +294,6 @@ class _DueCore(SpeakerCore):
         assert self.ran is not None
         self.ran.append(self.index)
         self.due = None
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["trio"])
-async def test_a_fleet_host_behind_runs_the_decoding_devices_timers_first(anyio_backend: str) -> None:
-    """Every timer is overdue, the counting devices' by more: the decoding devices' (the first ``priority``) run
-    first all the same, and the host reports how late each kind ran."""
-    ran: list[int] = []
-    now = time.monotonic()
-    devices = []
-    for i in range(8):
-        core = _DueCore(static_private=bytes([i + 1]) * 32, server_public=bytes(range(32)),
-                        server_address=("127.0.0.1", 9))
-        clock = SimulatedClock(drift_ppm=10.0 * i, offset_s=5.0 * i)
-        core.index, core.ran = i, ran
-        core.due = clock.local(now - (1.0 if i < 2 else 3.0))
-        devices.append((core, clock))
-    host = FleetHost(devices, ("127.0.0.1", 9), bind_host="127.0.0.1", priority=2)
-    try:
-        for i in reversed(range(8)):
-            host._schedule(i)
-        with anyio.move_on_after(0.3):
-            await host._timers()
-    finally:
-        host.close()
-    assert sorted(ran[:2]) == [0, 1]
-    assert sorted(ran) == list(range(8))
-    assert 1.0 <= host.stats.priority_timer_lag_max_s < 2.0
-    assert host.stats.timer_lag_max_s >= 3.0
-    assert host.stats.timer_lag_s >= 3.0  # the latest round that ran counting devices' timers
 
 
 class _AckingCore(_DueCore):
@@ -338,43 +309,12 @@ class _AckingCore(_DueCore):
         self.ack = None
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["trio"])
-async def test_a_fleet_host_behind_runs_devices_with_acknowledgements_due_first(anyio_backend: str) -> None:
-    """Every counting device has a timer 3 s overdue; one of them (5) has its timer only 1 s overdue but its
-    acknowledgements due now: it runs first, so that its acks do not wait behind the host's backlog, and once."""
-    ran: list[int] = []
-    now = time.monotonic()
-    devices = []
-    for i in range(8):
-        core = _AckingCore(static_private=bytes([i + 1]) * 32, server_public=bytes(range(32)),
-                           server_address=("127.0.0.1", 9))
-        clock = SimulatedClock(drift_ppm=10.0 * i, offset_s=5.0 * i)
-        core.index, core.ran = i, ran
-        core.due = clock.local(now - (1.0 if i == 5 else 3.0))
-        core.ack = clock.local(now - 0.01) if i == 5 else None
-        devices.append((core, clock))
-    host = FleetHost(devices, ("127.0.0.1", 9), bind_host="127.0.0.1")
-    try:
-        for i in range(8):
-            host._schedule(i)
-        with anyio.move_on_after(0.3):
-            await host._timers()
-    finally:
-        host.close()
-    assert ran[0] == 5
-    assert sorted(ran) == list(range(8))  # and every device once: its timer entry was superseded by that run
-    assert host.acks_first == 1
-
-
 class _BusyAckingCore(_DueCore):
     """Acknowledgements always due again, each run taking a millisecond: a host under a stream of them."""
 
     def output_due(self) -> float | None:
-        return self.clock_now()
-
-    def clock_now(self) -> float:
-        return self._clock.local(time.monotonic())
+        assert self.host_clock is not None
+        return self.host_clock.local(time.monotonic())
 
     def advance(self, now: float) -> None:
         assert self.ran is not None
@@ -382,29 +322,76 @@ class _BusyAckingCore(_DueCore):
         time.sleep(0.001)
 
 
+def _due_devices(kinds: list[type[_DueCore]], ran: list[int]) -> list[tuple[_DueCore, SimulatedClock]]:
+    """One device of each kind, each on a clock of its own, noting in ``ran`` when the host runs it."""
+    devices: list[tuple[_DueCore, SimulatedClock]] = []
+    for i, kind in enumerate(kinds):
+        core = kind(static_private=bytes([i + 1]) * 32, server_public=bytes(range(32)),
+                    server_address=("127.0.0.1", 9))
+        clock = SimulatedClock(drift_ppm=10.0 * i, offset_s=5.0 * i)
+        core.index, core.ran, core.host_clock = i, ran, clock
+        devices.append((core, clock))
+    return devices
+
+
+async def _run_timers(devices: list[tuple[_DueCore, SimulatedClock]], seconds: float, *, priority: int = 0,
+                      reverse: bool = False) -> FleetHost:
+    """A host of ``devices``, each scheduled (last first if ``reverse``), running its timer loop ``seconds``."""
+    host = FleetHost(devices, ("127.0.0.1", 9), bind_host="127.0.0.1", priority=priority)
+    try:
+        for i in reversed(range(len(devices))) if reverse else range(len(devices)):
+            host._schedule(i)
+        with anyio.move_on_after(seconds):
+            await host._timers()
+    finally:
+        host.close()
+    return host
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_fleet_host_behind_runs_the_decoding_devices_timers_first(anyio_backend: str) -> None:
+    """Every timer is overdue, the counting devices' by more: the decoding devices' (the first ``priority``) run
+    first all the same, and the host reports how late each kind ran."""
+    ran: list[int] = []
+    now = time.monotonic()
+    devices = _due_devices([_DueCore] * 8, ran)
+    for i, (core, clock) in enumerate(devices):
+        core.due = clock.local(now - (1.0 if i < 2 else 3.0))
+    host = await _run_timers(devices, 0.3, priority=2, reverse=True)
+    assert sorted(ran[:2]) == [0, 1]
+    assert sorted(ran) == list(range(8))
+    assert 1.0 <= host.stats.priority_timer_lag_max_s < 2.0
+    assert host.stats.timer_lag_max_s >= 3.0
+    assert host.stats.timer_lag_s >= 3.0  # the latest round that ran counting devices' timers
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_fleet_host_behind_runs_devices_with_acknowledgements_due_first(anyio_backend: str) -> None:
+    """Every counting device has a timer 3 s overdue; one of them (5) has its timer only 1 s overdue but its
+    acknowledgements due now: it runs first, so that its acks do not wait behind the host's backlog, and once."""
+    ran: list[int] = []
+    now = time.monotonic()
+    devices = _due_devices([_AckingCore] * 8, ran)
+    for i, (core, clock) in enumerate(devices):
+        core.due = clock.local(now - (1.0 if i == 5 else 3.0))
+        core.ack = clock.local(now - 0.01) if i == 5 else None  # type: ignore[attr-defined]
+    host = await _run_timers(devices, 0.3)
+    assert ran[0] == 5
+    assert sorted(ran) == list(range(8))  # and every device once: its timer entry was superseded by that run
+    assert host.acks_first == 1
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_acknowledgements_due_all_the_time_do_not_starve_the_other_timers(anyio_backend: str) -> None:
     """Seven devices have acknowledgements due again as soon as they ran; the eighth's timer is overdue: it runs
-    within the first rounds all the same (the other timers have a slice of their own)."""
+    within the first rounds all the same (the other timers keep a share of each slice)."""
     ran: list[int] = []
-    now = time.monotonic()
-    devices = []
-    for i in range(8):
-        cls = _BusyAckingCore if i < 7 else _DueCore
-        core = cls(static_private=bytes([i + 1]) * 32, server_public=bytes(range(32)), server_address=("127.0.0.1", 9))
-        clock = SimulatedClock(drift_ppm=10.0 * i, offset_s=5.0 * i)
-        core.index, core.ran = i, ran
-        core._clock = clock  # type: ignore[attr-defined]
-        core.due = clock.local(now - 1.0) if i == 7 else None
-        devices.append((core, clock))
-    host = FleetHost(devices, ("127.0.0.1", 9), bind_host="127.0.0.1")
-    try:
-        for i in range(8):
-            host._schedule(i)
-        with anyio.move_on_after(0.5):
-            await host._timers()
-    finally:
-        host.close()
+    devices = _due_devices([_BusyAckingCore] * 7 + [_DueCore], ran)
+    core, clock = devices[7]
+    core.due = clock.local(time.monotonic() - 1.0)
+    host = await _run_timers(devices, 0.5)
     assert host.acks_first > 20  # the acknowledgements kept coming
     assert 7 in ran  # and the overdue timer ran all the same
