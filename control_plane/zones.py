@@ -122,16 +122,10 @@ def get(conn: Connection, code: str) -> ZoneRecord:
 
 def ancestors(conn: Connection, code: str) -> tuple[str, ...]:
     """The zone path of ``code``, root first, ending with ``code``; raises :class:`NotFoundError`."""
-    start = select(zones.c.code, zones.c.parent, literal(0).label("depth")).where(zones.c.code == code)
-    up = start.cte("up", recursive=True)
-    parent = zones.alias("p")
-    up = up.union_all(
-        select(parent.c.code, parent.c.parent, up.c.depth + 1)
-        .where(and_(parent.c.code == up.c.parent, up.c.depth < MAX_DEPTH + 1)))
-    path = [r.code for r in conn.execute(select(up.c.code).order_by(up.c.depth.desc()))]
-    if not path:
+    path = ancestors_many(conn, [code]).get(code)
+    if path is None:
         raise NotFoundError(f"no zone {code!r}")
-    return tuple(path)
+    return path
 
 
 def ancestors_many(conn: Connection, codes: Sequence[str]) -> dict[str, tuple[str, ...]]:
