@@ -27,7 +27,15 @@ from loa.protocol.errors import AuthError, LocalProtocolError
 from loa.protocol.reliable import EncodedMessage, ReliableChannel
 from loa.protocol.restart import encode_notice, notice_key
 from loa.streamer.registry import DeviceEntry, Registry, RegistryError
-from loa.streamer.status import DeviceEnrolled, DeviceOffline, DeviceOnline, DeviceRuntime, HelloReceived, StreamerEvent
+from loa.streamer.status import (
+    SENT_SWEEP_MIN,
+    DeviceEnrolled,
+    DeviceOffline,
+    DeviceOnline,
+    DeviceRuntime,
+    HelloReceived,
+    StreamerEvent,
+)
 
 __all__ = ["ENROLMENT_TIMEOUT_S", "MAX_PROVISIONAL", "DeviceSessions", "SessionHooks"]
 
@@ -69,12 +77,24 @@ def _shared_hello(hello: Hello) -> Hello:
     return hello
 
 
-def _track(rt: DeviceRuntime, tag: Hashable, msg_id: int) -> None:
-    """Remember ``msg_id`` as the last message sent to the device under ``tag``."""
-    if rt.sent is None:
+def _track(rt: DeviceRuntime, tag: Hashable, msg_id: int, channel: ReliableChannel) -> None:
+    """Remember ``msg_id`` as the last message sent to the device under ``tag``.
+
+    Tags are many over a server's life (one per alert, play, content and board message: ``("alert", bid)``…) and
+    an acknowledged entry means what no entry means (:meth:`DeviceSessions.send_tracked` sends again). So once
+    the table reaches ``rt.sent_sweep_at`` entries it keeps only the unacknowledged ones, and the next sweep waits
+    until it has doubled (at least :data:`SENT_SWEEP_MIN`): amortised constant work per message, and a table no
+    larger than twice the device's unacknowledged messages (bounded by its channel) or the minimum.
+    """
+    sent = rt.sent
+    if sent is None:
         rt.sent = {tag: msg_id}
-    else:
-        rt.sent[tag] = msg_id
+        return
+    sent[tag] = msg_id
+    if len(sent) >= rt.sent_sweep_at:
+        kept = {t: i for t, i in sent.items() if not _acked(channel, i)}
+        rt.sent = kept or None
+        rt.sent_sweep_at = max(SENT_SWEEP_MIN, 2 * len(kept))
 
 
 def _acked(channel: ReliableChannel, msg_id: int) -> bool:
@@ -175,7 +195,7 @@ class DeviceSessions:
             return previous
         msg_id = self.send(key, message, now)
         if msg_id is not None:
-            _track(rt, tag, msg_id)
+            _track(rt, tag, msg_id, self.conn.channel(key))
         return msg_id
 
     def send_many(self, keys: Sequence[bytes], message: ReliableMessage, now: float) -> list[int | None]:
@@ -207,7 +227,7 @@ class DeviceSessions:
                 todo.append(key)
         for key, msg_id in zip(todo, self.send_many(todo, message, now), strict=True):
             if msg_id is not None:
-                _track(self.runtime(key), tag, msg_id)
+                _track(self.runtime(key), tag, msg_id, self.conn.channel(key))
 
     def send_beacon(self, keys: Sequence[bytes], datagram: bytes) -> int:
         runtimes, out = self._runtime, self._unsealed

@@ -18,6 +18,7 @@ from loa.protocol.control import TelemetryValues as Telemetry
 from loa.protocol.session import device_id
 
 __all__ = [
+    "SENT_SWEEP_MIN",
     "BroadcastEnded",
     "BroadcastStatus",
     "ContentReported",
@@ -92,6 +93,9 @@ StreamerEvent = (
 )
 
 
+SENT_SWEEP_MIN = 16  # see DeviceRuntime.sent_sweep_at
+
+
 @dataclass(slots=True)
 class DeviceRuntime:
     """The core's mutable record of one device it has heard from or addresses."""
@@ -119,6 +123,7 @@ class DeviceRuntime:
     have: dict[bytes, bool] | None = None
     drops: Counter[str] | None = None
     sent: dict[Hashable, int] | None = None  # state messages by tag -> last id (see DeviceSessions.send_tracked)
+    sent_sweep_at: int = SENT_SWEEP_MIN  # the size of ``sent`` at which its acknowledged entries go (sessions._track)
     indexes: tuple[int, ...] = ()  # the local indexes of its latest sessions (see DeviceSessions._learn_index)
 
     def mark_prefetched(self, cid: bytes) -> None:

@@ -11,7 +11,14 @@ from streamer_kit import EPOCH_NS, SERVER, KitDevice, World
 from loa.protocol.control import Bye, Config, Leave, State, Telemetry, TelemetryValues, Volume
 from loa.protocol.noise import x25519_public
 from loa.streamer.sources import ToneSource
-from loa.streamer.status import DeviceEnrolled, DeviceOnline, HelloReceived, StateReported, TelemetryReported
+from loa.streamer.status import (
+    SENT_SWEEP_MIN,
+    DeviceEnrolled,
+    DeviceOnline,
+    HelloReceived,
+    StateReported,
+    TelemetryReported,
+)
 
 
 def test_hello_gets_config_with_the_zone_path_and_volume() -> None:
@@ -199,3 +206,53 @@ def test_each_dropped_datagram_is_counted_once() -> None:
         world.core.receive_datagram(data, ("203.0.113.5", 9999), world.now)
     after = world.core.statistics().drops
     assert {name: after.get(name, 0) - before.get(name, 0) for name in bad} == dict.fromkeys(bad, 1)
+
+
+def test_tracked_messages_are_remembered_until_acknowledged_and_no_longer() -> None:
+    """The table behind send_tracked keeps what is unacknowledged (a resend waits for it), and sheds what was
+    acknowledged: a device's table does not grow with every alert, play or board message of the server's life."""
+    world = World()
+    online, away = world.device("C11"), world.device("C12", start=False)
+    assert world.run_until(lambda: world.online(online), 10.0)
+    sessions = world.core.sessions
+    first_ids = {}
+    for i in range(200):
+        for device in (online, away):
+            msg_id = sessions.send_tracked(device.public_key, ("volume", i), Volume(level=i % 101), world.now)
+            first_ids.setdefault((device, i), msg_id)
+        world.run_for(0.05)
+    world.run_for(1.0)
+    assert [v.level for v in online.of_type(Volume)][-200:] == [i % 101 for i in range(200)]
+    assert len(sessions.runtime(online.public_key).sent or ()) <= 2 * SENT_SWEEP_MIN
+    # the device away acknowledged nothing: every entry stays, and sending under a tag again waits for the first
+    assert len(sessions.runtime(away.public_key).sent or ()) == 200
+    again = sessions.send_tracked(away.public_key, ("volume", 7), Volume(level=1), world.now)
+    assert again == first_ids[(away, 7)]
+
+    away.start(world.now)
+    assert world.run_until(lambda: world.online(away), 10.0)
+    world.run_for(2.0)
+    levels = Counter(v.level for v in away.of_type(Volume))  # the 200, and its state's volume (80) on joining
+    assert levels == Counter(i % 101 for i in range(200)) + Counter([80])
+    for i in range(200, 400):  # enough new tags for the table to reach its next sweep
+        sessions.send_tracked(away.public_key, ("volume", i), Volume(level=i % 101), world.now)
+        world.run_for(0.05)
+    assert len(sessions.runtime(away.public_key).sent or ()) <= 2 * SENT_SWEEP_MIN
+    # an acknowledged tag, swept or not, is sent again
+    resent = sessions.send_tracked(away.public_key, ("volume", 7), Volume(level=2), world.now)
+    assert resent is not None
+    assert resent > first_ids[(away, 7)]
+
+
+def test_a_device_table_of_sent_alerts_stays_small_over_many_alerts() -> None:
+    world = World()
+    device = world.device("C11")
+    assert world.run_until(lambda: world.online(device), 10.0)
+    for k in range(24):
+        bid = world.core.trigger_alert(ToneSource(1000.0), world.now, signing_key=world.authority, zones=["C11"],
+                                       alert_id=f"test-{k}")
+        world.run_for(0.5)
+        world.core.cancel_alert(bid, world.now, signing_key=world.authority)
+        world.run_for(0.5)
+    assert len(device.alerts) == 24
+    assert len(world.core.sessions.runtime(device.public_key).sent or ()) <= 2 * SENT_SWEEP_MIN
