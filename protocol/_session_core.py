@@ -141,7 +141,10 @@ class SessionKeys:
         self.window = ReplayWindow()
 
     def expired(self, now: float) -> bool:
-        return now - self.created >= REJECT_AFTER_TIME
+        # The same sum as the expiry deadline the timers are given (``created + REJECT_AFTER_TIME``): with
+        # ``now - created`` instead, rounding can leave a session unexpired at its own deadline, and the server's
+        # timer loop then fires that deadline again for ever.
+        return now >= self.created + REJECT_AFTER_TIME
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -272,7 +272,7 @@ class ServerEndpoint:
             raise LocalProtocolError("no session with this device")
         if len(plaintext) > MAX_PLAINTEXT:
             raise LocalProtocolError(f"plaintext of {len(plaintext)} bytes exceeds {MAX_PLAINTEXT}")
-        if now - peer.current.created >= REJECT_AFTER_TIME:
+        if peer.current.expired(now):
             raise LocalProtocolError("the session expired; call handle_timeout")
         self._seal(peer, bytes(plaintext), now)
         # SEND is a step from ESTABLISHED or REKEYING (the states with a current session) to itself and changes
@@ -287,7 +287,7 @@ class ServerEndpoint:
         for device, plaintext in items:
             peer = peers.get(device)
             if (peer is None or (keys := peer.current) is None or peer.address is None
-                    or len(plaintext) > MAX_PLAINTEXT or now - keys.created >= REJECT_AFTER_TIME):
+                    or len(plaintext) > MAX_PLAINTEXT or now >= keys.created + REJECT_AFTER_TIME):
                 refused.append(device)
                 continue
             out.append((seal_transport_bytes(keys, plaintext), peer.address))

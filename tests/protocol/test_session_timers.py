@@ -7,15 +7,17 @@ import random
 import struct
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from loa.protocol._session_core import SessionKeys
 from loa.protocol.datagram import CookieReply, HandshakeInit, Transport, parse
 from loa.protocol.errors import LocalProtocolError
 from loa.protocol.noise import HandshakeState
 from loa.protocol.session import (
     JOIN_JITTER,
     JOIN_RETRY,
+    REJECT_AFTER_TIME,
     REKEY_JITTER,
     REKEY_TIMEOUT,
     DeviceSession,
@@ -246,6 +248,24 @@ def test_sessions_expire_after_180_seconds_without_a_rekey() -> None:
     assert server.peer_state(device.public_key) is PeerState.NONE
     assert server.next_timeout() is None
     assert server.statistics().active_devices == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(created=st.floats(min_value=0.0, max_value=1e7, allow_nan=False, allow_infinity=False))
+@example(created=848.026)  # 848.026 + 180 - 848.026 < 180 in floating point
+def test_a_session_is_expired_at_the_very_deadline_its_timer_is_given(created: float) -> None:
+    """A timer handed ``created + REJECT_AFTER_TIME`` may fire with exactly that time: the session is expired
+    then, whatever the rounding (else the server's timer loop would take the same deadline again for ever)."""
+    keys = SessionKeys(1, 2, None, None, created)  # type: ignore[arg-type]  # the ciphers play no part here
+    assert keys.expired(created + REJECT_AFTER_TIME)
+    device, server = make()
+    establish(device, server, created)
+    deadline = server.next_timeout()
+    assert deadline == created + REJECT_AFTER_TIME
+    assert server.handle_timeout(deadline) == [SessionLost(device.public_key)]
+    assert server.next_timeout() is None
+    assert device.next_timeout() is not None
+    assert device.handle_timeout(deadline)[:1] == [SessionLost(None)]
 
 
 def test_expired_sessions_neither_send_nor_receive() -> None:
