@@ -192,11 +192,16 @@ class StreamerCore:
 
     def allocate_bid(self) -> int:
         """A broadcast id never used by this server run. Ids count up from ``first_bid``: seed it from a clock
-        or a persisted counter so that a restarted server does not reuse ids (devices ignore reused ones)."""
+        or a persisted counter so that a restarted server does not reuse ids (devices ignore reused ones).
+
+        The counter passes every id it gave, so only the ids claimed from elsewhere (an authority's signed alert)
+        are remembered, each until the counter passes it: memory does not grow with the broadcasts of a long
+        run. (An id would come round again only after 2^32 - 1 broadcasts.)"""
         bid = self._next_bid
-        while bid in self._used_bids or bid == 0:
+        claimed = self._used_bids
+        while bid in claimed or bid == 0:
+            claimed.discard(bid)
             bid = (bid + 1) & _U32
-        self._used_bids.add(bid)
         self._next_bid = (bid + 1) & _U32
         return bid
 
@@ -204,7 +209,8 @@ class StreamerCore:
         """Take ``bid`` (from :meth:`allocate_bid`, or an authority's signed alert); ValueError if it runs."""
         if bid in self.live or bid in self.plays:
             raise ValueError(f"broadcast id {bid} is in use")
-        self._used_bids.add(bid)
+        if bid != (self._next_bid - 1) & _U32:  # not the id allocate_bid just gave
+            self._used_bids.add(bid)
 
     # -- I/O surface -------------------------------------------------------------------------------------------
 
