@@ -121,3 +121,25 @@ def test_members_are_exactly_the_enrolled_speakers_of_the_zones(ops: list[tuple[
                 assert set(core.device_status(key).broadcasts) <= set(bids)
     world.run_for(0.2)  # and the frame clocks run with whatever happened
     assert Leave not in {type(m) for d in world.devices for m in d.messages}
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=st.integers(0, 2**32 - 1),
+       steps=st.lists(st.one_of(st.none(), st.integers(0, 40)), max_size=60))
+def test_allocated_broadcast_ids_are_never_ones_used_before(first: int, steps: list[int | None]) -> None:
+    """allocate_bid (None) among ids claimed from elsewhere (an authority's signed alert: ``first`` + the offset):
+    no id given out twice, none equal to one claimed, and only claimed ids ahead of the counter remembered."""
+    core = StreamerCore(static_private=bytes(32), zones=World().zones, registry=World().registry, first_bid=first)
+    used: set[int] = set()
+    for step in steps:
+        if step is None:
+            bid = core.allocate_bid()
+            assert bid not in used
+            assert bid != 0
+        else:
+            bid = (first + step) & 0xFFFFFFFF
+            if bid == 0:
+                continue
+            core._claim_bid(bid)
+        used.add(bid)
+    assert len(core._used_bids) <= sum(1 for s in steps if s is not None)
