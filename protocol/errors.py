@@ -84,7 +84,8 @@ class ReplayError(RemoteProtocolError):
 
 
 class ExpiredError(RemoteProtocolError):
-    """Outside its validity time (an expired alert, a stale handshake timestamp)."""
+    """Outside its validity time (an expired alert, a stale handshake timestamp, an init that waited in the
+    server's input past its device's retry)."""
 
 
 class SignatureError(RemoteProtocolError):
