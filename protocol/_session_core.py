@@ -30,7 +30,6 @@ __all__ = [
     "REKEY_AFTER_TIME",
     "REKEY_JITTER",
     "REKEY_TIMEOUT",
-    "STALE_INIT",
     "Dropped",
     "Event",
     "Keepalive",
@@ -63,8 +62,6 @@ REKEY_JITTER: Final = 0.333
 JOIN_RETRY: Final = 2.0
 JOIN_JITTER: Final = 0.5
 DEAD_AFTER: Final = 45.0
-#: A server that knows when an init arrived may drop one that waited longer in its input (PROTOCOL.md 3.3.1).
-STALE_INIT: Final = 1.5
 HANDSHAKES_PER_SECOND_BEFORE_COOKIE: Final = 200
 
 _INIT_PAYLOAD = struct.Struct(">QI")

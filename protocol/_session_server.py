@@ -15,7 +15,6 @@ from loa.protocol._session_core import (
     HANDSHAKES_PER_SECOND_BEFORE_COOKIE,
     KEEPALIVE_INTERVAL,
     REJECT_AFTER_TIME,
-    STALE_INIT,
     Dropped,
     Event,
     Keepalive,
@@ -333,21 +332,12 @@ class ServerEndpoint:
 
     # -- datagrams ---------------------------------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, address: Address, now: float, *,
-                         arrived: float | None = None) -> list[Event]:
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> list[Event]:
         """Process one datagram from ``address``. Never raises for any input bytes: a bad datagram yields
         ``[Dropped(name)]``, is counted, and changes nothing. (LocalProtocolError if ``address`` is not an IP
-        address and port, which only matters when a cookie is computed.)
-
-        ``arrived``: when the datagram reached the server's input (on the clock of ``now``), if the caller knows.
-        An init that waited there more than :data:`STALE_INIT` is dropped as ``ExpiredError`` before any
-        check (PROTOCOL.md 3.3.1): its device has sent another by the time an answer could reach it, and a server
-        that is behind would otherwise spend its Diffie-Hellman on answers nobody waits for, fall further behind,
-        and let no device join at all."""
+        address and port, which only matters when a cookie is computed.)"""
         try:
             if is_init(data):  # checked on its bytes, before anything is built (PROTOCOL.md 3.3.1)
-                if arrived is not None and now - arrived > STALE_INIT:
-                    raise ExpiredError("init waited in the server's input past its device's retry")
                 self._on_init(bytes(data), address, now)
                 return []
             index = transport_index(data)

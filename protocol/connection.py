@@ -324,10 +324,8 @@ class ServerConnection:
         self._held_at.pop(device, None)
         self._unconfirmed.discard(device)
 
-    def receive_datagram(self, data: bytes, address: Address, now: float, *,
-                         arrived: float | None = None) -> list[ConnectionEvent]:
-        """``arrived``: when it reached the server's input, if known (see ServerEndpoint.receive_datagram)."""
-        return self._absorb(self.endpoint.receive_datagram(data, address, now, arrived=arrived), now)
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> list[ConnectionEvent]:
+        return self._absorb(self.endpoint.receive_datagram(data, address, now), now)
 
     def next_timeout(self) -> float | None:
         times = [self.endpoint.next_timeout(), self._next_held()]

@@ -84,8 +84,7 @@ class ReplayError(RemoteProtocolError):
 
 
 class ExpiredError(RemoteProtocolError):
-    """Outside its validity time (an expired alert, a stale handshake timestamp, an init that waited in the
-    server's input past its device's retry)."""
+    """Outside its validity time (an expired alert, a stale handshake timestamp)."""
 
 
 class SignatureError(RemoteProtocolError):

@@ -216,8 +216,7 @@ class StreamerCore:
 
     def receive_datagram(self, data: bytes, address: Address, now: float, *, arrived: float | None = None) -> None:
         """Process one datagram from ``address`` (``arrived``: when the kernel received it, on the clock of ``now``,
-        if the caller knows; a clock probe's t2 is taken from it, PROTOCOL.md section 4.7, and a handshake init
-        that waited more than ``STALE_INIT`` is dropped, 3.3.1). Never raises."""
+        if the caller knows; a clock probe's t2 is taken from it, PROTOCOL.md section 4.7). Never raises."""
         self._in += 1
         self._bytes_in += len(data)
         try:
@@ -230,7 +229,7 @@ class StreamerCore:
             return
         self._arrived = None if arrived is None else min(arrived, now)
         try:
-            self.sessions.receive(data, address, now, arrived=self._arrived)
+            self.sessions.receive(data, address, now)
         finally:
             self._arrived = None
 

@@ -261,12 +261,12 @@ class DeviceSessions:
 
     # -- I/O ---------------------------------------------------------------------------------------------------
 
-    def receive(self, data: bytes, address: Address, now: float, *, arrived: float | None = None) -> None:
-        """One loa datagram (types 1-4) from ``address`` (``arrived``: when it reached the server, if known)."""
+    def receive(self, data: bytes, address: Address, now: float) -> None:
+        """One loa datagram (types 1-4) from ``address``."""
         self._now = now
         self._address = address
         try:
-            events = self.conn.receive_datagram(data, address, now, arrived=arrived)
+            events = self.conn.receive_datagram(data, address, now)
         finally:
             self._address = None
         index = int.from_bytes(data[4:8], "big") if data[0] == 0x04 and len(data) >= 8 else None
