@@ -209,7 +209,7 @@ class StreamerCore:
         """Take ``bid`` (from :meth:`allocate_bid`, or an authority's signed alert); ValueError if it runs."""
         if bid in self.live or bid in self.plays:
             raise ValueError(f"broadcast id {bid} is in use")
-        if bid != (self._next_bid - 1) & _U32:  # not the id allocate_bid just gave
+        if (bid - self._next_bid) & _U32 < 1 << 31:  # ahead of the counter (ids behind it were given or passed)
             self._used_bids.add(bid)
 
     # -- I/O surface -------------------------------------------------------------------------------------------

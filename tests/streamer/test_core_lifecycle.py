@@ -143,3 +143,4 @@ def test_allocated_broadcast_ids_are_never_ones_used_before(first: int, steps: l
             core._claim_bid(bid)
         used.add(bid)
     assert len(core._used_bids) <= sum(1 for s in steps if s is not None)
+    assert all((bid - core._next_bid) & 0xFFFFFFFF < 1 << 31 for bid in core._used_bids)  # only ids ahead
