@@ -195,8 +195,8 @@ class StreamerCore:
         or a persisted counter so that a restarted server does not reuse ids (devices ignore reused ones).
 
         The counter passes every id it gave, so only the ids claimed from elsewhere (an authority's signed alert)
-        are remembered, each until the counter passes it: memory does not grow with the broadcasts of a long
-        run. (An id would come round again only after 2^32 - 1 broadcasts.)"""
+        ahead of it are remembered, each until the counter passes it: memory does not grow with the broadcasts of
+        a long run. (An id would come round again only after 2^32 - 1 broadcasts.)"""
         bid = self._next_bid
         claimed = self._used_bids
         while bid in claimed or bid == 0:
