@@ -241,6 +241,9 @@ class StreamerService:
             raise ValueError("the service needs a non-blocking socket")
         self.core = core
         self.sock = sock
+        # Stamped from now on: a datagram queued before the first read then carries its arrival, not the read time
+        # (the kernel stamps an unstamped one when it is read)
+        self._stamped = _stamp_arrivals(sock)
         self._fanout_backend: Backend = fanout_backend
         self._advertiser = advertiser
         self._log = log or (lambda _line: None)
@@ -414,7 +417,7 @@ class StreamerService:
 
     async def _receive_loop(self) -> None:
         sock, core, clock = self.sock, self.core, _loop_clock()
-        stamped = _stamp_arrivals(sock)
+        stamped = self._stamped
         self.filtered = self.socket_filter and sockfilter.attach(sock)
         offset, offset_at = _wall_offset(), anyio.current_time()
         while True:
