@@ -15,6 +15,9 @@ Key rotation (section 5.4): :meth:`begin_rotation` draws a new SSRC and key; the
 reports their acknowledgements (:meth:`rotation_acked`); the first frame after every awaited member acked, or
 after ``ROTATE_GRACE``, goes out on the new stream (marker bit, rapid-sync extensions, continuous timeline),
 after the old stream's closing ``SR, SDES, BYE``. The old stream's packets stay available for NACKs for 2 s.
+A stream's sequence number never wraps under its key (section 5.3): once no more than ``WRAP_MARGIN`` packets are
+left before it would, :attr:`needs_rotation` tells the caller to rotate, and a pending rotation switches at the
+latest on the packet that would wrap.
 
 Failure semantics: codec errors from the source or encoder propagate from :meth:`produce` with no packet sent
 for that frame (the frame clock has advanced; the caller may stop the broadcast).
@@ -38,9 +41,12 @@ from loa.streamer.retransmit import RTX_BUFFER_S, RetransmitRing
 from loa.streamer.settings import EncoderSettings
 from loa.streamer.sources import FRAME_SAMPLES, Source
 
-__all__ = ["ROTATE_GRACE_S", "LiveBroadcast", "Member", "Stream"]
+__all__ = ["ROTATE_GRACE_S", "WRAP_MARGIN", "LiveBroadcast", "Member", "Stream"]
 
 ROTATE_GRACE_S = 2.0
+# Packets left before a stream's sequence number wraps at which its key rotates (section 5.3): more than
+# ROTATE_GRACE holds even of 2.5 ms Opus packets, so the switch comes first.
+WRAP_MARGIN = 1024
 SR_INTERVAL_NS = 1_000_000_000
 _NS = 1_000_000_000
 _SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
@@ -72,6 +78,13 @@ class Stream:
     sdes: SourceDescription
     next_sr_ns: int = 0
     packets: int = 0
+
+    @property
+    def left(self) -> int:
+        """Packets that can still be sent before the sequence number wraps (the SRTP rollover counter would
+        become 1)."""
+        seq = self.packetizer.next_sequence
+        return 0x10000 - seq if seq or not self.packets else 0
 
 
 @dataclass(slots=True)
@@ -144,6 +157,12 @@ class LiveBroadcast:
     @property
     def rotating(self) -> bool:
         return self._rotation is not None
+
+    @property
+    def needs_rotation(self) -> bool:
+        """True when the current stream is within ``WRAP_MARGIN`` packets of wrapping and no rotation is pending:
+        the caller should rotate (:meth:`begin_rotation` and tell the members) before the next frame."""
+        return self._rotation is None and not self.ended and self.stream.left <= WRAP_MARGIN
 
     def _new_stream(self, gen: int, *, avoid: tuple[int, ...]) -> Stream:
         key = self._random_bytes(SRTP_KEY_SIZE)
@@ -226,7 +245,7 @@ class LiveBroadcast:
         for ssrc in [s for s, r in self._retired.items() if now > r.until]:
             del self._retired[ssrc]
         rotation = self._rotation
-        if rotation is not None and (not rotation.awaiting or now >= rotation.grace_until):
+        if rotation is not None and (not rotation.awaiting or now >= rotation.grace_until or not self.stream.left):
             self._switch(now, out)
         if now - due > 0.002:
             self.late_frames += 1

@@ -4,8 +4,8 @@ Sans-I/O; the core owns one :class:`LiveBroadcasts` and hands it a :class:`~loa.
 to reach devices. For every live stream (a source played to zones) and every alert (the same, preceded by a
 signed ``alert`` and ``amp``), it keeps the members (the enrolled speakers standing in the target zones), sends
 each its ``join``, puts its session address (or its zone's multicast group) among the stream's destinations,
-follows acknowledgements to know who holds which key, and rotates the key when membership shrinks
-(PROTOCOL.md sections 5.4, 6.3-6.5, 7.3-7.5).
+follows acknowledgements to know who holds which key, and rotates the key when membership shrinks and before a
+stream's sequence number wraps (PROTOCOL.md sections 5.3, 5.4, 6.3-6.5, 7.3-7.5).
 
 Failure semantics: the public calls validate first and raise ``ValueError`` subclasses with nothing changed
 (``ZoneError`` for an unknown zone, ``AlertError`` for a refused alert or cancel, ``ValueError`` for a bad
@@ -162,6 +162,8 @@ class LiveBroadcasts:
             out = broadcast.produce(now)
         if broadcast.ended:
             self._finish(bid, "finished", now)
+        elif broadcast.needs_rotation:  # its sequence number nears the wrap (section 5.3)
+            self._rotate(broadcast, now)
         return out
 
     def destinations(self, bid: int) -> list[tuple[Hashable, tuple[Any, ...]]]:

@@ -304,7 +304,8 @@ class World:
     """A core on the fake network with kit devices; every device key is enrolled unless said otherwise."""
 
     def __init__(self, seed: int = 1, *, settings: Settings | None = None, authority: Ed25519PrivateKey | None = None,
-                 content: Any = None, groups: dict[str, str] | None = None, **conditions: Any) -> None:
+                 content: Any = None, groups: dict[str, str] | None = None, rng: random.Random | None = None,
+                 **conditions: Any) -> None:
         self.rng = random.Random(seed)
         self.net = FakeNetwork(seed, **conditions)
         self.zones = province()
@@ -315,7 +316,7 @@ class World:
         self.core = StreamerCore(
             static_private=self.server_static, zones=self.zones, registry=self.registry, content=content,
             authorities=self.authorities, settings=settings, epoch_ns=EPOCH_NS, random_bytes=self.rng.randbytes,
-            rng=random.Random(seed + 1), send_clock=self.net.clock, groups=groups,
+            rng=rng or random.Random(seed + 1), send_clock=self.net.clock, groups=groups,
         )
         self.node = CoreNode(self.core)
         self.node.net = self.net

@@ -3,11 +3,14 @@ to every member, late joiners, NACK retransmission, key rotation, roaming (PROTO
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from typing import ClassVar
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from streamer_kit import EPOCH_NS, SERVER, World
 
 from loa.protocol.control import Join, Leave, Rotate
@@ -17,6 +20,7 @@ from loa.protocol.rtp import ntp64_to_ns
 from loa.protocol.sim import LinkConditions
 from loa.protocol.srtp import StreamProtector
 from loa.streamer import broadcast as broadcast_module
+from loa.streamer.broadcast import WRAP_MARGIN
 from loa.streamer.sources import ToneSource
 from loa.streamer.status import BroadcastEnded
 
@@ -244,6 +248,47 @@ def test_rotation_waits_for_acks_at_most_two_seconds() -> None:
     (rotate,) = a.of_type(Rotate)
     switch = next(p for p in a.packets(bid) if p.ssrc == rotate.ssrc)
     assert 2.0 <= switch.at - changed < 2.1
+
+
+class FirstSequence(random.Random):
+    """A seeded source whose first 16-bit draw (the first stream's initial sequence number) is ``left`` short of
+    the wrap; later draws are its own."""
+
+    def __init__(self, seed: int, left: int) -> None:
+        super().__init__(seed)
+        self.first: int | None = (0x10000 - left) % 0x10000
+
+    def getrandbits(self, k: int) -> int:
+        if k == 16 and self.first is not None:
+            first, self.first = self.first, None
+            return first
+        return super().getrandbits(k)
+
+
+@settings(max_examples=12, deadline=None)
+@given(left=st.integers(1, 2 * WRAP_MARGIN))
+@example(left=1)
+@example(left=WRAP_MARGIN)
+@example(left=WRAP_MARGIN + 1)
+def test_a_stream_never_wraps_under_its_key_so_a_device_joining_later_decodes_it(left: int) -> None:
+    """PROTOCOL.md 5.3.2: the key rotates before the sequence number wraps, so every receiver's rollover counter
+    stays 0, including that of a device which joins after the first stream would have wrapped."""
+    world = World(rng=FirstSequence(7, left))
+    early = world.device("C11")
+    assert world.run_until(lambda: world.online(early), 10.0)
+    bid = world.core.start_broadcast(ToneSource(), ["D1"], world.now)
+    world.run_for(left * 0.02 + 1.0)  # past the point where the first stream would have wrapped
+    late = world.device("C12")
+    assert world.run_until(lambda: len(late.packets(bid)) > 50, 10.0), late.media_drops
+    for device in (early, late):
+        assert "AuthError" not in device.media_drops
+        by_ssrc: dict[int, list[int]] = {}
+        for packet in device.packets(bid):
+            by_ssrc.setdefault(packet.ssrc, []).append(packet.rtp.sequence)
+        for seqs in by_ssrc.values():  # in order, none lost, and never from 65535 back to 0
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert len({p.ssrc for p in early.packets(bid)}) >= 2  # it rotated
+    assert len(early.packets(bid)) >= world.core.broadcast_status(bid).frames - 3  # and lost no frame to it
 
 
 def test_a_device_that_roams_keeps_receiving_at_its_new_address() -> None:

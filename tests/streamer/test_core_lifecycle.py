@@ -58,7 +58,7 @@ def test_a_restarted_server_reissues_config_and_broadcasts_to_reconnecting_devic
     world.net.detach(SERVER)
     core = StreamerCore(static_private=world.server_static, zones=world.zones, registry=world.registry,
                         authorities=world.authorities, epoch_ns=old.epoch_ns, random_bytes=world.rng.randbytes,
-                        first_bid=1000)
+                        rng=world.rng, first_bid=1000)
     node = CoreNode(core)
     node.net = world.net
     world.net.attach(SERVER, node)
