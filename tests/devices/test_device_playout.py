@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from serverdriver import NS, SERVER, STEADY, World
 
 from loa.codecs import OpusDecoder
 from loa.devices.frame import SLEW_RATE
 from loa.protocol.control import Leave, Play, State
 from loa.protocol.sim import LinkConditions
+from loa.streamer.packetizer import Packetizer
 
 FRAME = 0.02
 
@@ -59,6 +62,37 @@ def test_a_stream_plays_every_frame_at_its_instant_bit_exact(payloads: list[byte
     world.server.stop_stream(7)
     world.run(1.0)
     assert states(world)[-1] == (None, "idle")
+
+
+@settings(max_examples=6, deadline=None)
+@given(seq_left=st.integers(1, 199), ts_left=st.integers(1, 199))
+@example(seq_left=1, ts_left=1)
+@example(seq_left=100, ts_left=100)
+def test_a_stream_plays_every_frame_at_its_instant_across_the_wraps(payloads: list[bytes], seq_left: int,
+                                                                    ts_left: int) -> None:
+    """The sequence number wraps (65535 to 0) after ``seq_left`` packets and the RTP timestamp (2^32 to 0) after
+    ``ts_left`` frames; the device plays the 200 frames as it does any others (PROTOCOL.md 5.1.1: serial-number
+    arithmetic). Under one key the SRTP rollover counter then becomes 1 for the device that joined at the start."""
+    world = World(10, **STEADY)
+    recorder = Recorder()
+    node = world.add_device(offset_s=-4.0, drift_ppm=60, sink=recorder)
+    world.run(20.0)
+    stream = world.server.start_stream(7, [world.pub(node)], payloads=payloads[:200], start_in=0.1, frames=200,
+                                       delay_ms=300)
+    stream.packetizer = Packetizer(stream.ssrc, initial_seq=0x10000 - seq_left,
+                                   initial_ts=(1 << 32) - ts_left * 960, server_time=stream.server_time)
+    world.run(5.0)
+    log = node.core.log.for_bid(7)
+    assert [e.kind for e in log] == ["packet"] * 200
+    assert [e.seq for e in log] == [(0x10000 - seq_left + i) & 0xFFFF for i in range(200)]
+    true_starts = np.array([e.true_at for e in log])
+    assert np.allclose(np.diff(true_starts), FRAME, atol=1e-4)
+    built = stream.start + np.arange(200) * FRAME
+    assert np.abs(true_starts - built - 0.3).max() < 0.001
+    decoder = OpusDecoder()
+    expected = np.concatenate([decoder.decode(p) for p in payloads[:200]])
+    got = np.concatenate([pcm for _, pcm, _ in recorder.frames])
+    assert np.array_equal(got, expected)
 
 
 def _preemption(world: World, payloads: list[bytes], alert_payloads: list[bytes], policy: str) -> tuple:
