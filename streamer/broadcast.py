@@ -12,12 +12,12 @@ A source that has nothing for a frame leaves a gap: the next packet has the mark
 advanced by the elapsed time. For alerts, frames due before ``audio_from`` are encoded silence (pre-roll).
 
 Key rotation (section 5.4): :meth:`begin_rotation` draws a new SSRC and key; the caller tells the members and
-reports their acknowledgements (:meth:`rotation_acked`); the first frame after every awaited member acked, or
-after ``ROTATE_GRACE``, goes out on the new stream (marker bit, rapid-sync extensions, continuous timeline),
-after the old stream's closing ``SR, SDES, BYE``. The old stream's packets stay available for NACKs for 2 s.
-A stream's sequence number never wraps under its key (section 5.3): once no more than ``WRAP_MARGIN`` packets are
-left before it would, :attr:`needs_rotation` tells the caller to rotate, and a pending rotation switches at the
-latest on the packet that would wrap.
+reports their acknowledgements (:meth:`rotation_acked`); the first frame after every awaited member acked, or after
+its grace (``ROTATE_GRACE``; before a wrap, up to the wrap), goes out on the new stream (marker bit, rapid-sync
+extensions, continuous timeline), after the old stream's closing ``SR, SDES, BYE``. The old stream's packets stay
+available for NACKs for 2 s. A stream's sequence number never wraps under its key (section 5.3): once no more than
+``WRAP_MARGIN`` packets are left before it would, :attr:`needs_rotation` tells the caller to rotate, and a pending
+rotation switches at the latest on the packet that would wrap.
 
 Failure semantics: codec errors from the source or encoder propagate from :meth:`produce` with no packet sent
 for that frame (the frame clock has advanced; the caller may stop the broadcast).
@@ -191,9 +191,13 @@ class LiveBroadcast:
 
     # -- rotation ----------------------------------------------------------------------------------------------
 
-    def begin_rotation(self, now: float) -> Stream:
-        """Draw a new SSRC and key (replacing a rotation still pending, whose grace period is kept)."""
-        grace = now + ROTATE_GRACE_S if self._rotation is None else self._rotation.grace_until
+    def begin_rotation(self, now: float, *, grace_s: float = ROTATE_GRACE_S) -> Stream:
+        """Draw a new SSRC and key. The switch waits for the awaited acknowledgements ``grace_s`` at most
+        (``math.inf``: up to the packet that would wrap); replacing a rotation still pending keeps the earlier of
+        the two deadlines."""
+        grace = now + grace_s
+        if self._rotation is not None:
+            grace = min(grace, self._rotation.grace_until)
         stream = self._new_stream(self.latest.gen + 1, avoid=(self.latest.ssrc, *self.ssrcs()))
         self._rotation = _Rotation(stream, grace)
         return self._rotation.stream

@@ -14,6 +14,7 @@ class, level, policy or delay); ``KeyError`` for an unknown bid.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -35,7 +36,7 @@ from loa.streamer.alerts import (
     sign_new_alert,
     sign_new_cancel,
 )
-from loa.streamer.broadcast import LiveBroadcast, Member
+from loa.streamer.broadcast import ROTATE_GRACE_S, LiveBroadcast, Member
 from loa.streamer.destinations import Sink
 from loa.streamer.registry import DeviceEntry, Registry
 from loa.streamer.retransmit import RetransmitRing
@@ -162,8 +163,8 @@ class LiveBroadcasts:
             out = broadcast.produce(now)
         if broadcast.ended:
             self._finish(bid, "finished", now)
-        elif broadcast.needs_rotation:  # its sequence number nears the wrap (section 5.3)
-            self._rotate(broadcast, now)
+        elif broadcast.needs_rotation:  # its sequence number nears the wrap (section 5.3.2): every member may
+            self._rotate(broadcast, now, grace_s=math.inf)  # take until then to acknowledge
         return out
 
     def destinations(self, bid: int) -> list[tuple[Hashable, tuple[Any, ...]]]:
@@ -370,8 +371,8 @@ class LiveBroadcasts:
 
     # -- key rotation (section 5.4) ----------------------------------------------------------------------------
 
-    def _rotate(self, broadcast: LiveBroadcast, now: float) -> None:
-        broadcast.begin_rotation(now)
+    def _rotate(self, broadcast: LiveBroadcast, now: float, *, grace_s: float = ROTATE_GRACE_S) -> None:
+        broadcast.begin_rotation(now, grace_s=grace_s)
         for key, member in broadcast.members.items():
             if member.join_acked:
                 self._send_rotate(broadcast, key, member, now)

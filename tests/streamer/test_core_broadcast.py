@@ -291,6 +291,44 @@ def test_a_stream_never_wraps_under_its_key_so_a_device_joining_later_decodes_it
     assert len(early.packets(bid)) >= world.core.broadcast_status(bid).frames - 3  # and lost no frame to it
 
 
+def test_a_rotation_before_the_wrap_waits_for_a_slow_member_up_to_the_wrap() -> None:
+    """PROTOCOL.md 5.3.2: not ROTATE_GRACE. A member whose acknowledgements are lost for 6 s keeps every frame."""
+    world = World(rng=FirstSequence(7, WRAP_MARGIN + 100))  # the rotation begins 2 s into the stream
+    fast, slow = world.device("C11"), world.device("C12")
+    assert world.run_until(lambda: world.online(fast, slow), 10.0)
+    bid = world.core.start_broadcast(ToneSource(), ["D1"], world.now)
+    assert world.run_until(lambda: len(slow.packets(bid)) > 0, 5.0)
+    cut = world.now
+    world.net.add_outage(cut, cut + 6.0, src=world.address(slow))  # its acknowledgements are lost
+    world.run_for(15.0)
+    (rotate,) = [m for m in slow.of_type(Rotate) if m.bid == bid]
+    switch = next(p for p in fast.packets(bid) if p.ssrc == rotate.ssrc)
+    # when the slow member's acknowledgement came through: after the outage, at the rotate's next retransmission
+    # (its backoff reaches 8 s), well before the wrap (22 s)
+    assert 6.0 <= switch.at - cut < 6.0 + 8.0
+    for device in (fast, slow):
+        assert "AuthError" not in device.media_drops
+        assert len(device.packets(bid)) >= world.core.broadcast_status(bid).frames - 3
+
+
+def test_a_member_leaving_during_a_rotation_before_the_wrap_is_cut_off_within_the_grace() -> None:
+    world = World(rng=FirstSequence(7, WRAP_MARGIN + 100))
+    fast, slow, leaving = world.device("C11"), world.device("C12"), world.device("H111")
+    assert world.run_until(lambda: world.online(fast, slow, leaving), 10.0)
+    bid = world.core.start_broadcast(ToneSource(), ["D1"], world.now)
+    assert world.run_until(lambda: len(slow.packets(bid)) > 0, 5.0)
+    world.net.add_outage(world.now, world.now + 20.0, src=world.address(slow))  # holds up the wrap's rotation
+    world.run_for(3.0)  # that rotation began 2 s into the stream, and waits
+    assert world.core.broadcast_status(bid).rotating
+    world.core.update_device(leaving.public_key, world.now, zone="C21")
+    moved = world.now
+    world.run_for(3.0)
+    final = [m for m in fast.of_type(Rotate) if m.bid == bid][-1]
+    switch = next(p for p in fast.packets(bid) if p.ssrc == final.ssrc)
+    assert 2.0 <= switch.at - moved < 2.1  # ROTATE_GRACE, not the wrap's wait
+    assert not [p for p in leaving.media if p.ssrc == final.ssrc]
+
+
 def test_a_device_that_roams_keeps_receiving_at_its_new_address() -> None:
     world = World()
     roamer = world.device("C11")
