@@ -373,17 +373,23 @@ class LiveBroadcasts:
 
     def _rotate(self, broadcast: LiveBroadcast, now: float, *, grace_s: float = ROTATE_GRACE_S) -> None:
         broadcast.begin_rotation(now, grace_s=grace_s)
-        for key, member in broadcast.members.items():
-            if member.join_acked:
-                self._send_rotate(broadcast, key, member, now)
+        self._send_rotates(broadcast, [(k, m) for k, m in broadcast.members.items() if m.join_acked], now)
 
     def _send_rotate(self, broadcast: LiveBroadcast, key: bytes, member: Member, now: float) -> None:
+        self._send_rotates(broadcast, [(key, member)], now)
+
+    def _send_rotates(self, broadcast: LiveBroadcast, members: list[tuple[bytes, Member]], now: float) -> None:
+        """``rotate`` to each member, encoded once."""
         stream = broadcast.latest
-        member.rotate_id = self._link.send(key, Rotate(bid=broadcast.bid, ssrc=stream.ssrc, key=stream.key), now)
-        member.gen = stream.gen
-        self._watch.setdefault(key, set()).add(broadcast.bid)
-        if broadcast.rotating and self._link.online_address(key) is not None:
-            broadcast.await_rotation_ack(key)
+        rotate = Rotate(bid=broadcast.bid, ssrc=stream.ssrc, key=stream.key)
+        ids = self._link.send_many([key for key, _ in members], rotate, now)
+        rotating = broadcast.rotating
+        for (key, member), msg_id in zip(members, ids, strict=True):
+            member.rotate_id = msg_id
+            member.gen = stream.gen
+            self._watch.setdefault(key, set()).add(broadcast.bid)
+            if rotating and self._link.online_address(key) is not None:
+                broadcast.await_rotation_ack(key)
 
     def watching(self, key: bytes) -> bool:
         return key in self._watch
