@@ -170,6 +170,8 @@ class LiveBroadcast:
         while ssrc == 0 or ssrc in avoid:
             ssrc = self._rng.getrandbits(32)
         packetizer = Packetizer.random_start(self._rng, self._server_time, ssrc=ssrc)
+        while 0x10000 - packetizer.next_sequence <= WRAP_MARGIN:  # it would rotate at once (section 5.3.2)
+            packetizer = Packetizer.random_start(self._rng, self._server_time, ssrc=ssrc)
         cname = f"loa-{self._random_bytes(6).hex()}".encode("ascii")
         return Stream(gen, ssrc, key, packetizer, StreamProtector(key), RetransmitRing(),
                       SourceDescription((SdesChunk(ssrc, ((1, cname),)),)))

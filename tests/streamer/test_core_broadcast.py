@@ -20,7 +20,7 @@ from loa.protocol.rtp import ntp64_to_ns
 from loa.protocol.sim import LinkConditions
 from loa.protocol.srtp import StreamProtector
 from loa.streamer import broadcast as broadcast_module
-from loa.streamer.broadcast import WRAP_MARGIN
+from loa.streamer.broadcast import WRAP_MARGIN, LiveBroadcast
 from loa.streamer.sources import ToneSource
 from loa.streamer.status import BroadcastEnded
 
@@ -252,7 +252,7 @@ def test_rotation_waits_for_acks_at_most_two_seconds() -> None:
 
 class FirstSequence(random.Random):
     """A seeded source whose first 16-bit draw (the first stream's initial sequence number) is ``left`` short of
-    the wrap; later draws are its own."""
+    the wrap; later draws are its own. (The server draws again when ``left`` is ``WRAP_MARGIN`` or less.)"""
 
     def __init__(self, seed: int, left: int) -> None:
         super().__init__(seed)
@@ -266,10 +266,9 @@ class FirstSequence(random.Random):
 
 
 @settings(max_examples=12, deadline=None)
-@given(left=st.integers(1, 2 * WRAP_MARGIN))
-@example(left=1)
-@example(left=WRAP_MARGIN)
+@given(left=st.integers(WRAP_MARGIN + 1, 3 * WRAP_MARGIN))
 @example(left=WRAP_MARGIN + 1)
+@example(left=WRAP_MARGIN + 2)
 def test_a_stream_never_wraps_under_its_key_so_a_device_joining_later_decodes_it(left: int) -> None:
     """PROTOCOL.md 5.3.2: the key rotates before the sequence number wraps, so every receiver's rollover counter
     stays 0, including that of a device which joins after the first stream would have wrapped."""
@@ -289,6 +288,16 @@ def test_a_stream_never_wraps_under_its_key_so_a_device_joining_later_decodes_it
             assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     assert len({p.ssrc for p in early.packets(bid)}) >= 2  # it rotated
     assert len(early.packets(bid)) >= world.core.broadcast_status(bid).frames - 3  # and lost no frame to it
+
+
+@given(left=st.integers(1, WRAP_MARGIN))
+@example(left=WRAP_MARGIN)
+def test_a_stream_never_starts_within_the_margin_of_the_wrap(left: int) -> None:
+    """PROTOCOL.md 5.1.1: a start that would need a new key at once is drawn again."""
+    broadcast = LiveBroadcast(1, ToneSource(), zones=("P",), cls=0, lvl=0, policy="resume", start=0.0,
+                              server_start_ns=EPOCH_NS, rng=FirstSequence(7, left))
+    assert broadcast.stream.left > WRAP_MARGIN
+    assert not broadcast.needs_rotation
 
 
 def test_a_rotation_before_the_wrap_waits_for_a_slow_member_up_to_the_wrap() -> None:
