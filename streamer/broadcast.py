@@ -83,8 +83,7 @@ class Stream:
     def left(self) -> int:
         """Packets that can still be sent before the sequence number wraps (the SRTP rollover counter would
         become 1)."""
-        seq = self.packetizer.next_sequence
-        return 0x10000 - seq if seq or not self.packets else 0
+        return self.packetizer.left
 
 
 @dataclass(slots=True)
@@ -170,7 +169,7 @@ class LiveBroadcast:
         while ssrc == 0 or ssrc in avoid:
             ssrc = self._rng.getrandbits(32)
         packetizer = Packetizer.random_start(self._rng, self._server_time, ssrc=ssrc)
-        while 0x10000 - packetizer.next_sequence <= WRAP_MARGIN:  # it would rotate at once (section 5.3.2)
+        while packetizer.left <= WRAP_MARGIN:  # it would rotate at once (section 5.3.2)
             packetizer = Packetizer.random_start(self._rng, self._server_time, ssrc=ssrc)
         cname = f"loa-{self._random_bytes(6).hex()}".encode("ascii")
         return Stream(gen, ssrc, key, packetizer, StreamProtector(key), RetransmitRing(),

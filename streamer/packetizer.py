@@ -92,6 +92,11 @@ class Packetizer:
     def next_timestamp(self) -> int:
         return self._ts
 
+    @property
+    def left(self) -> int:
+        """Packets that can still be sent before the sequence number wraps from 65535 to 0."""
+        return 0x10000 - self._seq if self._seq or not self.packet_count else 0
+
     def server_time_of(self, samples_since_start: int) -> int:
         """Server time (ns) of the sample ``samples_since_start`` after the first packet's first sample."""
         if self._ref_ns is None:
