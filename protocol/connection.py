@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from loa.protocol.control import Message, ReliableMessage, Side, encode, is_reliable
@@ -288,11 +288,15 @@ class ServerConnection:
         its retransmission timer sends it again.
         """
         channels, scheduled, timers = self._channels, self._scheduled, self._timers
+        has_session = self.endpoint.has_session
         ids: list[int | None] = []
         ready: list[tuple[bytes, bytes]] = []
         for device in devices:
             channel = channels.get(device) or self.channel(device)
             try:
+                if not has_session(device):  # queued: it has not left the channel (see withdraw)
+                    ids.append(channel.send_encoded(message, now))
+                    continue
                 msg_id, data = channel.take_encoded(message, now)
             except LocalProtocolError:
                 ids.append(None)
@@ -301,8 +305,8 @@ class ServerConnection:
             if data is None:
                 self._pump(device, now)
                 continue
-            # A device without a session refuses it below: it stays in flight and goes with the others when
-            # a session is confirmed (retransmit_now), as a queued message would.
+            # A session that expires this instant refuses it below: it stays in flight and goes with the others
+            # when a session is confirmed (retransmit_now), as a queued message would.
             ready.append((device, data))
             # The message's timer is now + RTO. An entry at or before it already in the heap covers it (when it
             # fires, the pump reschedules from the channel); otherwise add one.
@@ -313,6 +317,17 @@ class ServerConnection:
                 heapq.heappush(timers, (deadline, device))
         self.endpoint.send_many(ready, now)
         return ids
+
+    def withdraw(self, device: bytes, ids: Collection[int], now: float) -> set[int]:
+        """Take back reliable messages to ``device`` that have not been sent yet (a device without a session, whose
+        channel still holds them: :meth:`ReliableChannel.withdraw`); returns the ids taken back."""
+        channel = self._channels.get(device)
+        if channel is None:
+            return set()
+        done = channel.withdraw(ids, now)
+        if done:
+            self._pump(device, now)
+        return done
 
     def forget(self, device: bytes) -> None:
         """Drop the device's sessions, its channel and its boot (it was revoked or deleted)."""

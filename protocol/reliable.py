@@ -18,7 +18,7 @@ import dataclasses
 import heapq
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from loa.protocol._schema import U32_MAX, pack
@@ -152,9 +152,10 @@ class ReliableChannel:
     # queue, the lists of datagrams ready, the pending acknowledgements and the set of ids received out of order
     # exist only while they hold something.
     __slots__ = (
-        "_above", "_ack_deadline", "_floor", "_ids_acked", "_in_flight", "_max_queued", "_n_acked", "_n_acks_sent",
-        "_n_delivered", "_n_duplicates", "_n_rejected", "_n_retransmitted", "_n_sent", "_n_unknown", "_next_id",
-        "_pending_acks", "_queue", "_ready", "_ready_acks", "_ready_at", "_rng", "_rto", "_side", "_srtt", "_timers",
+        "_above", "_ack_deadline", "_floor", "_handed", "_ids_acked", "_in_flight", "_max_queued", "_n_acked",
+        "_n_acks_sent", "_n_delivered", "_n_duplicates", "_n_rejected", "_n_retransmitted", "_n_sent", "_n_unknown",
+        "_next_id", "_pending_acks", "_pushed", "_queue", "_ready", "_ready_acks", "_ready_at", "_rng", "_rto",
+        "_side", "_srtt", "_timers",
     )
 
     def __init__(
@@ -179,6 +180,8 @@ class ReliableChannel:
         self._n_sent = self._n_retransmitted = self._n_acked = self._n_delivered = 0
         self._n_duplicates = self._n_rejected = self._n_unknown = self._n_acks_sent = 0
         self._ids_acked = 0
+        self._pushed = 0  # the highest id put in _ready for its first transmission
+        self._handed = 0  # the highest id whose bytes left the channel (outgoing, take_encoded): see withdraw
 
     @property
     def rto(self) -> float:
@@ -234,6 +237,7 @@ class ReliableChannel:
         deadline = now + self._rto
         self._start_timer(msg_id, _Pending(data, now, deadline, self._rto))
         self._n_sent += 1
+        self._pushed = self._handed = msg_id
         return msg_id, data
 
     def _check_room(self) -> None:
@@ -262,6 +266,7 @@ class ReliableChannel:
             deadline = now + self._rto
             in_flight = self._start_timer(msg_id, _Pending(data, now, deadline, self._rto))
             self._push(data, now)
+            self._pushed = msg_id
             self._n_sent += 1
 
     def _start_timer(self, msg_id: int, pending: _Pending) -> dict[int, _Pending]:
@@ -335,10 +340,60 @@ class ReliableChannel:
         """Whether reliable message ``msg_id`` (an id :meth:`send` returned) has been acknowledged."""
         if not 0 < msg_id < self._next_id:
             raise LocalProtocolError(f"id {msg_id} was never sent on this channel")
-        # queued ids are the newest ones, contiguous up to the last id given out
-        queue = self._queue
         in_flight = self._in_flight
-        return (in_flight is None or msg_id not in in_flight) and (not queue or msg_id < queue[0][0])
+        if in_flight is not None and msg_id in in_flight:
+            return False
+        # queued ids are the newest ones, ascending (contiguous but for withdrawn ones)
+        queue = self._queue
+        if not queue or msg_id < queue[0][0]:
+            return True
+        lo, hi = 0, len(queue)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if queue[mid][0] < msg_id:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo == len(queue) or queue[lo][0] != msg_id
+
+    def withdraw(self, ids: Collection[int], now: float) -> set[int]:
+        """Take back messages whose bytes have not left the channel yet; returns the ids taken back.
+
+        A message is taken back while it waits in the queue, or is in flight but has never been handed out by
+        :meth:`outgoing` or :meth:`take_encoded` (a server's channel to a device without a session). The peer
+        never saw it: its id is a gap the peer's receive window absorbs (section 4.3.1), and for the in-flight
+        limit and :meth:`is_acked` it counts as acknowledged. Ids handed out, acknowledged or unknown are left
+        alone. Messages queued behind the window may move into it (``now`` starts their timers)."""
+        handed = self._handed
+        todo = {i for i in ids if i > handed}
+        if not todo:
+            return set()
+        done: set[int] = set()
+        in_flight = self._in_flight
+        if in_flight is not None:
+            gone: set[int] = set()
+            for msg_id in todo:
+                pending = in_flight.pop(msg_id, None)
+                if pending is not None:
+                    done.add(msg_id)
+                    gone.add(id(pending.data))
+            if gone and self._ready is not None:  # an unhanded message is there once, from _admit
+                ready = [data for data in self._ready if id(data) not in gone]
+                self._ready = ready or None
+                if not ready and not self._ready_acks:
+                    self._ready_at = None
+            if not in_flight:
+                self._in_flight = self._timers = None
+            else:
+                self._compact()
+        queue = self._queue
+        if queue and len(done) < len(todo):
+            kept = deque(entry for entry in queue if entry[0] not in todo)
+            done.update(todo.intersection(entry[0] for entry in queue))
+            self._queue = kept or None
+        if done:
+            self._admit(now)
+        return done
 
     def peer_restarted(self) -> None:
         """Forget which ids the peer sent (its ids start again at 1), and acknowledgements not yet sent."""
@@ -482,6 +537,8 @@ class ReliableChannel:
         acks, ready = self._ready_acks, self._ready
         self._ready_acks = self._ready = None
         self._ready_at = None
+        if ready is not None:
+            self._handed = self._pushed
         if acks is None:
             return ready if ready is not None else []
         return acks if ready is None else acks + ready
