@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from loa.protocol.cookie import Address
@@ -163,6 +163,11 @@ class FakeNetwork:
 
     def add_outage(self, start: float, end: float, *, src: Address | None = None, dst: Address | None = None) -> None:
         self._outages.append(_Outage(start, end, src, dst))
+
+    def end_outages(self, address: Address) -> None:
+        """End, now, every outage from or to ``address``."""
+        now = self.clock.now
+        self._outages = [replace(o, end=min(o.end, now)) if address in (o.src, o.dst) else o for o in self._outages]
 
     # -- traffic -----------------------------------------------------------------------------------------------
 

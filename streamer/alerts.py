@@ -47,6 +47,7 @@ class AlertRecord:
     sig: bytes
     preroll_ms: int
     expires_at: float  # on the core's monotonic clock
+    announced_at: float  # likewise: when its beacon went, before anything else of it
     targets: set[bytes] = field(default_factory=set)  # devices sent the alert (speakers and boards)
     cancel: tuple[bytes, bytes] | None = None
     ended: bool = False

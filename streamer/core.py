@@ -492,6 +492,8 @@ class StreamerCore:
         self.registry.entry(key)
         msg_id = self.sessions.conn.send(key, message, now)
         self._media_flush = True
+        if msg_id is not None and not self.sessions.conn.is_connected(key):
+            self.sessions.note_unsent(key, message, msg_id, now)
         return msg_id
 
     # -- broadcasts --------------------------------------------------------------------------------------------

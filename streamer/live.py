@@ -225,9 +225,10 @@ class LiveBroadcasts:
         """Members leave at once; the broadcast stays until its frame clock has sent the closing BYE."""
         broadcast = self._live[bid]
         if self._covering.pop(bid, None) is not None:
+            since = self._born(bid)
             for key in list(broadcast.members):
                 self._memberships[key].discard(bid)
-                self._link.send(key, Leave(bid=bid), now)
+                self._link.end(key, bid, Leave(bid=bid), now, since=since)
                 self._unwatch(key, bid)
             broadcast.members.clear()
             rec = self._alerts.get(bid)
@@ -237,6 +238,11 @@ class LiveBroadcasts:
             self._events.append(BroadcastEnded(bid, reason))
         if broadcast.ended:
             del self._live[bid]
+
+    def _born(self, bid: int) -> float:
+        """When this run first sent anything of broadcast ``bid``: an alert's beacon, else the stream's start."""
+        rec = self._alerts.get(bid)
+        return rec.announced_at if rec is not None else self._live[bid].start
 
     def close(self, now: float) -> None:
         """End every live broadcast: members are told ``leave``; each frame clock sends its closing BYE at its
@@ -299,7 +305,7 @@ class LiveBroadcasts:
         broadcast.destinations.discard(key)
         broadcast.rotation_acked(key)
         if notify:
-            self._link.send(key, Leave(bid=broadcast.bid), now)
+            self._link.end(key, broadcast.bid, Leave(bid=broadcast.bid), now, since=self._born(broadcast.bid))
 
     def _send_join(self, broadcast: LiveBroadcast, key: bytes, member: Member, now: float) -> None:
         self._send_joins(broadcast, [(key, member)], now)
@@ -459,7 +465,7 @@ class LiveBroadcasts:
         except ValueError as exc:
             raise AlertError(str(exc)) from None
         expires_at = now + (alert.expires - now_ns) / _NS
-        self._alerts[alert.bid] = AlertRecord(alert, body, sig, preroll_ms, expires_at)
+        self._alerts[alert.bid] = AlertRecord(alert, body, sig, preroll_ms, expires_at, now)
         self._alert_ids.add((alert.kid, alert.id))
         covering = self._zones.covering(known)
         found = self._registry.kinds_in_zones(covering, ("board", "speaker"))
@@ -516,7 +522,7 @@ class LiveBroadcasts:
             raise AlertError("a cancel needs a signed body and signature, or the authority key to sign it")
         rec.cancel = (body, sig)
         for key in sorted(rec.targets):
-            self._link.send(key, SignedAlertCancel(body=body, sig=sig), now)
+            self._link.end(key, bid, SignedAlertCancel(body=body, sig=sig), now, since=rec.announced_at)
         if not rec.ended:
             self._end(bid, "cancelled", now)
 
@@ -529,5 +535,7 @@ class LiveBroadcasts:
             if now >= rec.expires_at:
                 if not rec.ended:
                     self._end(bid, "expired", now)
+                for key in rec.targets:  # an expired alert is not played (section 6.4): what has not gone, goes not
+                    self._link.end(key, bid, None, now, since=None)
                 self._alert_ids.discard((rec.alert.kid, rec.alert.id))
                 del self._alerts[bid]

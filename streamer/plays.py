@@ -43,6 +43,7 @@ class _Play:
     name: str
     due_at: float  # monotonic: play goes to every member from then on
     ends_at: float  # monotonic: the content has played to its end
+    born: float  # monotonic: when it was scheduled, before anything of it was sent
     members: dict[bytes, str] = field(default_factory=dict)  # key -> zone
     played: set[bytes] = field(default_factory=set)  # members sent `play`
 
@@ -89,7 +90,7 @@ class ScheduledPlays:
         due = now + (at_ns - now_ns) / _NS - self._settings.play_lead_s
         ends = now + (at_ns + info.duration_ns - now_ns) / _NS
         play = _Play(bid, info, targets, self._zones.covering(targets), at_ns, cls, lvl, policy,
-                     info.name if name is None else name, due, ends)
+                     info.name if name is None else name, due, ends, now)
         self._plays[bid] = play
         for key in sorted(self._registry.in_zones(play.covering, kinds=("speaker",))):
             self._add_member(play, key, now)
@@ -155,7 +156,7 @@ class ScheduledPlays:
                 play.played.discard(key)
                 self._memberships[key].discard(play.bid)
                 if active:
-                    self._link.send(key, Leave(bid=play.bid), now)
+                    self._link.end(key, play.bid, Leave(bid=play.bid), now, since=play.born)
 
     def stop(self, bid: int, now: float) -> None:
         self._end(self._plays[bid], "stopped", now)
@@ -164,8 +165,8 @@ class ScheduledPlays:
         del self._plays[play.bid]
         for key in play.members:
             self._memberships[key].discard(play.bid)
-            if reason != "played":
-                self._link.send(key, Leave(bid=play.bid), now)
+            # played to its end, it needs no leave, and a play that has not gone would be ignored (section 4.4)
+            self._link.end(key, play.bid, None if reason == "played" else Leave(bid=play.bid), now, since=play.born)
         self._events.append(BroadcastEnded(play.bid, reason))
 
     def next_timeout(self) -> float | None:

@@ -22,7 +22,22 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol
 
 from loa.protocol.connection import Connected, ConnectionEvent, Disconnected, ServerConnection
-from loa.protocol.control import Bye, Hello, Message, ReliableMessage
+from loa.protocol.control import (
+    Amp,
+    Board,
+    BoardClear,
+    Bye,
+    FmPresets,
+    Hello,
+    Join,
+    Message,
+    Mute,
+    Play,
+    ReliableMessage,
+    Rotate,
+    Source,
+    Volume,
+)
 from loa.protocol.errors import AuthError, LocalProtocolError
 from loa.protocol.reliable import EncodedMessage, ReliableChannel
 from loa.protocol.restart import encode_notice, notice_key
@@ -75,6 +90,30 @@ def _shared_hello(hello: Hello) -> Hello:
     firmware and capabilities, id 1 as the first message of their start), and the server keeps each device's:
     equal ones are then held once. (Hellos with an enrolment token are not shared: each is different anyway.)"""
     return hello
+
+
+# What a message sent to a device without a session is about, for taking it back before it goes (see
+# DeviceSessions.end and PROTOCOL.md 4.3.2). A message that *replaces* makes the unsent ones of its subject
+# useless: the device applies only the highest id of a state key (section 4.4), and every command is
+# self-contained. A broadcast's messages (``("bid", n)``, and its rotations ``("rotate", n)``) go when it ends.
+_STATE_KEYS = (Volume, Mute, Amp, Source, FmPresets)  # one state key each: the type
+_TAGGED = frozenset(("alert", "play"))  # send_tracked tags naming a broadcast: ("alert", bid) for SignedAlert
+
+
+def _subject(message: Message, tag: Hashable | None) -> tuple[Hashable, bool] | None:
+    """``(subject, replaces)`` of a reliable message sent to a device without a session, or None when it is not
+    taken back (config, prefetch, reboot; the ends of broadcasts, which :meth:`DeviceSessions.end` sends)."""
+    if isinstance(message, _STATE_KEYS):
+        return ("state", message.TYPE), True
+    if isinstance(message, Board | BoardClear):
+        return ("board", message.item), True
+    if isinstance(message, Rotate):
+        return ("rotate", message.bid), True
+    if isinstance(message, Join | Play):
+        return ("bid", message.bid), False
+    if isinstance(tag, tuple) and len(tag) == 2 and tag[0] in _TAGGED:
+        return ("bid", tag[1]), False
+    return None
 
 
 def _track(rt: DeviceRuntime, tag: Hashable, msg_id: int, channel: ReliableChannel) -> None:
@@ -179,30 +218,80 @@ class DeviceSessions:
         rt = self._runtime.get(key)
         return rt.address if rt is not None and rt.online else None
 
-    def send(self, key: bytes, message: Message, now: float) -> int | None:
+    def send(self, key: bytes, message: Message, now: float, *, tag: Hashable | None = None) -> int | None:
         try:
             msg_id = self.conn.send(key, message, now)
         except LocalProtocolError:
             self._drops["send_refused"] += 1
             return None
         self.wants_flush = True
+        if msg_id is not None and not self.conn.is_connected(key):
+            self.note_unsent(key, message, msg_id, now, tag=tag)
         return msg_id
+
+    def note_unsent(self, key: bytes, message: Message, msg_id: int, now: float, *,
+                    tag: Hashable | None = None) -> None:
+        """Remember reliable message ``msg_id``, just queued for ``key`` while it has no session, by its subject;
+        the unsent ones it replaces are taken back (see :meth:`end`)."""
+        found = _subject(message, tag)
+        if found is None:
+            return
+        subject, replaces = found
+        rt = self.runtime(key)
+        unsent = rt.unsent
+        if unsent is None:
+            rt.unsent = unsent = {}
+        ids = unsent.get(subject)
+        if ids is None:
+            unsent[subject] = [msg_id]
+            return
+        if replaces:
+            self._withdraw(key, ids, now)
+            ids.clear()
+        ids.append(msg_id)
+
+    def end(self, key: bytes, bid: int, message: ReliableMessage | None, now: float, *,
+            since: float | None) -> int | None:
+        """Broadcast ``bid`` is over for ``key``: ``message`` (``leave``, ``alert_cancel``, or None) tells it so.
+
+        While the device has no session, what it was sent of ``bid`` and has not received is taken back, and when
+        it lost its session before ``since`` (when this run first sent anything of ``bid``), so that it holds
+        nothing of ``bid``, ``message`` is not sent either (PROTOCOL.md 4.3.2). Returns the message's id, or None
+        when it was not sent (or refused)."""
+        rt = self._runtime.get(key)
+        if rt is not None and rt.unsent is not None:
+            ids = rt.unsent.pop(("bid", bid), [])
+            ids += rt.unsent.pop(("rotate", bid), ())
+            if not rt.unsent:
+                rt.unsent = None
+            if len(self._withdraw(key, ids, now)) < len(ids):
+                return None if message is None else self.send(key, message, now)  # some went: it may hold them
+        if rt is not None and rt.offline_at is not None and since is not None and rt.offline_at < since:
+            return None  # everything of bid was sent since it had a session, and is taken back (or ended already)
+        return None if message is None else self.send(key, message, now)
+
+    def _withdraw(self, key: bytes, ids: list[int], now: float) -> set[int]:
+        done = self.conn.withdraw(key, ids, now)
+        if done:
+            self._drops["withdrawn"] += len(done)
+        return done
 
     def send_tracked(self, key: bytes, tag: Hashable, message: Message, now: float) -> int | None:
         rt = self.runtime(key)
         previous = None if rt.sent is None else rt.sent.get(tag)
         if previous is not None and not self.acked(key, previous):
             return previous
-        msg_id = self.send(key, message, now)
+        msg_id = self.send(key, message, now, tag=tag)
         if msg_id is not None:
             _track(rt, tag, msg_id, self.conn.channel(key))
         return msg_id
 
-    def send_many(self, keys: Sequence[bytes], message: ReliableMessage, now: float) -> list[int | None]:
+    def send_many(self, keys: Sequence[bytes], message: ReliableMessage, now: float, *,
+                  tag: Hashable | None = None) -> list[int | None]:
         """:meth:`send` of one reliable message to every device of ``keys``, encoded once (only the id differs
         between devices); the ids, in the order of ``keys`` (None where refused)."""
         if len(keys) < 2:
-            return [self.send(key, message, now) for key in keys]
+            return [self.send(key, message, now, tag=tag) for key in keys]
         try:
             encoded = EncodedMessage(message)
         except LocalProtocolError:
@@ -213,6 +302,10 @@ class DeviceSessions:
         if refused:
             self._drops["send_refused"] += refused
         self.wants_flush = True
+        is_connected = self.conn.is_connected
+        for key, msg_id in zip(keys, out, strict=True):
+            if msg_id is not None and not is_connected(key):
+                self.note_unsent(key, message, msg_id, now, tag=tag)
         return out
 
     def send_tracked_many(self, keys: Sequence[bytes], tag: Hashable, message: ReliableMessage,
@@ -225,7 +318,7 @@ class DeviceSessions:
             previous = None if rt is None or rt.sent is None else rt.sent.get(tag)
             if previous is None or self.acked(key, previous):
                 todo.append(key)
-        for key, msg_id in zip(todo, self.send_many(todo, message, now), strict=True):
+        for key, msg_id in zip(todo, self.send_many(todo, message, now, tag=tag), strict=True):
             if msg_id is not None:
                 _track(self.runtime(key), tag, msg_id, self.conn.channel(key))
 
@@ -382,6 +475,7 @@ class DeviceSessions:
         self.sessions_started += 1
         rt = self.runtime(device)
         rt.online = True
+        rt.offline_at = rt.unsent = None  # what waits goes now
         rt.boot = event.boot
         rt.last_seen = now
         rt.address = self.conn.endpoint.address_of(device)
@@ -433,6 +527,7 @@ class DeviceSessions:
         if rt is None or not rt.online:
             return
         rt.online = False
+        rt.offline_at = self._now
         rt.provisional_until = None
         self._hooks.on_offline(device)
         if device in self._registry:  # enrolled, or revoked just now (provisional sessions are nobody yet)

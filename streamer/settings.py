@@ -72,12 +72,19 @@ class DeviceLink(Protocol):
                           now: float) -> None:
         """:meth:`send_tracked` to every device of ``keys``, the message encoded once."""
 
+    def end(self, key: bytes, bid: int, message: ReliableMessage | None, now: float, *,
+            since: float | None) -> int | None:
+        """Broadcast ``bid`` is over for ``key``, and ``message`` (``leave``, ``alert_cancel`` or None) says so.
+        What the device was sent of ``bid`` and has not received is taken back, and ``message`` is not sent when
+        the device has held nothing of ``bid`` (it lost its session before ``since``, when this run first sent
+        anything of ``bid``; None: unknown). The message's id, or None when not sent."""
+
     def send_beacon(self, keys: Sequence[bytes], datagram: bytes) -> int:
         """Queue ``datagram`` (an alert beacon: bytes that need no sealing) to the session address of every device
         of ``keys`` that has a confirmed session, ahead of everything sealed; how many it goes to."""
 
     def acked(self, key: bytes, msg_id: int) -> bool:
-        """Whether reliable message ``msg_id`` to ``key`` has been acknowledged."""
+        """Whether reliable message ``msg_id`` to ``key`` has been acknowledged (or taken back unsent)."""
 
     def online_address(self, key: bytes) -> Address | None:
         """The session address of ``key`` while it has a session, else None."""

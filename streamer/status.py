@@ -125,6 +125,8 @@ class DeviceRuntime:
     sent: dict[Hashable, int] | None = None  # state messages by tag -> last id (see DeviceSessions.send_tracked)
     sent_sweep_at: int = SENT_SWEEP_MIN  # the size of ``sent`` at which its acknowledged entries go (sessions._track)
     indexes: tuple[int, ...] = ()  # the local indexes of its latest sessions (see DeviceSessions._learn_index)
+    offline_at: float | None = None  # when it lost its last session of this run (None: online, or none this run)
+    unsent: dict[Hashable, list[int]] | None = None  # while without a session: ids sent since, by subject
 
     def mark_prefetched(self, cid: bytes) -> None:
         """The device was asked to prefetch ``cid`` (it may then fetch its pieces)."""

@@ -1,5 +1,6 @@
 """The core's memory over many alerts, on the virtual clock: what the core holds over its second hundred alerts is
-no more than over its first (the soak's memory verdict, without a noisy machine in between)."""
+no more than over its first (the soak's memory verdict, without a noisy machine in between), also for a device
+away all the while, whose messages wait for it; and what such a device gets when it is back."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import gc
 import sys
 import types
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from streamer_kit import KitDevice, World
 
+from loa.protocol.control import Amp, Join, Leave, Rotate, SignedAlert, SignedAlertCancel, Volume
 from loa.protocol.sim import FakeNetwork
 from loa.streamer.sources import ToneSource
 
@@ -70,3 +74,108 @@ def test_the_core_holds_no_more_after_two_hundred_alerts_than_after_one_hundred(
     # a bounded amount per device may differ (how many of its sessions are alive at a sample), none per alert: a
     # table that kept one small entry per alert and device would add about 100 * 5 * 2 * 60 bytes
     assert second - first <= SESSIONS_PER_DEVICE_BYTES * len(devices), (first, second)
+
+
+def go_away(world: World, device: KitDevice) -> None:
+    """Cut ``device`` off both ways until the server has ended its session."""
+    address = world.address(device)
+    world.net.add_outage(world.now, world.now + 1e6, src=address)
+    world.net.add_outage(world.now, world.now + 1e6, dst=address)
+    assert world.run_until(lambda: not world.core.device_status(device.public_key).online, 300.0)
+    world.run_for(0.1)  # what begins from now on began after its session ended
+
+
+def come_back(world: World, device: KitDevice) -> int:
+    """End the outage; the number of messages the device had before."""
+    address = world.address(device)
+    world.net.end_outages(address)
+    before = len(device.messages)
+    assert world.run_until(lambda: world.online(device), 120.0)
+    world.run_for(5.0)
+    return before
+
+
+def test_a_device_away_through_a_hundred_alerts_costs_the_core_no_more_than_through_fifty() -> None:
+    """What waits for a device without a session is taken back as it becomes useless (PROTOCOL.md 4.3.2): an
+    alert's messages when it ends, an ``amp`` when the next one replaces it. Without that, each alert left about
+    five messages queued for it (ten more kilobytes for every fifty alerts, and the queue's limit in the end)."""
+    world = World()
+    stayer, away = world.device("C11"), world.device("C12")
+    assert world.run_until(lambda: world.online(stayer, away), 10.0)
+    go_away(world, away)
+    channel = world.core.sessions.conn.channel(away.public_key)
+    windows: list[int] = []
+    waiting: list[int] = []
+    k = 0
+    for _ in range(2):
+        for _ in range(50):
+            alert_cycle(world, k)
+            k += 1
+        windows.append(reachable_bytes(world.core))
+        stats = channel.statistics()
+        waiting.append(stats.in_flight + stats.queued)
+    assert len(stayer.alerts) == k
+    # what it had not acknowledged when it went (config and volume), and the last amp
+    assert waiting[0] == waiting[1] <= 3, waiting
+    assert windows[1] - windows[0] <= SESSIONS_PER_DEVICE_BYTES, windows
+    come_back(world, away)
+    assert away.alerts == []
+    assert away.of_type(SignedAlertCancel) == []
+
+
+_OPS = st.lists(st.one_of(st.tuples(st.just("alert"), st.booleans()), st.tuples(st.just("live"), st.booleans()),
+                          st.tuples(st.just("volume"), st.integers(0, 100))), min_size=1, max_size=4)
+
+
+@settings(max_examples=6, deadline=None)
+@given(holds=st.integers(0, 2), while_away=_OPS)
+def test_a_device_back_gets_what_still_holds_and_nothing_of_what_began_and_ended_while_it_was_away(
+        holds: int, while_away: list[tuple[str, object]]) -> None:
+    """Broadcasts that began and ended while the device was away (alerts cancelled or expired, live streams
+    stopped) reach it not at all; of the volumes set meanwhile, it gets the last; a live
+    stream begun while it was away and still running reaches it. Broadcasts it may hold (begun before it
+    left) still get their ``leave``."""
+    world = World()
+    stayer, away = world.device("C11"), world.device("C12")
+    assert world.run_until(lambda: world.online(stayer, away), 10.0)
+    held = [world.core.start_broadcast(ToneSource(500.0 + k), ["C12"], world.now, name=f"trước {k}")
+            for k in range(holds)]  # broadcasts it holds when it goes
+    world.run_for(1.0)
+    go_away(world, away)
+    running = world.core.start_broadcast(ToneSource(330.0), ["D1"], world.now, name="đang phát")
+    volumes: list[int] = []
+    born: list[int] = []
+    for k, (op, arg) in enumerate(while_away):
+        if op == "alert":
+            bid = world.core.trigger_alert(ToneSource(800.0 + k), world.now, signing_key=world.authority,
+                                           zones=["D1"], alert_id=f"vắng-{k}", ttl_s=1.5, text=f"Thử {k}")
+            world.run_for(0.5)
+            if arg:
+                world.core.cancel_alert(bid, world.now, signing_key=world.authority)
+            world.run_for(1.5)
+        elif op == "live":
+            bid = world.core.start_broadcast(ToneSource(600.0 + k), ["C12"], world.now, name=f"vắng {k}")
+            world.run_for(1.0 if arg else 0.3)
+            world.core.stop_broadcast(bid, world.now)
+            world.run_for(0.2)
+        else:
+            assert isinstance(arg, int)
+            world.core.set_volume([away.public_key, stayer.public_key], arg, world.now)
+            volumes.append(arg)
+            world.run_for(0.2)
+        if op != "volume":
+            born.append(bid)
+    for bid in held:
+        world.core.stop_broadcast(bid, world.now)
+    world.run_for(0.5)
+    world.core.events()
+    before = come_back(world, away)
+    after = away.messages[before:]
+    of_bid = [m for m in after if isinstance(m, Join | Leave | Rotate) and m.bid in born]
+    assert of_bid == []
+    assert [m for m in after if isinstance(m, SignedAlert | SignedAlertCancel)] == []
+    assert [m.level for m in after if isinstance(m, Volume)] == volumes[-1:]
+    assert len([m for m in after if isinstance(m, Amp)]) <= 1
+    assert sorted(m.bid for m in after if isinstance(m, Leave)) == sorted(held)
+    assert running in away.joined
+    assert away.packets(running)[-1].at > world.now - 1.0
