@@ -321,7 +321,8 @@ class ClockEstimator:
         if not self._samples:
             raise LocalProtocolError("no clock sample yet")
         fit = self._fit
-        return fit.ref + round((server_ns - fit.ref - fit.offset) / (1 + fit.drift))
+        span = server_ns - fit.ref - fit.offset  # exact; only the drift's share of it goes through a float
+        return fit.ref + span - round(span * fit.drift / (1 + fit.drift))
 
     def estimate(self) -> ClockEstimate:
         fit = self._fit
