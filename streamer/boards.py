@@ -4,7 +4,9 @@ Sans-I/O, owned by the core. An item is ``board {item, cls, lvl, text?, cid?, un
 enrolled board in the target zones (each with every zone below it), now or when the board next starts; an image
 item is first offered as ``prefetch`` (the board fetches it from the content store, as a programme). A board
 that leaves the zones, or an item that is cleared, gets ``board_clear``. An item whose ``until`` (server time)
-has passed is forgotten here; boards drop it themselves at the same instant.
+has passed is forgotten here; boards drop it themselves at the same instant. What waits for a board without a
+session is taken back when useless (PROTOCOL.md 4.3.2): an item's ``board`` when it is cleared or expires, and
+its ``board_clear`` when the board has been away since before the item was first shown.
 
 Failure semantics: :meth:`BoardItems.show` raises ``ValueError`` (bad text, rank or item), ``ZoneError`` (unknown
 zone) or ``ContentError`` (image not in the store) with nothing sent; :meth:`BoardItems.clear` raises ``KeyError``
@@ -35,6 +37,8 @@ class _Item:
     zones: tuple[str, ...]
     covering: set[str]
     expires_at: float | None  # monotonic, from `until`
+    born: float  # when the item was first shown (kept when it is shown again)
+    gone_at: float | None  # when no version of it shown since `born` is on any board (None: not before a clear)
     members: set[bytes] = field(default_factory=set)
 
 
@@ -78,13 +82,17 @@ class BoardItems:
             raise ValueError("a board item needs target zones")
         covering = self._zones.covering(zones)  # ZoneError for an unknown zone
         expires_at = None if until_ns is None else now + (until_ns - self._server_time(now)) / _NS
-        entry = _Item(Board(item=item, cls=cls, lvl=lvl, text=text, cid=cid, until=until_ns),
-                      tuple(dict.fromkeys(zones)), covering, expires_at)
-        targets = self._registry.in_zones(covering, kinds=("board",))
         old = self._items.get(item)
+        born, gone_at = now, expires_at
+        if old is not None:
+            born = old.born
+            gone_at = None if old.gone_at is None or expires_at is None else max(old.gone_at, expires_at)
+        entry = _Item(Board(item=item, cls=cls, lvl=lvl, text=text, cid=cid, until=until_ns),
+                      tuple(dict.fromkeys(zones)), covering, expires_at, born, gone_at)
+        targets = self._registry.in_zones(covering, kinds=("board",))
         if old is not None:  # a replaced item: boards outside the new zones drop it, the rest get the new one
             for key in sorted(old.members - targets):
-                self._link.send(key, BoardClear(item=item), now)
+                self._link.end_item(key, item, BoardClear(item=item), now, since=old.born)
         self._items[item] = entry
         for key in sorted(targets):
             self._send(entry, key, now)
@@ -93,7 +101,7 @@ class BoardItems:
         """Remove ``item`` from every board showing it. KeyError if unknown."""
         entry = self._items.pop(item)
         for key in sorted(entry.members):
-            self._link.send(key, BoardClear(item=item), now)
+            self._link.end_item(key, item, BoardClear(item=item), now, since=entry.born)
 
     def _send(self, entry: _Item, key: bytes, now: float) -> None:
         entry.members.add(key)
@@ -125,7 +133,8 @@ class BoardItems:
             elif not wanted and key in item.members:
                 item.members.discard(key)
                 if entry is not None and entry.enrolled:
-                    self._link.send(key, BoardClear(item=item.message.item), now)
+                    self._link.end_item(key, item.message.item, BoardClear(item=item.message.item), now,
+                                        since=item.born)
 
     def next_timeout(self) -> float | None:
         return min((i.expires_at for i in self._items.values() if i.expires_at is not None), default=None)
@@ -133,3 +142,6 @@ class BoardItems:
     def handle_timeout(self, now: float) -> None:
         for item in [i for i in self._items.values() if i.expires_at is not None and now >= i.expires_at]:
             del self._items[item.message.item]  # boards drop it themselves at `until`
+            if item.gone_at is not None and now >= item.gone_at:  # no earlier version outlives it on a board
+                for key in sorted(item.members):
+                    self._link.end_item(key, item.message.item, None, now, since=None)

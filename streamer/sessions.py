@@ -15,6 +15,7 @@ layer); sending to a device never raises (a refused message is counted as ``send
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 from collections import Counter, deque
@@ -27,12 +28,14 @@ from loa.protocol.control import (
     Board,
     BoardClear,
     Bye,
+    Config,
     FmPresets,
     Hello,
     Join,
     Message,
     Mute,
     Play,
+    Reboot,
     ReliableMessage,
     Rotate,
     Source,
@@ -95,25 +98,50 @@ def _shared_hello(hello: Hello) -> Hello:
 # What a message sent to a device without a session is about, for taking it back before it goes (see
 # DeviceSessions.end and PROTOCOL.md 4.3.2). A message that *replaces* makes the unsent ones of its subject
 # useless: the device applies only the highest id of a state key (section 4.4), and every command is
-# self-contained. A broadcast's messages (``("bid", n)``, and its rotations ``("rotate", n)``) go when it ends.
+# self-contained. A broadcast's messages (``("bid", n)``, and its rotations ``("rotate", n)``) go when it ends, a
+# board item's (``("board", n)``) when it is cleared or expires. A ``config`` replaces the unsent ones whose every
+# key it carries (``("config", keys)``), a ``board_clear`` also the item's unsent ``board``.
 _STATE_KEYS = (Volume, Mute, Amp, Source, FmPresets)  # one state key each: the type
 _TAGGED = frozenset(("alert", "play"))  # send_tracked tags naming a broadcast: ("alert", bid) for SignedAlert
 
 
 def _subject(message: Message, tag: Hashable | None) -> tuple[Hashable, bool] | None:
     """``(subject, replaces)`` of a reliable message sent to a device without a session, or None when it is not
-    taken back (config, prefetch, reboot; the ends of broadcasts, which :meth:`DeviceSessions.end` sends)."""
+    taken back (prefetch; the ends of broadcasts, which :meth:`DeviceSessions.end` sends)."""
     if isinstance(message, _STATE_KEYS):
         return ("state", message.TYPE), True
-    if isinstance(message, Board | BoardClear):
+    if isinstance(message, Board):
         return ("board", message.item), True
+    if isinstance(message, BoardClear):
+        return ("board_clear", message.item), True
     if isinstance(message, Rotate):
         return ("rotate", message.bid), True
     if isinstance(message, Join | Play):
         return ("bid", message.bid), False
+    if isinstance(message, Config):
+        return ("config", _config_keys(message)), True
+    if isinstance(message, Reboot):
+        return ("reboot",), True
     if isinstance(tag, tuple) and len(tag) == 2 and tag[0] in _TAGGED:
         return ("bid", tag[1]), False
     return None
+
+
+def _config_keys(message: Config) -> frozenset[str]:
+    values = message.values
+    return frozenset(f.name for f in dataclasses.fields(values) if getattr(values, f.name) is not None)
+
+
+def _made_useless(subject: Hashable, unsent: dict[Hashable, list[int]]) -> list[Hashable]:
+    """The subjects, besides ``subject`` itself, whose unsent messages a replacing message of ``subject`` makes
+    useless: a ``board_clear``'s item's ``board``; for a ``config``, every unsent one whose keys it all carries."""
+    assert isinstance(subject, tuple)
+    if subject[0] == "board_clear":
+        return [("board", subject[1])] if ("board", subject[1]) in unsent else []
+    if subject[0] == "config":
+        keys = subject[1]
+        return [s for s in unsent if isinstance(s, tuple) and s[0] == "config" and s != subject and s[1] <= keys]
+    return []
 
 
 def _track(rt: DeviceRuntime, tag: Hashable, msg_id: int, channel: ReliableChannel) -> None:
@@ -241,6 +269,9 @@ class DeviceSessions:
         unsent = rt.unsent
         if unsent is None:
             rt.unsent = unsent = {}
+        if replaces:
+            for other in _made_useless(subject, unsent):
+                self._withdraw(key, unsent.pop(other), now)
         ids = unsent.get(subject)
         if ids is None:
             unsent[subject] = [msg_id]
@@ -258,16 +289,25 @@ class DeviceSessions:
         it lost its session before ``since`` (when this run first sent anything of ``bid``), so that it holds
         nothing of ``bid``, ``message`` is not sent either (PROTOCOL.md 4.3.2). Returns the message's id, or None
         when it was not sent (or refused)."""
+        return self._end(key, (("bid", bid), ("rotate", bid)), message, now, since)
+
+    def end_item(self, key: bytes, item: int, message: BoardClear | None, now: float, *,
+                 since: float | None) -> int | None:
+        """Board item ``item`` is over for ``key`` (cleared, its zones left, or expired): as :meth:`end`, with
+        ``board_clear`` (or None) for the item's unsent ``board``."""
+        return self._end(key, (("board", item),), message, now, since)
+
+    def _end(self, key: bytes, subjects: tuple[Hashable, ...], message: ReliableMessage | None, now: float,
+             since: float | None) -> int | None:
         rt = self._runtime.get(key)
         if rt is not None and rt.unsent is not None:
-            ids = rt.unsent.pop(("bid", bid), [])
-            ids += rt.unsent.pop(("rotate", bid), ())
+            ids = [i for subject in subjects for i in rt.unsent.pop(subject, ())]
             if not rt.unsent:
                 rt.unsent = None
             if len(self._withdraw(key, ids, now)) < len(ids):
                 return None if message is None else self.send(key, message, now)  # some went: it may hold them
         if rt is not None and rt.offline_at is not None and since is not None and rt.offline_at < since:
-            return None  # everything of bid was sent since it had a session, and is taken back (or ended already)
+            return None  # everything of it was sent since it had a session, and is taken back (or ended already)
         return None if message is None else self.send(key, message, now)
 
     def _withdraw(self, key: bytes, ids: list[int], now: float) -> set[int]:

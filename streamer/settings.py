@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from loa.codecs import Application, OpusEncoder
-from loa.protocol.control import ConfigValues, Message, ReliableMessage
+from loa.protocol.control import BoardClear, ConfigValues, Message, ReliableMessage
 from loa.streamer.status import DeviceRuntime
 
 __all__ = ["DeviceLink", "EncoderSettings", "Settings"]
@@ -78,6 +78,11 @@ class DeviceLink(Protocol):
         What the device was sent of ``bid`` and has not received is taken back, and ``message`` is not sent when
         the device has held nothing of ``bid`` (it lost its session before ``since``, when this run first sent
         anything of ``bid``; None: unknown). The message's id, or None when not sent."""
+
+    def end_item(self, key: bytes, item: int, message: BoardClear | None, now: float, *,
+                 since: float | None) -> int | None:
+        """As :meth:`end`, for board item ``item`` (cleared, its zones left, or expired), with ``board_clear`` or
+        None: the item's unsent ``board`` is taken back."""
 
     def send_beacon(self, keys: Sequence[bytes], datagram: bytes) -> int:
         """Queue ``datagram`` (an alert beacon: bytes that need no sealing) to the session address of every device

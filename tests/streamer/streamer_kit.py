@@ -352,6 +352,22 @@ class World:
     def online(self, *devices: KitDevice) -> bool:
         return all(self.core.device_status(d.public_key).online and d.zone_path for d in devices)
 
+    def go_away(self, device: KitDevice) -> None:
+        """Cut ``device`` off both ways until the server has ended its session."""
+        address = self.address(device)
+        self.net.add_outage(self.now, self.now + 1e6, src=address)
+        self.net.add_outage(self.now, self.now + 1e6, dst=address)
+        assert self.run_until(lambda: not self.core.device_status(device.public_key).online, 300.0)
+        self.run_for(0.1)  # what begins from now on began after its session ended
+
+    def come_back(self, device: KitDevice) -> int:
+        """End the outage; the number of messages the device had before."""
+        self.net.end_outages(self.address(device))
+        before = len(device.messages)
+        assert self.run_until(lambda: self.online(device), 120.0)
+        self.run_for(5.0)
+        return before
+
 
 async def run_device(device: KitDevice, sock: Any, *, group_sock: Any = None,
                      stop: Callable[[], bool] = lambda: False) -> None:

@@ -76,25 +76,6 @@ def test_the_core_holds_no_more_after_two_hundred_alerts_than_after_one_hundred(
     assert second - first <= SESSIONS_PER_DEVICE_BYTES * len(devices), (first, second)
 
 
-def go_away(world: World, device: KitDevice) -> None:
-    """Cut ``device`` off both ways until the server has ended its session."""
-    address = world.address(device)
-    world.net.add_outage(world.now, world.now + 1e6, src=address)
-    world.net.add_outage(world.now, world.now + 1e6, dst=address)
-    assert world.run_until(lambda: not world.core.device_status(device.public_key).online, 300.0)
-    world.run_for(0.1)  # what begins from now on began after its session ended
-
-
-def come_back(world: World, device: KitDevice) -> int:
-    """End the outage; the number of messages the device had before."""
-    address = world.address(device)
-    world.net.end_outages(address)
-    before = len(device.messages)
-    assert world.run_until(lambda: world.online(device), 120.0)
-    world.run_for(5.0)
-    return before
-
-
 def test_a_device_away_through_a_hundred_alerts_costs_the_core_no_more_than_through_fifty() -> None:
     """What waits for a device without a session is taken back as it becomes useless (PROTOCOL.md 4.3.2): an
     alert's messages when it ends, an ``amp`` when the next one replaces it. Without that, each alert left about
@@ -102,7 +83,7 @@ def test_a_device_away_through_a_hundred_alerts_costs_the_core_no_more_than_thro
     world = World()
     stayer, away = world.device("C11"), world.device("C12")
     assert world.run_until(lambda: world.online(stayer, away), 10.0)
-    go_away(world, away)
+    world.go_away(away)
     channel = world.core.sessions.conn.channel(away.public_key)
     windows: list[int] = []
     waiting: list[int] = []
@@ -118,7 +99,7 @@ def test_a_device_away_through_a_hundred_alerts_costs_the_core_no_more_than_thro
     # what it had not acknowledged when it went (config and volume), and the last amp
     assert waiting[0] == waiting[1] <= 3, waiting
     assert windows[1] - windows[0] <= SESSIONS_PER_DEVICE_BYTES, windows
-    come_back(world, away)
+    world.come_back(away)
     assert away.alerts == []
     assert away.of_type(SignedAlertCancel) == []
 
@@ -141,7 +122,7 @@ def test_a_device_back_gets_what_still_holds_and_nothing_of_what_began_and_ended
     held = [world.core.start_broadcast(ToneSource(500.0 + k), ["C12"], world.now, name=f"trước {k}")
             for k in range(holds)]  # broadcasts it holds when it goes
     world.run_for(1.0)
-    go_away(world, away)
+    world.go_away(away)
     running = world.core.start_broadcast(ToneSource(330.0), ["D1"], world.now, name="đang phát")
     volumes: list[int] = []
     born: list[int] = []
@@ -169,7 +150,7 @@ def test_a_device_back_gets_what_still_holds_and_nothing_of_what_began_and_ended
         world.core.stop_broadcast(bid, world.now)
     world.run_for(0.5)
     world.core.events()
-    before = come_back(world, away)
+    before = world.come_back(away)
     after = away.messages[before:]
     of_bid = [m for m in after if isinstance(m, Join | Leave | Rotate) and m.bid in born]
     assert of_bid == []

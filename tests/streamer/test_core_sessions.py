@@ -8,7 +8,7 @@ from collections import Counter
 
 from streamer_kit import EPOCH_NS, SERVER, KitDevice, World
 
-from loa.protocol.control import Bye, Config, Leave, Reboot, State, Telemetry, TelemetryValues, Volume
+from loa.protocol.control import Bye, Config, Leave, State, Telemetry, TelemetryValues, Volume
 from loa.protocol.noise import x25519_public
 from loa.streamer.sources import ToneSource
 from loa.streamer.status import (
@@ -211,7 +211,7 @@ def test_each_dropped_datagram_is_counted_once() -> None:
 def test_tracked_messages_are_remembered_until_acknowledged_and_no_longer() -> None:
     """The table behind send_tracked keeps what is unacknowledged (a resend waits for it), and sheds what was
     acknowledged: a device's table does not grow with every alert, play or board message of the server's life.
-    (``reboot`` stands for any message; it has no state key, so one waiting does not replace another.)"""
+    (``leave`` stands for any message; sent alone it is never taken back, so one waiting does not replace another.)"""
     world = World()
     online, away = world.device("C11"), world.device("C12", start=False)
     assert world.run_until(lambda: world.online(online), 10.0)
@@ -219,27 +219,27 @@ def test_tracked_messages_are_remembered_until_acknowledged_and_no_longer() -> N
     first_ids = {}
     for i in range(200):
         for device in (online, away):
-            msg_id = sessions.send_tracked(device.public_key, ("reboot", i), Reboot(delay_ms=i), world.now)
+            msg_id = sessions.send_tracked(device.public_key, ("leave", i), Leave(bid=i), world.now)
             first_ids.setdefault((device, i), msg_id)
         world.run_for(0.05)
     world.run_for(1.0)
-    assert [r.delay_ms for r in online.of_type(Reboot)] == list(range(200))
+    assert [m.bid for m in online.of_type(Leave)] == list(range(200))
     assert len(sessions.runtime(online.public_key).sent or ()) <= 2 * SENT_SWEEP_MIN
     # the device away acknowledged nothing: every entry stays, and sending under a tag again waits for the first
     assert len(sessions.runtime(away.public_key).sent or ()) == 200
-    again = sessions.send_tracked(away.public_key, ("reboot", 7), Reboot(delay_ms=1), world.now)
+    again = sessions.send_tracked(away.public_key, ("leave", 7), Leave(bid=7), world.now)
     assert again == first_ids[(away, 7)]
 
     away.start(world.now)
     assert world.run_until(lambda: world.online(away), 10.0)
     world.run_for(2.0)
-    assert sorted(r.delay_ms for r in away.of_type(Reboot)) == list(range(200))
+    assert sorted(m.bid for m in away.of_type(Leave)) == list(range(200))
     for i in range(200, 400):  # enough new tags for the table to reach its next sweep
-        sessions.send_tracked(away.public_key, ("reboot", i), Reboot(delay_ms=i), world.now)
+        sessions.send_tracked(away.public_key, ("leave", i), Leave(bid=i), world.now)
         world.run_for(0.05)
     assert len(sessions.runtime(away.public_key).sent or ()) <= 2 * SENT_SWEEP_MIN
     # an acknowledged tag, swept or not, is sent again
-    resent = sessions.send_tracked(away.public_key, ("reboot", 7), Reboot(delay_ms=2), world.now)
+    resent = sessions.send_tracked(away.public_key, ("leave", 7), Leave(bid=7), world.now)
     assert resent is not None
     assert resent > first_ids[(away, 7)]
 
