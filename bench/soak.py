@@ -6,11 +6,11 @@ loopback sockets, counting only, as ``loa fleet`` runs them), each in a session 
 own (with Linux's autogroup scheduling a session is a scheduling group with its own share of the processor,
 whatever else runs on the host; as `loa bench flood` does). The bench sums the children's status files
 (:func:`loa.bench._soak_fleet.merge_statuses`). By default one child per ``FLEET_DEVICES_PER_PROC`` devices, and
-no more children than processors (:func:`default_fleet_procs`): an alert to the province has every device verify
-it, take its ``amp`` and ``join`` and report its ``state`` at once, which 10,000 devices in one Python process
-turned into tens of seconds of backlog; a second process puts the other core to that work, and a child per core
-is the most that adds processor time rather than scheduling groups competing with the server (each session has
-its own share of the processor).
+no more children than processors (:func:`loa.bench._soak_site.default_fleet_procs`): an alert to the province
+has every device verify it, take its ``amp`` and ``join`` and report its ``state`` at once, which 10,000 devices
+in one Python process turned into tens of seconds of backlog; a second process puts the other core to that work,
+and a child per core is the most that adds processor time rather than scheduling groups competing with the server
+(each session has its own share of the processor).
 
 1. **Set-up.** The database is seeded directly before the server starts (no HTTP: 10,000 enrolments one request
    at a time would take longer than the soak): a province ``P`` with ``--communes`` communes, the devices spread
@@ -63,12 +63,12 @@ its own share of the processor).
    and the interpreter's allocated blocks (``loa_python_allocated_blocks``: ``py_blocks_growth_pct`` over the
    same windows as RSS says whether a growth of RSS is live Python objects or the C allocator's). At the end of the
    bring-up and of the soak: ``server_udp_drops_bringup`` and ``server_udp_drops``, datagrams the kernel dropped at
-   the server's UDP sockets because their receive buffers were full (:func:`udp_drops`). From the first sample to
-   the last: ``server_sessions_started`` (handshakes that gave a session: each device's rekey every
-   ``REKEY_AFTER_TIME``, and every return of a device that lost its session) and ``server_messages`` (control
-   messages received, by type). ``--trace FILE`` keeps every sample, with all of the server's ``loa_`` gauges (among
-   them the reliable control messages it sent, retransmitted and received twice) and the fleet's status then, and
-   each alert's time, as JSON lines: the timeline behind the figures.
+   the server's UDP sockets because their receive buffers were full (:func:`loa.bench._soak_measure.udp_drops`).
+   From the first sample to the last: ``server_sessions_started`` (handshakes that gave a session: each device's
+   rekey every ``REKEY_AFTER_TIME``, and every return of a device that lost its session) and ``server_messages``
+   (control messages received, by type). ``--trace FILE`` keeps every sample, with all of the server's ``loa_``
+   gauges (among them the reliable control messages it sent, retransmitted and received twice) and the fleet's
+   status then, and each alert's time, as JSON lines: the timeline behind the figures.
 
 Verdicts (goals; the bench prints its JSON line, then exits 1 naming each missed one):
 
@@ -93,6 +93,9 @@ lag); ``fleet_drained_at_timers``, datagrams handed to a device just before its 
 ``fleet_alert_verifications`` (signatures verified) against ``fleet_alert_verifications_shared`` (outcomes shared
 within a child, :func:`loa.devices.fleet.share_alert_verification`).
 
+The code: :mod:`loa.bench._soak_site` (the configuration, the processes, the seeded site, the API traffic),
+:mod:`loa.bench._soak_measure` (samples, trace, verdicts and goals), this module (the run and the command).
+
 Bounded: every child has a hard time limit (the fleet its own, and both are killed with this process), a watchdog
 thread kills everything if the run overstays its plan by ``OVERSTAY_S``, and every loop is bounded in time.
 """
@@ -100,527 +103,56 @@ thread kills everything if the run overstays its plan by ``OVERSTAY_S``, and eve
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
-import math
-import os
-import re
 import shutil
-import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx2
-import numpy as np
 
-from loa.bench._alert_fleet import device_keys
 from loa.bench._report import emit, environment, read_status
 from loa.bench._serve import Child, RtpFeeder, wav_tone
 from loa.bench._soak_fleet import merge_statuses
+from loa.bench._soak_measure import (
+    KERNEL_DROPS,
+    MESSAGES,
+    SESSIONS_STARTED,
+    AlertRound,
+    Sample,
+    Sampler,
+    goals_missed,
+    sample_process,
+    udp_drops,
+    verdicts,
+    write_trace,
+)
+from loa.bench._soak_site import (
+    FLEET_DEVICES_PER_PROC,
+    FLEET_READ_PPS,
+    FRAME_S,
+    LIVE_PPS_MAX,
+    START_TIMEOUT_S,
+    TAP_FEED_S,
+    Api,
+    SoakConfig,
+    Traffic,
+    default_fleet_procs,
+    fleet_slices,
+    seed_site,
+    spawn,
+    spawn_fleets,
+)
 from loa.cli import UserError
 
-FRAME_S = 0.02
-FLEET_DEVICES_PER_PROC = 5_000  # devices per fleet child by default (see the module docstring)
-FLEET_READ_PPS = 20_000  # the RTP packets per second the fleet process is left to read (chooses K)
-LIVE_PPS_MAX = 50_000  # the live stream's fan-out by default (see the module docstring)
-TAP_FEED_S = 1.0  # --multicast: how often the fleet's group taps hand each device the newest packet it plays
 RESUME_WAIT_S = 30.0
 ALERT_MARGIN_S = 5.0  # an alert starts only if it ends this long before the soak does
-START_TIMEOUT_S = 120.0
-REQUEST_TIMEOUT_S = 30.0
-SCRAPE_TIMEOUT_S = 10.0
 OVERSTAY_S = 600.0
 TASKS_PER_CONNECTION = 4  # hypercorn (trio): the connection, its reader, its idle timer, the request
 SQLITE_OVERFLOW = 8  # control_plane/db/engine.py: max_overflow of the SQLite pool
 FDS_PER_SQLITE = 3
-RSS_GOAL_PCT = 5.0
-HELD_GOAL = 0.99
-PASSWORD = "mật khẩu đủ dài 2026"  # noqa: S105 - accounts on a throw-away server
-
-
-@dataclass(frozen=True, slots=True)
-class SoakConfig:
-    """One run (see the module docstring); times in seconds."""
-
-    devices: int = 10_000
-    seconds: float = 600.0
-    warmup: float = 120.0
-    communes: int = 20
-    start_rate: float = 150.0
-    alert_every: float = 120.0
-    alert_seconds: float = 8.0
-    sample_every: float = 10.0
-    readers: int = 3
-    read_rate: float = 4.0
-    writers: int = 1
-    write_rate: float = 1.0
-    rtp_keep: int | None = None
-    live_communes: int | None = None
-    seed: int = 1
-    multicast: bool = False
-    fleet_procs: int | None = None  # None: default_fleet_procs(devices)
-    trace: str | None = None  # a file for every sample, server and fleet, as JSON lines
-
-    def live_count(self) -> int:
-        """Communes of the live stream: every one, unless that is more than ``LIVE_PPS_MAX`` datagrams/s by
-        unicast."""
-        if self.live_communes is not None:
-            return min(self.live_communes, self.communes)
-        if self.multicast:
-            return self.communes
-        per_commune = self.devices / self.communes
-        return max(1, min(self.communes, int(LIVE_PPS_MAX * FRAME_S / per_commune)))
-
-    def live_members(self) -> int:
-        """Devices in the live stream's communes (device i stands in commune i mod communes)."""
-        k = self.live_count()
-        return sum(1 for i in range(self.devices) if i % self.communes < k)
-
-    def keep(self) -> int:
-        if self.rtp_keep is not None:
-            return self.rtp_keep
-        if self.multicast:
-            return 1  # no stream reaches the devices' own sockets
-        k = 1
-        while self.live_members() / FRAME_S / k > FLEET_READ_PPS:
-            k *= 2
-        return k
-
-    def watchdog_ms(self) -> int | None:
-        if self.multicast:
-            return int(5 * TAP_FEED_S * 1000)  # five hand-overs, as a filtered stream gets eight packets
-        k = self.keep()
-        return None if k == 1 else max(1500, int(8 * k * FRAME_S * 1000))
-
-    def bringup_limit(self) -> float:
-        """Six times the start schedule (a loaded host, handshake retries), and two minutes."""
-        return 6 * self.devices / self.start_rate + 120.0
-
-    def clients(self) -> int:
-        return self.readers + self.writers + 2  # and the sampler's and the alerting operators'
-
-
-# -- processes -------------------------------------------------------------------------------------------------
-
-# Runs a module as ``python -m`` would, after asking the kernel to SIGKILL it when this process ends (Linux
-# ``PR_SET_PDEATHSIG``; elsewhere the children's own limits and the stop at the end remain).
-_LAUNCH = """import ctypes, os, runpy, signal, sys
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-except (OSError, AttributeError):
-    pass
-if os.getppid() != int(sys.argv[1]):
-    sys.exit("the bench ended before this process started")
-sys.argv = [sys.argv[2], *sys.argv[3:]]
-runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-"""
-
-
-def default_fleet_procs(devices: int) -> int:
-    """Fleet children by default: one per ``FLEET_DEVICES_PER_PROC`` devices, at most one per processor."""
-    return max(1, min(os.cpu_count() or 1, -(-devices // FLEET_DEVICES_PER_PROC)))
-
-
-def share_nice(procs: int) -> int | None:
-    """The autogroup nice value that gives ``procs`` fleet sessions together about the weight of one (each step of
-    nice is a factor of ~1.25 in the scheduler's weight); None for one child (left as it is)."""
-    return None if procs <= 1 else min(19, round(math.log(procs) / math.log(1.25)))
-
-
-def fleet_slices(devices: int, procs: int) -> list[tuple[int, int]]:
-    """``(first, count)`` of each fleet child: disjoint, in order, covering every device, sizes within one."""
-    procs = max(1, min(procs, devices))
-    return [(devices * k // procs, devices * (k + 1) // procs - devices * k // procs) for k in range(procs)]
-
-
-def spawn_fleets(spec: dict[str, Any], slices: list[tuple[int, int]], status_paths: list[Path],
-                 workdir: Path) -> list[Child]:
-    """Start a fleet child per slice of ``spec``'s devices (its start rate shared out, so that the whole fleet
-    starts at it), each writing its status to its own path; returns them once every one is ready."""
-    children: list[Child] = []
-    try:
-        for k, (first, count) in enumerate(slices):
-            path = workdir / f"fleet-{k}.json"
-            path.write_text(json.dumps({**spec, "first": first, "slice": count, "status": str(status_paths[k]),
-                                        "start_rate": spec["start_rate"] * count / spec["count"],
-                                        "autogroup_nice": share_nice(len(slices))}))
-            children.append(spawn([str(path)], module="loa.bench._soak_fleet"))
-        for child in children:
-            child.find(r"^ready$", START_TIMEOUT_S)
-    except BaseException:
-        for child in children:
-            child.kill()
-        raise
-    return children
-
-
-def spawn(args: list[str], *, module: str = "loa.cli") -> Child:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, str(os.getpid()), module, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    child = Child(proc)
-    child.start_reader()
-    return child
-
-
-# -- set-up ----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Site:
-    tokens: dict[str, str]
-    device_ids: list[str]
-    communes: list[str]
-
-
-def seed_site(data_dir: Path, config: SoakConfig) -> Site:
-    """Zones, people and devices, written directly (see the module docstring)."""
-    import logging
-
-    from loa.control_plane import devices as device_records
-    from loa.control_plane.auth import Actor
-    from loa.control_plane.settings import ControlPlane
-    from loa.control_plane.testing import Seed, fast_settings
-    from loa.protocol.noise import x25519_public
-
-    communes = [f"C{c:02d}" for c in range(config.communes)]
-    csv = "code,name,parent,level\nP,Tỉnh thử,,province\n" + "".join(f"{c},Xã {c},P,commune\n" for c in communes)
-    quiet = logging.getLogger("loa.control_plane.authority")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        cp = ControlPlane(fast_settings(data_dir))
-    finally:
-        quiet.setLevel(level)
-    try:
-        seed = Seed(cp)
-        seed.province(csv)
-        people = {"bien-tap": ("editor", "P"), "duyet": ("approver", "P"), "lich": ("scheduler", "P"),
-                  "xem": ("viewer", "P"), "noc1": ("noc", None), "noc2": ("noc", None)}
-        tokens = {name: seed.user(name, role, scope, password=PASSWORD) for name, (role, scope) in people.items()}
-        keys = device_keys(config.seed, config.devices)
-        ids: list[str] = []
-        for start in range(0, len(keys), 500):
-            with cp.db.write() as tx:
-                for i in range(start, min(start + 500, len(keys))):
-                    ids.append(device_records.enrol(tx, Actor("soak"), public_key=x25519_public(keys[i]),
-                                                    kind="speaker", zone=communes[i % len(communes)],
-                                                    name=f"cụm loa {i}").id)
-    finally:
-        cp.close()
-    return Site(tokens, ids, communes)
-
-
-class Api:
-    """One client with its own connection; every request counted, timed, and never raised."""
-
-    def __init__(self, base: str, token: str) -> None:
-        self.client = httpx2.Client(base_url=base, timeout=REQUEST_TIMEOUT_S,
-                                    headers={"Authorization": f"Bearer {token}"})
-        self.ok = 0
-        self.errors = 0
-        self.latencies_ms: list[float] = []
-        self.first_error: str | None = None
-
-    def close(self) -> None:
-        self.client.close()
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The decoded answer of a 2xx, else None (counted as an error, the first quoted)."""
-        began = time.perf_counter()
-        try:
-            response = self.client.request(method, path, **kwargs)
-        except httpx2.HTTPError as exc:
-            problem = f"{method} {path}: {type(exc).__name__}"
-        else:
-            if 200 <= response.status_code < 300:
-                self.ok += 1
-                self.latencies_ms.append(1000 * (time.perf_counter() - began))
-                return response.json() if response.content else {}
-            problem = f"{method} {path}: {response.status_code} {response.text[:200]}"
-        self.errors += 1
-        self.first_error = self.first_error or problem
-        return None
-
-    def need(self, method: str, path: str, **kwargs: Any) -> Any:
-        """As :meth:`call`, for set-up steps: a failure ends the run with one line."""
-        answer = self.call(method, path, **kwargs)
-        if answer is None:
-            raise UserError(f"soak set-up failed: {self.first_error}")
-        return answer
-
-
-class Traffic:
-    """The API clients of step 5, each a thread at a fixed rate (a late request is not made up for)."""
-
-    def __init__(self, base: str, site: Site, config: SoakConfig, item: int) -> None:
-        self.site = site
-        self.item = item
-        self.stop = threading.Event()
-        self.clients: list[Api] = []
-        self.threads: list[threading.Thread] = []
-        for r in range(config.readers):
-            self._start(Api(base, site.tokens["xem"]), config.read_rate, self._read, r)
-        for w in range(config.writers):
-            self._start(Api(base, site.tokens["lich"]), config.write_rate, self._write, w)
-
-    def _start(self, api: Api, rate: float, op: Callable[[Api, int], None], n: int) -> None:
-        self.clients.append(api)
-
-        def loop() -> None:
-            step = 1.0 / rate
-            next_at = time.monotonic() + step * n / max(1, len(self.clients))
-            k = 0
-            while not self.stop.wait(max(0.0, next_at - time.monotonic())):
-                op(api, k + n)
-                k += 1
-                next_at = max(next_at + step, time.monotonic() - step)
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
-        self.threads.append(thread)
-
-    def _read(self, api: Api, k: int) -> None:
-        site = self.site
-        what = k % 4
-        if what == 0:
-            api.call("GET", "/api/v1/devices", params={"zone": site.communes[k % len(site.communes)], "limit": 100})
-        elif what == 1:
-            api.call("GET", f"/api/v1/devices/{site.device_ids[(k * 7919) % len(site.device_ids)]}")
-        elif what == 2:
-            api.call("GET", "/api/v1/schedule", params={"limit": 100})
-        else:
-            api.call("GET", "/api/v1/zones", params={"limit": 100})
-
-    def _write(self, api: Api, k: int) -> None:
-        pending = getattr(api, "pending", None)
-        if pending is None or k % 3 == 0:
-            start = (datetime.now(UTC) + timedelta(days=2, minutes=k % 10_000)).replace(microsecond=0)
-            saved = api.call("POST", "/api/v1/schedule", json={
-                "title": f"lịch {k}", "item": self.item, "zones": [self.site.communes[k % len(self.site.communes)]],
-                "start": start.isoformat(), "tz": "UTC", "force": True})
-            api.pending = None if saved is None else int(saved["entry"]["id"])  # type: ignore[attr-defined]
-        elif k % 3 == 1:
-            api.call("PATCH", f"/api/v1/schedule/{pending}", json={"title": f"lịch {k} sửa", "force": True})
-        else:
-            api.call("DELETE", f"/api/v1/schedule/{pending}")
-            api.pending = None  # type: ignore[attr-defined]
-
-    def close(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(REQUEST_TIMEOUT_S + 5)
-        for api in self.clients:
-            api.close()
-
-    def figures(self) -> dict[str, Any]:
-        latencies = [x for api in self.clients for x in api.latencies_ms]
-        return {
-            "api_ok": sum(api.ok for api in self.clients),
-            "api_errors": sum(api.errors for api in self.clients),
-            "api_p50_ms": round(float(np.percentile(latencies, 50)), 1) if latencies else None,
-            "api_p99_ms": round(float(np.percentile(latencies, 99)), 1) if latencies else None,
-            "api_max_ms": round(max(latencies), 1) if latencies else None,
-        }
-
-    def first_error(self) -> str | None:
-        return next((api.first_error for api in self.clients if api.first_error), None)
-
-
-# -- samples ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    t: float  # seconds since the soak began
-    rss_kib: int
-    fds: int
-    threads: int
-    cpu_s: float
-    tasks: int | None
-    sessions: int | None
-    gauges: dict[str, float] = field(default_factory=dict)
-    fleet: dict[str, Any] = field(default_factory=dict)  # the fleet's merged status file, when asked for
-
-
-BLOCKS = "loa_python_allocated_blocks"
-_GAUGE = re.compile(r"^(loa_[a-z_]+)(\{[^}]*\})? (\S+)$", re.MULTILINE)
-
-
-def udp_drops(pid: int) -> int | None:
-    """Datagrams the kernel dropped at process ``pid``'s UDP sockets (a full receive buffer), from the ``drops``
-    column of ``/proc/net/udp`` and ``udp6`` for the sockets among its descriptors; None where that cannot be read."""
-    try:
-        inodes = set()
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        total = 0
-        for table in ("udp", "udp6"):
-            with contextlib.suppress(FileNotFoundError):
-                for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-                    fields = line.split()
-                    if len(fields) >= 13 and fields[9] in inodes:
-                        total += int(fields[-1])
-    except (OSError, ValueError):
-        return None
-    return total
-
-
-MESSAGES = "loa_streamer_messages_received"  # {type="Hello"}...
-SESSIONS_STARTED = "loa_streamer_sessions_started"
-KERNEL_DROPS = "loa_streamer_kernel_drops"
-
-
-def parse_gauges(text: str) -> dict[str, float]:
-    """``name`` or ``name{labels}`` -> value, of every ``loa_`` line of a Prometheus text page."""
-    return {name + (labels or ""): float(value) for name, labels, value in _GAUGE.findall(text)}
-
-
-def sample_process(pid: int, metrics: Api | None, t: float) -> Sample:
-    """The server's memory, descriptors, threads and CPU from /proc now, then its gauges from /metrics (None
-    when the scrape fails or ``metrics`` is None)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
-    threads = int(re.search(r"^Threads:\s+(\d+)", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    gauges: dict[str, float] = {}
-    if metrics is not None:
-        with contextlib.suppress(httpx2.HTTPError):
-            response = metrics.client.get("/metrics", timeout=SCRAPE_TIMEOUT_S)
-            if response.status_code == 200:
-                gauges = parse_gauges(response.text)
-    tasks = gauges.get("loa_async_tasks")
-    sessions = gauges.get("loa_streamer_sessions")
-    return Sample(t, rss, fds, threads, cpu, None if tasks is None else int(tasks),
-                  None if sessions is None else int(sessions), gauges)
-
-
-class Sampler:
-    """A thread taking :func:`sample_process` every ``every`` seconds from ``began`` (a slow scrape delays the
-    next sample, never the rest of the run)."""
-
-    def __init__(self, pid: int, metrics: Api, began: float, every: float,
-                 fleet: Callable[[], dict[str, Any]] | None = None) -> None:
-        self.samples: list[Sample] = []
-        self._stop = threading.Event()
-
-        def loop() -> None:
-            next_at = began
-            while not self._stop.wait(max(0.0, next_at - time.monotonic())):
-                with contextlib.suppress(OSError):
-                    sample = sample_process(pid, metrics, time.monotonic() - began)
-                    if fleet is not None:
-                        sample.fleet = fleet()
-                    self.samples.append(sample)
-                next_at = max(next_at + every, time.monotonic())
-
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(SCRAPE_TIMEOUT_S + 5)
-
-
-def write_trace(path: Path, samples: list[Sample], rounds: list[AlertRound]) -> None:
-    """``--trace``: one JSON line per alert (``alert_at``), then per sample (its fields, gauges and fleet status)."""
-    with path.open("w", encoding="utf-8") as out:
-        for r in rounds:
-            out.write(json.dumps({"alert_at": round(r.at, 2), "bid": r.bid}) + "\n")
-        for sample in samples:
-            out.write(json.dumps(dataclasses.asdict(sample), default=str) + "\n")
-
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def _block_growth(samples: list[Sample], config: SoakConfig, window: float) -> dict[str, Any]:
-    """The interpreter's allocated blocks (``loa_python_allocated_blocks``) over the same windows as RSS: RSS
-    growing while these stay flat is the C allocator's, not live Python objects (a figure, not a goal)."""
-    end = samples[-1].t
-    early = [s.gauges[BLOCKS] for s in samples if BLOCKS in s.gauges and config.warmup <= s.t <= config.warmup + window]
-    late = [s.gauges[BLOCKS] for s in samples if BLOCKS in s.gauges and s.t >= end - window]
-    first, last = _median(early), _median(late)
-    return {"py_blocks_warm": None if first is None else int(first),
-            "py_blocks_end": None if last is None else int(last),
-            "py_blocks_growth_pct": None if not first or last is None else round(100 * (last - first) / first, 2)}
-
-
-def verdicts(samples: list[Sample], config: SoakConfig) -> dict[str, Any]:
-    """Memory growth after the warm-up, descriptor and task growth (see the module docstring)."""
-    if not samples:
-        return {"rss_growth_pct": None, "fd_growth": None, "task_growth": None}
-    end = samples[-1].t
-    window = min(60.0, max(0.0, end - config.warmup) / 2)
-    early = [s.rss_kib for s in samples if config.warmup <= s.t <= config.warmup + window]
-    late = [s.rss_kib for s in samples if s.t >= end - window]
-    first, last = _median([float(x) for x in early]), _median([float(x) for x in late])
-    at_warmup = min(samples, key=lambda s: abs(s.t - config.warmup))
-    final = samples[-1]
-    counted = [s for s in samples if s.tasks is not None]  # a scrape may have failed
-    tasks_warm = min(counted, key=lambda s: abs(s.t - config.warmup)).tasks if counted else None
-    tasks_end = counted[-1].tasks if counted else None
-    growth = None if first is None or last is None else round(100 * (last - first) / first, 2)
-    return {
-        "rss_growth_pct": growth,
-        "rss_warm_mib": None if first is None else round(first / 1024, 1),
-        "rss_end_mib": None if last is None else round(last / 1024, 1),
-        "rss_max_mib": round(max(s.rss_kib for s in samples) / 1024, 1),
-        "rss_window_s": round(window, 1),
-        "fds_warm": at_warmup.fds,
-        "fds_end": final.fds,
-        "fd_growth": final.fds - at_warmup.fds,
-        "threads_warm": at_warmup.threads,
-        "threads_end": final.threads,
-        "tasks_warm": tasks_warm,
-        "tasks_end": tasks_end,
-        "task_growth": None if tasks_end is None or tasks_warm is None else tasks_end - tasks_warm,
-        **_block_growth(samples, config, window),
-        "scrapes_failed": len(samples) - len(counted),
-        "samples": len(samples),
-    }
-
-
-def goals_missed(metrics: dict[str, Any], config: SoakConfig) -> list[str]:
-    """Each goal of the module docstring that the figures miss, as a short phrase."""
-    missed = []
-
-    def check(ok: bool, phrase: str) -> None:
-        if not ok:
-            missed.append(phrase)
-
-    growth = metrics.get("rss_growth_pct")
-    check(growth is not None and growth <= RSS_GOAL_PCT, f"rss_growth_pct {growth} > {RSS_GOAL_PCT}")
-    fd = metrics.get("fd_growth")
-    check(fd is not None and fd <= metrics["fd_tolerance"], f"fd_growth {fd} > {metrics['fd_tolerance']}")
-    tasks = metrics.get("task_growth")
-    check(tasks is not None and tasks <= metrics["task_tolerance"],
-          f"task_growth {tasks} > {metrics['task_tolerance']}")
-    check(metrics.get("sessions_end") == config.devices, f"sessions_end {metrics.get('sessions_end')} "
-          f"!= {config.devices}")
-    held = metrics.get("alerts_held_min_fraction")
-    check(metrics.get("alerts", 0) > 0 and held is not None and held >= HELD_GOAL,
-          f"alerts_held_min_fraction {held} < {HELD_GOAL}")
-    resumed = metrics.get("live_resumed_min_fraction")
-    check(resumed is not None and resumed >= HELD_GOAL, f"live_resumed_min_fraction {resumed} < {HELD_GOAL}")
-    check(metrics.get("api_errors") == 0 and metrics.get("api_ok", 0) > 0,
-          f"api_errors {metrics.get('api_errors')} (ok {metrics.get('api_ok')})")
-    return missed
 
 
 # -- progress --------------------------------------------------------------------------------------------------
@@ -675,18 +207,6 @@ class BringUpError(Exception):
                          f"after the fleet started")
         self.figures = {"bringup_connected": connected, "bringup_server_sessions": sessions,
                         "bringup_started": started, "bringup_limit_s": round(limit)}
-
-
-@dataclass
-class AlertRound:
-    at: float  # seconds since the soak began
-    bid: int | None
-    ends_at: float = 0.0  # monotonic
-    held: int | None = None
-    resumed: int | None = None
-    resumed_group: int | None = None  # of ``resumed``: on the live stream from their group
-    resume_s: float | None = None
-    problem: str | None = None
 
 
 def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str, Any]:

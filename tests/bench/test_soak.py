@@ -19,24 +19,18 @@ from hypothesis import strategies as st
 
 from loa.bench._report import read_status
 from loa.bench._soak_fleet import merge_statuses
-from loa.bench.soak import (
+from loa.bench._soak_measure import Sample, goals_missed, parse_gauges, sample_process, udp_drops, verdicts
+from loa.bench._soak_site import (
     START_TIMEOUT_S,
     Api,
-    Sample,
     SoakConfig,
-    commune_groups,
     default_fleet_procs,
     fleet_slices,
-    goals_missed,
-    parse_gauges,
-    sample_process,
     seed_site,
-    soak,
     spawn,
     spawn_fleets,
-    udp_drops,
-    verdicts,
 )
+from loa.bench.soak import commune_groups, soak
 from loa.streamer.core import parse_group
 
 

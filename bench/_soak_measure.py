@@ -1,0 +1,225 @@
+"""What `loa bench soak` measures (:mod:`loa.bench.soak`, whose docstring defines each figure and goal): samples
+of the server process from /proc and its /metrics, the trace file, the growth figures after the warm-up, and the
+goals missed."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from loa.bench._soak_site import Api, SoakConfig
+
+SCRAPE_TIMEOUT_S = 10.0
+RSS_GOAL_PCT = 5.0
+HELD_GOAL = 0.99
+
+
+@dataclass
+class AlertRound:
+    at: float  # seconds since the soak began
+    bid: int | None
+    ends_at: float = 0.0  # monotonic
+    held: int | None = None
+    resumed: int | None = None
+    resumed_group: int | None = None  # of ``resumed``: on the live stream from their group
+    resume_s: float | None = None
+    problem: str | None = None
+
+
+# -- samples ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    t: float  # seconds since the soak began
+    rss_kib: int
+    fds: int
+    threads: int
+    cpu_s: float
+    tasks: int | None
+    sessions: int | None
+    gauges: dict[str, float] = field(default_factory=dict)
+    fleet: dict[str, Any] = field(default_factory=dict)  # the fleet's merged status file, when asked for
+
+
+BLOCKS = "loa_python_allocated_blocks"
+_GAUGE = re.compile(r"^(loa_[a-z_]+)(\{[^}]*\})? (\S+)$", re.MULTILINE)
+
+
+def udp_drops(pid: int) -> int | None:
+    """Datagrams the kernel dropped at process ``pid``'s UDP sockets (a full receive buffer), from the ``drops``
+    column of ``/proc/net/udp`` and ``udp6`` for the sockets among its descriptors; None where that cannot be read."""
+    try:
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        total = 0
+        for table in ("udp", "udp6"):
+            with contextlib.suppress(FileNotFoundError):
+                for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                    fields = line.split()
+                    if len(fields) >= 13 and fields[9] in inodes:
+                        total += int(fields[-1])
+    except (OSError, ValueError):
+        return None
+    return total
+
+
+MESSAGES = "loa_streamer_messages_received"  # {type="Hello"}...
+SESSIONS_STARTED = "loa_streamer_sessions_started"
+KERNEL_DROPS = "loa_streamer_kernel_drops"
+
+
+def parse_gauges(text: str) -> dict[str, float]:
+    """``name`` or ``name{labels}`` -> value, of every ``loa_`` line of a Prometheus text page."""
+    return {name + (labels or ""): float(value) for name, labels, value in _GAUGE.findall(text)}
+
+
+def sample_process(pid: int, metrics: Api | None, t: float) -> Sample:
+    """The server's memory, descriptors, threads and CPU from /proc now, then its gauges from /metrics (None
+    when the scrape fails or ``metrics`` is None)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    threads = int(re.search(r"^Threads:\s+(\d+)", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    gauges: dict[str, float] = {}
+    if metrics is not None:
+        with contextlib.suppress(httpx2.HTTPError):
+            response = metrics.client.get("/metrics", timeout=SCRAPE_TIMEOUT_S)
+            if response.status_code == 200:
+                gauges = parse_gauges(response.text)
+    tasks = gauges.get("loa_async_tasks")
+    sessions = gauges.get("loa_streamer_sessions")
+    return Sample(t, rss, fds, threads, cpu, None if tasks is None else int(tasks),
+                  None if sessions is None else int(sessions), gauges)
+
+
+class Sampler:
+    """A thread taking :func:`sample_process` every ``every`` seconds from ``began`` (a slow scrape delays the
+    next sample, never the rest of the run)."""
+
+    def __init__(self, pid: int, metrics: Api, began: float, every: float,
+                 fleet: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.samples: list[Sample] = []
+        self._stop = threading.Event()
+
+        def loop() -> None:
+            next_at = began
+            while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+                with contextlib.suppress(OSError):
+                    sample = sample_process(pid, metrics, time.monotonic() - began)
+                    if fleet is not None:
+                        sample.fleet = fleet()
+                    self.samples.append(sample)
+                next_at = max(next_at + every, time.monotonic())
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(SCRAPE_TIMEOUT_S + 5)
+
+
+def write_trace(path: Path, samples: list[Sample], rounds: list[AlertRound]) -> None:
+    """``--trace``: one JSON line per alert (``alert_at``), then per sample (its fields, gauges and fleet status)."""
+    with path.open("w", encoding="utf-8") as out:
+        for r in rounds:
+            out.write(json.dumps({"alert_at": round(r.at, 2), "bid": r.bid}) + "\n")
+        for sample in samples:
+            out.write(json.dumps(dataclasses.asdict(sample), default=str) + "\n")
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _block_growth(samples: list[Sample], config: SoakConfig, window: float) -> dict[str, Any]:
+    """The interpreter's allocated blocks (``loa_python_allocated_blocks``) over the same windows as RSS: RSS
+    growing while these stay flat is the C allocator's, not live Python objects (a figure, not a goal)."""
+    end = samples[-1].t
+    early = [s.gauges[BLOCKS] for s in samples if BLOCKS in s.gauges and config.warmup <= s.t <= config.warmup + window]
+    late = [s.gauges[BLOCKS] for s in samples if BLOCKS in s.gauges and s.t >= end - window]
+    first, last = _median(early), _median(late)
+    return {"py_blocks_warm": None if first is None else int(first),
+            "py_blocks_end": None if last is None else int(last),
+            "py_blocks_growth_pct": None if not first or last is None else round(100 * (last - first) / first, 2)}
+
+
+def verdicts(samples: list[Sample], config: SoakConfig) -> dict[str, Any]:
+    """Memory growth after the warm-up, descriptor and task growth (see the module docstring)."""
+    if not samples:
+        return {"rss_growth_pct": None, "fd_growth": None, "task_growth": None}
+    end = samples[-1].t
+    window = min(60.0, max(0.0, end - config.warmup) / 2)
+    early = [s.rss_kib for s in samples if config.warmup <= s.t <= config.warmup + window]
+    late = [s.rss_kib for s in samples if s.t >= end - window]
+    first, last = _median([float(x) for x in early]), _median([float(x) for x in late])
+    at_warmup = min(samples, key=lambda s: abs(s.t - config.warmup))
+    final = samples[-1]
+    counted = [s for s in samples if s.tasks is not None]  # a scrape may have failed
+    tasks_warm = min(counted, key=lambda s: abs(s.t - config.warmup)).tasks if counted else None
+    tasks_end = counted[-1].tasks if counted else None
+    growth = None if first is None or last is None else round(100 * (last - first) / first, 2)
+    return {
+        "rss_growth_pct": growth,
+        "rss_warm_mib": None if first is None else round(first / 1024, 1),
+        "rss_end_mib": None if last is None else round(last / 1024, 1),
+        "rss_max_mib": round(max(s.rss_kib for s in samples) / 1024, 1),
+        "rss_window_s": round(window, 1),
+        "fds_warm": at_warmup.fds,
+        "fds_end": final.fds,
+        "fd_growth": final.fds - at_warmup.fds,
+        "threads_warm": at_warmup.threads,
+        "threads_end": final.threads,
+        "tasks_warm": tasks_warm,
+        "tasks_end": tasks_end,
+        "task_growth": None if tasks_end is None or tasks_warm is None else tasks_end - tasks_warm,
+        **_block_growth(samples, config, window),
+        "scrapes_failed": len(samples) - len(counted),
+        "samples": len(samples),
+    }
+
+
+def goals_missed(metrics: dict[str, Any], config: SoakConfig) -> list[str]:
+    """Each goal of the module docstring that the figures miss, as a short phrase."""
+    missed = []
+
+    def check(ok: bool, phrase: str) -> None:
+        if not ok:
+            missed.append(phrase)
+
+    growth = metrics.get("rss_growth_pct")
+    check(growth is not None and growth <= RSS_GOAL_PCT, f"rss_growth_pct {growth} > {RSS_GOAL_PCT}")
+    fd = metrics.get("fd_growth")
+    check(fd is not None and fd <= metrics["fd_tolerance"], f"fd_growth {fd} > {metrics['fd_tolerance']}")
+    tasks = metrics.get("task_growth")
+    check(tasks is not None and tasks <= metrics["task_tolerance"],
+          f"task_growth {tasks} > {metrics['task_tolerance']}")
+    check(metrics.get("sessions_end") == config.devices, f"sessions_end {metrics.get('sessions_end')} "
+          f"!= {config.devices}")
+    held = metrics.get("alerts_held_min_fraction")
+    check(metrics.get("alerts", 0) > 0 and held is not None and held >= HELD_GOAL,
+          f"alerts_held_min_fraction {held} < {HELD_GOAL}")
+    resumed = metrics.get("live_resumed_min_fraction")
+    check(resumed is not None and resumed >= HELD_GOAL, f"live_resumed_min_fraction {resumed} < {HELD_GOAL}")
+    check(metrics.get("api_errors") == 0 and metrics.get("api_ok", 0) > 0,
+          f"api_errors {metrics.get('api_errors')} (ok {metrics.get('api_ok')})")
+    return missed
