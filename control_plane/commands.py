@@ -282,6 +282,7 @@ def _run(cp: object, listener: socket.socket, backend: str, dataplane: object, s
     from loa.control_plane.api import create_app
     from loa.control_plane.content import ContentStore
     from loa.control_plane.dataplane import DataPlane
+    from loa.control_plane.process_memory import give_back_loop, limit_arenas
     from loa.control_plane.scheduler import Scheduler
     from loa.control_plane.settings import ControlPlane
 
@@ -316,6 +317,13 @@ def _run(cp: object, listener: socket.socket, backend: str, dataplane: object, s
                     await scheduler.run()
 
             tg.start_soon(run_scheduler)
+            giving_back = anyio.CancelScope()
+
+            async def run_give_back() -> None:
+                with giving_back:
+                    await give_back_loop()
+
+            tg.start_soon(run_give_back)
             if backend == "trio":
                 from hypercorn.trio import serve as serve_trio
 
@@ -325,12 +333,14 @@ def _run(cp: object, listener: socket.socket, backend: str, dataplane: object, s
 
                 await serve_asyncio(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
             scheduling.cancel()
+            giving_back.cancel()
             dataplane.stop()  # devices are told bye (already asked for if a signal ended the API)
             with anyio.move_on_after(5.0) as waited:
                 await dataplane.wait_stopped()
             if waited.cancelled_caught:
                 tg.cancel_scope.cancel()
 
+    limit_arenas()  # before the first thread
     anyio.run(main, backend=backend, backend_options=_backend_options(backend))
 
 

@@ -1,0 +1,73 @@
+"""Handing freed memory back to the system in a long-running `loa serve` (GNU C library only; elsewhere nothing).
+
+The server's live objects stay level over its life (`tests/streamer/test_core_memory.py`; `loa bench soak`'s
+``py_blocks``), but the C allocator keeps what is freed: an alert to a province allocates tens of megabytes of
+messages for a few seconds, and the pages they leave free are reused only by later allocations of a size that
+fits, so resident memory climbs alert after alert while what is in use does not. Two measures, both standard
+glibc interfaces called through ``ctypes``:
+
+* :func:`limit_arenas` (``mallopt(M_ARENA_MAX)``) before any thread starts: every thread that allocates (the
+  database's worker threads) would otherwise get an arena of its own, up to eight per processor, each keeping
+  its own free pages;
+* :func:`give_back` (``malloc_trim(0)``), every :data:`GIVE_BACK_EVERY_S` from :func:`give_back_loop`: returns
+  every whole free page inside the heaps to the system (``madvise``), not only the top of the heap that glibc
+  trims by itself. It takes tens of milliseconds with a few hundred megabytes, so the loop runs it in a worker
+  thread (``ctypes`` lets go of the interpreter's lock).
+
+Failure semantics: none raises; on a C library without these functions they return False and the loop ends.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+
+__all__ = ["ARENAS", "GIVE_BACK_EVERY_S", "give_back", "give_back_loop", "limit_arenas"]
+
+ARENAS = 2
+GIVE_BACK_EVERY_S = 30.0
+_M_ARENA_MAX = -8  # malloc.h
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.malloc_trim.restype = ctypes.c_int
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.mallopt.restype = ctypes.c_int
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return libc
+
+
+def limit_arenas(arenas: int = ARENAS) -> bool:
+    """At most ``arenas`` allocation arenas for the process's threads (call before starting any); True when set."""
+    libc = _libc()
+    return libc is not None and libc.mallopt(_M_ARENA_MAX, arenas) == 1
+
+
+def give_back() -> bool:
+    """Return the free pages of every heap to the system now; False where the C library cannot."""
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)  # 1 when memory was released, 0 when there was none to release
+    return True
+
+
+async def give_back_loop(every_s: float = GIVE_BACK_EVERY_S) -> None:
+    """:func:`give_back` every ``every_s`` seconds in a worker thread, until cancelled (or at once, where the C
+    library cannot)."""
+    import anyio
+
+    if _libc() is None:
+        return
+    while True:
+        await anyio.sleep(every_s)
+        await anyio.to_thread.run_sync(give_back)
