@@ -151,16 +151,32 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _block_growth(samples: list[Sample], config: SoakConfig, window: float) -> dict[str, Any]:
-    """The interpreter's allocated blocks (``loa_python_allocated_blocks``) over the same windows as RSS: RSS
-    growing while these stay flat is the C allocator's, not live Python objects (a figure, not a goal)."""
+C_HEAP_IN_USE = 'loa_c_heap_bytes{state="in_use"}'
+SQLITE = "loa_sqlite_bytes"
+
+
+def _gauge_growth(samples: list[Sample], config: SoakConfig, window: float, gauge: str, name: str, *,
+                  scale: float = 1.0) -> dict[str, Any]:
+    """A gauge's medians over the same windows as RSS (``NAME_warm``, ``NAME_end``, divided by ``scale``) and the
+    growth between them (``NAME_growth_pct``); None where the server did not report it (a figure, not a goal)."""
     end = samples[-1].t
-    early = [s.gauges[BLOCKS] for s in samples if BLOCKS in s.gauges and config.warmup <= s.t <= config.warmup + window]
-    late = [s.gauges[BLOCKS] for s in samples if BLOCKS in s.gauges and s.t >= end - window]
+    early = [s.gauges[gauge] for s in samples if gauge in s.gauges and config.warmup <= s.t <= config.warmup + window]
+    late = [s.gauges[gauge] for s in samples if gauge in s.gauges and s.t >= end - window]
     first, last = _median(early), _median(late)
-    return {"py_blocks_warm": None if first is None else int(first),
-            "py_blocks_end": None if last is None else int(last),
-            "py_blocks_growth_pct": None if not first or last is None else round(100 * (last - first) / first, 2)}
+    return {f"{name}_warm": None if first is None else round(first / scale, 1),
+            f"{name}_end": None if last is None else round(last / scale, 1),
+            f"{name}_growth_pct": None if not first or last is None else round(100 * (last - first) / first, 2)}
+
+
+def _memory_growth(samples: list[Sample], config: SoakConfig, window: float) -> dict[str, Any]:
+    """Where a growth of RSS is: the interpreter's allocated blocks (live Python objects), the C allocator's bytes
+    in use, and SQLite's (``loa_python_allocated_blocks``, ``loa_c_heap_bytes``, ``loa_sqlite_bytes``). RSS growing
+    while all three stay level is memory the allocators keep, not memory in use."""
+    blocks = _gauge_growth(samples, config, window, BLOCKS, "py_blocks")
+    for key in ("py_blocks_warm", "py_blocks_end"):
+        blocks[key] = None if blocks[key] is None else int(blocks[key])
+    return {**blocks, **_gauge_growth(samples, config, window, C_HEAP_IN_USE, "c_heap_in_use_mib", scale=2**20),
+            **_gauge_growth(samples, config, window, SQLITE, "sqlite_mib", scale=2**20)}
 
 
 def verdicts(samples: list[Sample], config: SoakConfig) -> dict[str, Any]:
@@ -192,7 +208,7 @@ def verdicts(samples: list[Sample], config: SoakConfig) -> dict[str, Any]:
         "tasks_warm": tasks_warm,
         "tasks_end": tasks_end,
         "task_growth": None if tasks_end is None or tasks_warm is None else tasks_end - tasks_warm,
-        **_block_growth(samples, config, window),
+        **_memory_growth(samples, config, window),
         "scrapes_failed": len(samples) - len(counted),
         "samples": len(samples),
     }

@@ -60,9 +60,11 @@ and a child per core is the most that adds processor time rather than scheduling
    whose stream came from their group.
 7. **Samples.** Every ``--sample-every`` seconds: the server's RSS (``VmRSS``), open descriptors
    (``/proc/PID/fd``), threads, and from its ``/metrics`` the live async tasks (``loa_async_tasks``), sessions
-   and the interpreter's allocated blocks (``loa_python_allocated_blocks``: ``py_blocks_growth_pct`` over the
-   same windows as RSS says whether a growth of RSS is live Python objects or the C allocator's). At the end of the
-   bring-up and of the soak: ``server_udp_drops_bringup`` and ``server_udp_drops``, datagrams the kernel dropped at
+   and where the memory is, over the same windows as RSS: the interpreter's allocated blocks
+   (``loa_python_allocated_blocks``: ``py_blocks_growth_pct``, live Python objects), the C allocator's bytes in
+   use (``loa_c_heap_bytes``: ``c_heap_in_use_mib_growth_pct``) and SQLite's (``sqlite_mib_growth_pct``); RSS
+   growing while these stay level is memory the allocators keep, not memory in use. At the end of the bring-up
+   and of the soak: ``server_udp_drops_bringup`` and ``server_udp_drops``, datagrams the kernel dropped at
    the server's UDP sockets because their receive buffers were full (:func:`loa.bench._soak_measure.udp_drops`).
    From the first sample to the last: ``server_sessions_started`` (handshakes that gave a session: each device's
    rekey every ``REKEY_AFTER_TIME``, and every return of a device that lost its session) and ``server_messages``

@@ -14,7 +14,11 @@ glibc interfaces called through ``ctypes``:
   trims by itself. It takes tens of milliseconds with a few hundred megabytes, so the loop runs it in a worker
   thread (``ctypes`` lets go of the interpreter's lock).
 
-Failure semantics: none raises; on a C library without these functions they return False and the loop ends.
+:func:`heap` (``mallinfo2``) and :func:`sqlite_bytes` (``sqlite3_memory_used``) say where resident memory is,
+for ``/metrics``: bytes in use and free in the C allocator's heaps, and what SQLite holds (its page caches).
+
+Failure semantics: none raises; on a C library without these functions they return False or None, and the loop
+ends.
 """
 
 from __future__ import annotations
@@ -22,12 +26,30 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["ARENAS", "GIVE_BACK_EVERY_S", "give_back", "give_back_loop", "limit_arenas"]
+__all__ = ["ARENAS", "GIVE_BACK_EVERY_S", "Heap", "give_back", "give_back_loop", "heap", "limit_arenas",
+           "sqlite_bytes"]
 
 ARENAS = 2
 GIVE_BACK_EVERY_S = 30.0
 _M_ARENA_MAX = -8  # malloc.h
+
+
+class _MallInfo2(ctypes.Structure):  # struct mallinfo2, malloc.h (glibc 2.33 and later)
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+@dataclass(frozen=True, slots=True)
+class Heap:
+    """The C allocator's heaps, all arenas: bytes handed out and not freed (``in_use``), free inside the heaps
+    (``free``: what :func:`give_back` may return, page by page), and in blocks mapped on their own (``mapped``)."""
+
+    in_use: int
+    free: int
+    mapped: int
 
 
 @functools.cache
@@ -41,7 +63,9 @@ def _libc() -> ctypes.CDLL | None:
         libc.malloc_trim.restype = ctypes.c_int
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.mallopt.restype = ctypes.c_int
-    except (OSError, AttributeError):  # not glibc
+        libc.mallinfo2.argtypes = []
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):  # not glibc, or older than 2.33
         return None
     return libc
 
@@ -59,6 +83,43 @@ def give_back() -> bool:
         return False
     libc.malloc_trim(0)  # 1 when memory was released, 0 when there was none to release
     return True
+
+
+def heap() -> Heap | None:
+    """The C allocator's figures now (None where the C library cannot say)."""
+    libc = _libc()
+    if libc is None:
+        return None
+    info = libc.mallinfo2()
+    return Heap(in_use=info.uordblks, free=info.fordblks, mapped=info.hblkhd)
+
+
+@functools.cache
+def _sqlite() -> ctypes.CDLL | None:
+    """The SQLite library the ``sqlite3`` module uses, when it is a shared library already loaded here (another
+    copy would count its own allocations, none of ours)."""
+    import sqlite3  # noqa: F401 - loads it
+
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    paths = {line.split()[-1] for line in maps.splitlines() if "libsqlite3" in line.rsplit("/", 1)[-1]}
+    if len(paths) != 1:
+        return None
+    try:
+        lib = ctypes.CDLL(paths.pop())
+        lib.sqlite3_memory_used.argtypes = []
+        lib.sqlite3_memory_used.restype = ctypes.c_int64
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+def sqlite_bytes() -> int | None:
+    """Bytes SQLite holds now, over every connection of the process (None where that cannot be read)."""
+    lib = _sqlite()
+    return None if lib is None else int(lib.sqlite3_memory_used())
 
 
 async def give_back_loop(every_s: float = GIVE_BACK_EVERY_S) -> None:

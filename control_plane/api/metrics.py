@@ -11,6 +11,10 @@ Read on the event loop at each scrape (the scrape runs in a worker thread; the s
 * ``loa_python_allocated_blocks``: memory blocks the interpreter's allocator holds for objects
   (``sys.getallocatedblocks()``, process-wide). When the process's resident memory grows while this stays flat,
   the growth is in the C allocator (arenas, fragmentation), not live Python objects.
+* ``loa_c_heap_bytes`` by ``state`` (``in_use``, ``free``, ``mapped``: the C allocator's heaps, glibc's
+  ``mallinfo2``) and ``loa_sqlite_bytes`` (what SQLite holds, its page caches among it), each absent where the
+  C library cannot say (:mod:`loa.control_plane.process_memory`). Resident memory growing with ``free`` while
+  ``in_use`` stays level is the allocator keeping freed pages, which ``loa serve`` hands back every 30 s.
 * when the streamer runs in this process (``loa serve``): ``loa_streamer_sessions`` (devices with a session),
   ``loa_streamer_datagrams_sent`` (what the service's sender sent: control, handshakes, retransmissions; not
   the fan-out), ``loa_streamer_media_datagrams`` (media packets handed to the fan-out, each then sent to every
@@ -35,6 +39,7 @@ from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loa.control_plane.db.schema import audit_head, devices
+from loa.control_plane.process_memory import heap, sqlite_bytes
 from loa.control_plane.settings import ControlPlane
 
 __all__ = ["Metrics", "MetricsMiddleware", "count_tasks"]
@@ -130,6 +135,16 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("loa_events_dropped", "Events dropped for slow subscribers", value=bus.dropped)
         yield GaugeMetricFamily("loa_python_allocated_blocks", "Memory blocks held by the interpreter's allocator",
                                 value=sys.getallocatedblocks())
+        c_heap = heap()
+        if c_heap is not None:
+            family = GaugeMetricFamily("loa_c_heap_bytes", "Bytes of the C allocator's heaps", labels=["state"])
+            family.add_metric(["in_use"], c_heap.in_use)
+            family.add_metric(["free"], c_heap.free)
+            family.add_metric(["mapped"], c_heap.mapped)
+            yield family
+        held = sqlite_bytes()
+        if held is not None:
+            yield GaugeMetricFamily("loa_sqlite_bytes", "Bytes SQLite holds (its page caches among them)", value=held)
         loop = _read_loop(self._cp)
         if loop is None:
             return

@@ -68,6 +68,19 @@ def test_interpreter_blocks_are_read_over_the_rss_windows() -> None:
     assert verdicts(samples_of([100] * 31), config)["py_blocks_growth_pct"] is None  # no scrape had the gauge
 
 
+def test_c_heap_and_sqlite_bytes_are_read_over_the_rss_windows() -> None:
+    config = SoakConfig(devices=100, seconds=300, warmup=60)
+    samples = samples_of([100_000] * 31)
+    mib = 2**20
+    for sample in samples:  # in use: 80 MiB, then 84 MiB in the last window; SQLite level at 10 MiB
+        sample.gauges = {'loa_c_heap_bytes{state="in_use"}': (80 + 4 * (sample.t >= 240)) * mib,
+                         'loa_c_heap_bytes{state="free"}': 1e9, "loa_sqlite_bytes": 10 * mib}
+    out = verdicts(samples, config)
+    assert (out["c_heap_in_use_mib_warm"], out["c_heap_in_use_mib_end"], out["c_heap_in_use_mib_growth_pct"]) == (
+        80.0, 84.0, 5.0)
+    assert (out["sqlite_mib_warm"], out["sqlite_mib_growth_pct"]) == (10.0, 0.0)
+
+
 def test_fd_and_task_growth_from_the_end_of_warmup_to_the_end() -> None:
     config = SoakConfig(devices=100, seconds=60, warmup=20)
     samples = samples_of([100] * 7, every=10.0)

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
+from loa.control_plane import process_memory
 from loa.control_plane.api import create_app
 from loa.control_plane.api.metrics import Metrics, count_tasks
 from loa.control_plane.settings import ControlPlane
@@ -102,3 +103,28 @@ def test_collected_outside_any_loop_the_gauge_is_absent(tmp_path: Path) -> None:
         cp.close()
     assert "loa_async_tasks" not in text
     assert "loa_audit_entries" in text  # the rest is still there
+
+
+def _labelled(text: str, name: str, label: str) -> float | None:
+    found = re.search(rf'^{name}\{{state="{label}"\}} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else None
+
+
+@pytest.mark.skipif(process_memory.heap() is None, reason="needs the GNU C library (mallinfo2)")
+def test_memory_gauges_follow_what_the_c_allocator_and_sqlite_hold(tmp_path: Path) -> None:
+    cp = ControlPlane(fast_settings(tmp_path))
+    try:
+        registry = Metrics(cp).registry
+        before = generate_latest(registry).decode()
+        held = [bytes(4096) + bytes([i % 251]) for i in range(8192)]  # 32 MiB from the C allocator
+        after = generate_latest(registry).decode()
+        del held
+    finally:
+        cp.close()
+    in_use = [_labelled(page, "loa_c_heap_bytes", "in_use") or 0.0 for page in (before, after)]
+    grew = in_use[1] - in_use[0]
+    assert 30 * 2**20 < grew < 40 * 2**20, grew
+    assert (_labelled(after, "loa_c_heap_bytes", "free") or -1) >= 0
+    sqlite_held = _gauge(after, "loa_sqlite_bytes")
+    assert sqlite_held is not None
+    assert sqlite_held > 0  # the control plane's open connections
