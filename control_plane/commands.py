@@ -27,37 +27,6 @@ DEFAULT_HTTP = "127.0.0.1:8080"
 DEFAULT_UDP = "127.0.0.1:4433"
 
 
-MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
-
-
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas for this process (``mallopt(M_ARENA_MAX)``, as ``MALLOC_ARENA_MAX`` does);
-    True if it took effect, False elsewhere (not glibc) or when the environment already sets it.
-
-    ``loa serve`` hands blocking work (an alert's audio, database writes) to worker threads that come and go, and
-    by default glibc gives such threads arenas of their own (up to 8 per core) that keep memory after the thread
-    is gone: in a soak of 500 devices with an alert every 40 s, resident memory rose 7.0 % in 4 minutes while the
-    interpreter's live blocks stayed flat (-0.2 %); with two arenas it rose 2.4 %, at the same API latency order.
-    """
-    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_ARENA_MAX, arenas))
-
-
 def _database_url(data_dir: Path | None, url: str | None, *, must_exist: bool) -> str:
     from loa.control_plane.db import default_url
 
@@ -147,11 +116,12 @@ def serve(*, data_dir: Path | None, url: str | None, http: str, udp: str, zeroco
     from loa.control_plane.authority import AuthorityError
     from loa.control_plane.dataplane import DataPlane, DataPlaneSettings
     from loa.control_plane.db import StorageError
+    from loa.control_plane.process_memory import limit_arenas
     from loa.control_plane.settings import ControlPlane, Settings
     from loa.streamer.content import ContentError
     from loa.streamer.keys import KeyFileError, public_base64
 
-    limit_malloc_arenas()  # before any worker thread exists
+    limit_arenas()  # before any worker thread exists
     host, port = _bind(http, "--http")
     udp_host, udp_port = _bind(udp, "--udp")
     try:
@@ -282,7 +252,7 @@ def _run(cp: object, listener: socket.socket, backend: str, dataplane: object, s
     from loa.control_plane.api import create_app
     from loa.control_plane.content import ContentStore
     from loa.control_plane.dataplane import DataPlane
-    from loa.control_plane.process_memory import give_back_loop, limit_arenas
+    from loa.control_plane.process_memory import give_back_loop
     from loa.control_plane.scheduler import Scheduler
     from loa.control_plane.settings import ControlPlane
 
@@ -340,7 +310,6 @@ def _run(cp: object, listener: socket.socket, backend: str, dataplane: object, s
             if waited.cancelled_caught:
                 tg.cancel_scope.cancel()
 
-    limit_arenas()  # before the first thread
     anyio.run(main, backend=backend, backend_options=_backend_options(backend))
 
 

@@ -195,7 +195,7 @@ def test_admin_cli_help_works_without_a_server() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_the_server_caps_malloc_arenas_unless_the_environment_does() -> None:
     """In a fresh interpreter (the cap is per process): it takes effect on glibc, and defers to MALLOC_ARENA_MAX."""
-    code = "from loa.control_plane.commands import limit_malloc_arenas as f; print(f())"
+    code = "from loa.control_plane.process_memory import limit_arenas as f; print(f())"
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ("True" if platform.libc_ver()[0] == "glibc" else "False")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from loa.control_plane.process_memory import _libc, give_back, limit_arenas
+from loa.control_plane.process_memory import _libc, give_back
 
 pytestmark = pytest.mark.skipif(_libc() is None, reason="needs the GNU C library (malloc_trim, mallopt)")
 
@@ -28,7 +28,3 @@ def test_give_back_returns_the_free_pages_between_live_allocations() -> None:
     assert before - after > 40 * 2**20, (before, after)
     assert len(kept) == 1250  # still alive, and intact
     assert all(block[-1] == (32 * i) % 251 for i, block in enumerate(kept))
-
-
-def test_limit_arenas_is_accepted() -> None:
-    assert limit_arenas(2)
