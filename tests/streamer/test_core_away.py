@@ -52,6 +52,15 @@ def _fields(values: ConfigValues) -> dict[str, Any]:
     return {name: getattr(values, name) for name in ConfigValues.__dataclass_fields__}
 
 
+def one_device_away() -> tuple[World, KitDevice]:
+    """A speaker of C12 that had its session and its state, then lost its session."""
+    world = World()
+    away = world.device("C12")
+    assert world.run_until(lambda: world.online(away), 10.0)
+    world.go_away(away)
+    return world, away
+
+
 def test_a_board_away_through_a_hundred_items_costs_the_core_no_more_than_through_fifty() -> None:
     """Items shown for two seconds, a third of them replaced and a third cleared early: the board away gets none
     of them, and what waits for it stays what it had not acknowledged when it went. Without taking back an
@@ -85,11 +94,8 @@ def test_a_board_away_through_a_hundred_items_costs_the_core_no_more_than_throug
 def test_a_device_away_through_a_hundred_settings_rounds_costs_the_core_no_more_than_through_fifty() -> None:
     """Each round moves the device, sets its volume and a config value, and reboots it; every tenth sets the whole
     config. What waits does not grow, and what the device holds when back is what was set last."""
-    world = World()
-    away = world.device("C12")
-    assert world.run_until(lambda: world.online(away), 10.0)
+    world, away = one_device_away()
     key = away.public_key
-    world.go_away(away)
     expected = config_of(away)
     counts: list[int] = []
     k = 0
@@ -197,11 +203,8 @@ def test_a_device_back_holds_every_setting_last_made(while_away: list[tuple[Any,
     """Zone moves, partial and whole configs, reboots and volumes while away: when it is back the device holds
     every config value as last set (applying what it got in order), its zone path, the last volume, and gets
     the last reboot only. (Configs may arrive out of order; a device applies each key's highest id.)"""
-    world = World()
-    away = world.device("C12")
-    assert world.run_until(lambda: world.online(away), 10.0)
+    world, away = one_device_away()
     key = away.public_key
-    world.go_away(away)
     expected = config_of(away)
     reboots: list[int] = []
     volumes: list[int] = []
