@@ -490,10 +490,8 @@ class StreamerCore:
         reliable ones wait for its session. Returns the id of a reliable message. RegistryError for an unknown
         device; LocalProtocolError for a message that breaks the schema or an unreliable one without session."""
         self.registry.entry(key)
-        msg_id = self.sessions.conn.send(key, message, now)
+        msg_id = self.sessions.send_checked(key, message, now)
         self._media_flush = True
-        if msg_id is not None and not self.sessions.conn.is_connected(key):
-            self.sessions.note_unsent(key, message, msg_id, now)
         return msg_id
 
     # -- broadcasts --------------------------------------------------------------------------------------------

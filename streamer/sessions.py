@@ -248,10 +248,14 @@ class DeviceSessions:
 
     def send(self, key: bytes, message: Message, now: float, *, tag: Hashable | None = None) -> int | None:
         try:
-            msg_id = self.conn.send(key, message, now)
+            return self.send_checked(key, message, now, tag=tag)
         except LocalProtocolError:
             self._drops["send_refused"] += 1
             return None
+
+    def send_checked(self, key: bytes, message: Message, now: float, *, tag: Hashable | None = None) -> int | None:
+        """As :meth:`send`, but a message the connection refuses raises ``LocalProtocolError`` (uncounted)."""
+        msg_id = self.conn.send(key, message, now)
         self.wants_flush = True
         if msg_id is not None and not self.conn.is_connected(key):
             self.note_unsent(key, message, msg_id, now, tag=tag)
