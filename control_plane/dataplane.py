@@ -16,8 +16,8 @@ driving :class:`loa.streamer.StreamerService`, and what devices report written b
   already started for it.
 * **Live broadcasts and relays**: an RTP/Opus input port or a stream URL to zones (:meth:`start_live`).
 * **Reports**: devices online/offline, ``hello`` and telemetry go to the device's status; ``state`` reports to
-  the as-played log; broadcasts ending to the broadcast log. Written in batches from a queue; a report about a
-  device the database does not know is dropped and counted.
+  the as-played log; broadcasts ending to the broadcast log (:mod:`loa.control_plane.device_reports`). Written in
+  batches from a queue; a report about a device the database does not know is dropped and counted.
 * Every ``expire_s`` the alerts past their expiry are recorded expired.
 * **IP multicast** (PROTOCOL.md section 5.7): ``DataPlaneSettings.groups`` gives zones a multicast group, a server
   setting like the UDP address (``loa serve --multicast CODE=ADDR:PORT``). A live stream or alert then leaves once
@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -57,13 +57,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from loa.control_plane import alerts, asplayed, enrolment
-from loa.control_plane import devices as cp_devices
 from loa.control_plane.alerts import AlertAudio
 from loa.control_plane.content import ContentStore as LibraryStore
 from loa.control_plane.db import Database
-from loa.control_plane.db.schema import PLAYED_SOURCES, broadcast_log
+from loa.control_plane.db.schema import broadcast_log
 from loa.control_plane.db.schema import devices as devices_table
 from loa.control_plane.db.schema import zones as zones_table
+from loa.control_plane.device_reports import ReportWriter
 from loa.control_plane.errors import ConflictError, InvalidError, NotFoundError
 from loa.control_plane.events import Overflow
 from loa.control_plane.settings import ControlPlane
@@ -83,15 +83,6 @@ from loa.streamer.service import (
     receive_buffer_shortfall,
 )
 from loa.streamer.sources import Source, file_source
-from loa.streamer.status import (
-    BroadcastEnded,
-    DeviceOffline,
-    DeviceOnline,
-    HelloReceived,
-    StateReported,
-    StreamerEvent,
-    TelemetryReported,
-)
 from loa.streamer.zones import Zone, ZoneTree
 
 __all__ = ["DataPlane", "DataPlaneSettings", "LiveSource", "unknown_zones"]
@@ -217,14 +208,11 @@ class DataPlane:
         self.service: StreamerService | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._stopped: anyio.Event | None = None
-        self._reports: deque[StreamerEvent] = deque()
-        self._reports_ready: anyio.Event | None = None
+        self.reports = ReportWriter(cp.db, batch=self.settings.report_batch)
         self._sync_wanted: anyio.Event | None = None
         self._slots: dict[str, int] = {}
         self._groups: dict[str, str] = {}  # the groups the streamer was started with
         self._unused_groups: set[str] = set()  # zone codes of those whose zone is gone
-        self.dropped: Counter[str] = Counter()
-        self.written = 0
 
     # -- running -----------------------------------------------------------------------------------------------
 
@@ -245,7 +233,6 @@ class DataPlane:
         cancelled or :meth:`stop`."""
         self._token = anyio.lowlevel.current_token()
         self._stopped = anyio.Event()
-        self._reports_ready = anyio.Event()
         self._sync_wanted = anyio.Event()
         snapshot = await anyio.to_thread.run_sync(self._snapshot)
         first_bid = await anyio.to_thread.run_sync(self._close_orphans)
@@ -261,18 +248,18 @@ class DataPlane:
             host = str(sock.getsockname()[0])
             advertiser = Advertiser(name=self.settings.name, host=host, port=int(sock.getsockname()[1]),
                                     public_key=core.public_key)
-        self.service = StreamerService(core, sock, advertiser=advertiser, on_event=self._on_event, log=log.warning,
-                                       peers_path=self._peers_path)
+        self.service = StreamerService(core, sock, advertiser=advertiser, on_event=self.reports.accept,
+                                       log=log.warning, peers_path=self._peers_path)
         self.cp.alert_dispatcher = self
         self.cp.live = self
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._sync_loop)
                 tg.start_soon(self._watch_changes)
-                tg.start_soon(self._report_loop)
+                tg.start_soon(self.reports.run)
                 tg.start_soon(self._expiry_loop)
                 await self.service.serve(task_status=task_status)  # returns once stopped and said bye
-                await self._write_reports()
+                await self.reports.flush()
                 tg.cancel_scope.cancel()
         finally:
             self.cp.alert_dispatcher = None
@@ -567,90 +554,15 @@ class DataPlane:
 
     # -- what devices report -----------------------------------------------------------------------------------
 
-    def _on_event(self, event: StreamerEvent) -> None:
-        if isinstance(event, DeviceOnline | DeviceOffline | HelloReceived | TelemetryReported | StateReported
-                      | BroadcastEnded):
-            self._reports.append(event)
-            if self._reports_ready is not None and len(self._reports) >= 1:
-                self._reports_ready.set()
+    @property
+    def written(self) -> int:
+        """Device reports stored so far (:class:`~loa.control_plane.device_reports.ReportWriter`)."""
+        return self.reports.written
 
-    async def _report_loop(self) -> None:
-        assert self._reports_ready is not None
-        while True:
-            await self._reports_ready.wait()
-            self._reports_ready = anyio.Event()
-            await self._write_reports()
-            await anyio.sleep(0.2)  # gather a batch
-
-    async def _write_reports(self) -> None:
-        while self._reports:
-            batch = [self._reports.popleft() for _ in range(min(len(self._reports), self.settings.report_batch))]
-            await anyio.to_thread.run_sync(self._write_batch, batch, datetime.now(UTC))
-
-    def _write_batch(self, batch: list[StreamerEvent], now: datetime) -> None:
-        try:
-            with self.cp.db.write() as tx:
-                self._write_events(tx, batch, self._known(tx, batch), now)
-            self.written += len(batch)
-            return
-        except (SQLAlchemyError, InvalidError, NotFoundError) as exc:
-            log.warning("report batch failed (%s); writing one at a time", type(exc).__name__)
-        for event in batch:
-            try:
-                with self.cp.db.write() as tx:
-                    self._write_events(tx, [event], self._known(tx, [event]), now)
-                self.written += 1
-            except (SQLAlchemyError, InvalidError, NotFoundError) as exc:
-                self.dropped[type(exc).__name__] += 1
-
-    @staticmethod
-    def _known(tx: Any, batch: list[StreamerEvent]) -> set[str]:
-        ids = {device_id(e.device) for e in batch if not isinstance(e, BroadcastEnded)}
-        if not ids:
-            return set()
-        rows = tx.conn.execute(select(devices_table.c.id).where(devices_table.c.id.in_(sorted(ids)))).all()
-        return {r.id for r in rows}
-
-    def _write_events(self, tx: Any, events: list[StreamerEvent], known: set[str], now: datetime) -> None:
-        """Write ``events`` in one transaction: the devices' status changes as one batch
-        (:func:`loa.control_plane.devices.record_statuses`), their as-played reports in batches
-        (:func:`loa.control_plane.asplayed.record_many`, in order, each ending where a broadcast's end is
-        recorded)."""
-        updates: list[cp_devices.StatusUpdate] = []
-        played: list[tuple[str, asplayed.Report]] = []
-        for event in events:
-            if isinstance(event, BroadcastEnded):
-                asplayed.record_many(tx, played)
-                played = []
-                asplayed.broadcast_ended(tx, event.bid, at=now, reason=event.reason[:32])
-                continue
-            ident = device_id(event.device)
-            if ident not in known:
-                self.dropped["unknown_device"] += 1
-                continue
-            if isinstance(event, DeviceOnline):
-                updates.append(cp_devices.StatusUpdate(ident, online=True,
-                                                       reason="restarted" if event.restarted else "session"))
-            elif isinstance(event, DeviceOffline):
-                updates.append(cp_devices.StatusUpdate(ident, online=False, reason=event.reason[:64]))
-                played.append((ident, asplayed.DeviceOffline(at=now)))
-            elif isinstance(event, HelloReceived):
-                hello = event.hello
-                updates.append(cp_devices.StatusUpdate(ident, status={"model": hello.model, "fw": hello.fw,
-                                                                      "caps": list(hello.caps)}))
-            elif isinstance(event, TelemetryReported):
-                values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(event.values).items()
-                          if v is not None}
-                updates.append(cp_devices.StatusUpdate(ident, status=values))
-            elif isinstance(event, StateReported):
-                for report in asplayed.from_message(event.state):
-                    if isinstance(report, asplayed.StateReport) and report.src not in (*PLAYED_SOURCES, "idle"):
-                        self.dropped["unknown_source"] += 1
-                        continue
-                    played.append((ident, report))
-        asplayed.record_many(tx, played)
-        if updates:
-            cp_devices.record_statuses(tx, updates)
+    @property
+    def dropped(self) -> Counter[str]:
+        """Device reports given up, by reason (:class:`~loa.control_plane.device_reports.ReportWriter`)."""
+        return self.reports.dropped
 
     # -- housekeeping ------------------------------------------------------------------------------------------
 
