@@ -79,6 +79,7 @@ class _LoopSnapshot:
     messages: tuple[tuple[str, int], ...] = ()  # control messages received, by type
     drops: tuple[tuple[str, int], ...] = ()  # datagrams and messages dropped, by reason
     control: tuple[int, int, int] = (0, 0, 0)  # reliable control messages sent, retransmitted, received twice
+    reports: tuple[int, int, tuple[tuple[str, int], ...]] = (0, 0, ())  # device reports queued, written, dropped
 
 
 def _loop_snapshot(cp: ControlPlane) -> _LoopSnapshot:
@@ -91,11 +92,14 @@ def _loop_snapshot(cp: ControlPlane) -> _LoopSnapshot:
         return _LoopSnapshot(tasks, None, ())
     stats = service.statistics()
     core_stats = core.statistics()
+    writer = dataplane.reports
+    reports = (len(writer), writer.written, tuple(sorted(writer.dropped.items())))
     broadcasts = tuple((b.bid, b.frames, b.late_frames) for b in core.broadcasts())
     return _LoopSnapshot(tasks, (core_stats.devices_online, stats.sent, stats.media_packets), broadcasts,
                          stats.received, stats.kernel_drops, core_stats.sessions_started,
                          tuple(sorted(core_stats.messages.items())), tuple(sorted(core_stats.drops.items())),
-                         (core_stats.control_sent, core_stats.control_retransmitted, core_stats.control_duplicates))
+                         (core_stats.control_sent, core_stats.control_retransmitted, core_stats.control_duplicates),
+                         reports)
 
 
 def _read_loop(cp: ControlPlane) -> _LoopSnapshot | None:
@@ -191,6 +195,16 @@ class _StateCollector(Collector):
             for reason, count in loop.drops:
                 drops.add_metric([reason], count)
             yield drops
+            queued, written, given_up = loop.reports
+            yield GaugeMetricFamily("loa_device_reports_queued", "Device reports (status, telemetry, as-played) "
+                                    "waiting to be written to the database", value=queued)
+            yield GaugeMetricFamily("loa_device_reports_written", "Device reports written to the database",
+                                    value=written)
+            dropped = GaugeMetricFamily("loa_device_reports_dropped", "Device reports given up, by reason",
+                                        labels=["reason"])
+            for reason, count in given_up:
+                dropped.add_metric([reason], count)
+            yield dropped
 
 
 class Metrics:

@@ -128,7 +128,7 @@ def test_devices_follow_the_database_and_report_back(cp: ControlPlane) -> None:
 
 def test_metrics_count_what_the_streamer_received(cp: ControlPlane) -> None:
     """/metrics tells an operator what reaches the streamer: datagrams, completed handshakes, control messages by
-    type, drops by reason."""
+    type, drops by reason; and how the device reports going to the database keep up."""
     def scrape() -> str:
         return generate_latest(Metrics(cp).registry).decode()
 
@@ -144,6 +144,10 @@ def test_metrics_count_what_the_streamer_received(cp: ControlPlane) -> None:
         assert control_sent >= 1
         assert _metric(text, "loa_streamer_control_retransmitted") is not None
         assert _metric(text, "loa_streamer_control_duplicates") is not None
+        written = _metric(text, "loa_device_reports_written")  # its online status, in the database already
+        assert written is not None
+        assert written >= 1
+        assert _metric(text, "loa_device_reports_queued") is not None
         received = _metric(text, "loa_streamer_datagrams_received")
         assert received is not None
         assert received >= 2  # the handshake and hello at least

@@ -84,8 +84,10 @@ def test_each_kind_of_report_lands_where_it_belongs(cp: ControlPlane) -> None:
         DeviceOffline(b, reason="timeout"),
     ], NOW)
     first = _record(cp, a)
-    assert first.online and first.firmware == "2.1.0" and first.model == "LX-9"
-    assert first.status is not None and first.status["net"] == "4g" and first.status["uptime_s"] == 120
+    assert first.online
+    assert (first.firmware, first.model) == ("2.1.0", "LX-9")
+    assert first.status is not None
+    assert (first.status["net"], first.status["uptime_s"]) == ("4g", 120)
     assert _count(cp, as_played, a) == 1
     second = _record(cp, b)
     assert not second.online
