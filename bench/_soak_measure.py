@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import statistics
@@ -179,12 +180,22 @@ def _memory_growth(samples: list[Sample], config: SoakConfig, window: float) -> 
             **_gauge_growth(samples, config, window, SQLITE, "sqlite_mib", scale=2**20)}
 
 
+def verdict_window(config: SoakConfig, end: float) -> float:
+    """How long each of the two windows whose medians the memory verdicts compare is: whole alert cycles, the
+    fewest that last a minute, when two such windows fit after the warm-up (then each holds the same part of the
+    cycle, an alert's burst included, wherever the run ends); otherwise a minute, or half of what follows the
+    warm-up if that is shorter."""
+    span = max(0.0, end - config.warmup)
+    cycles = math.ceil(60.0 / config.alert_every) * config.alert_every
+    return cycles if 2 * cycles <= span else min(60.0, span / 2)
+
+
 def verdicts(samples: list[Sample], config: SoakConfig) -> dict[str, Any]:
     """Memory growth after the warm-up, descriptor and task growth (see the module docstring)."""
     if not samples:
         return {"rss_growth_pct": None, "fd_growth": None, "task_growth": None}
     end = samples[-1].t
-    window = min(60.0, max(0.0, end - config.warmup) / 2)
+    window = verdict_window(config, end)
     early = [s.rss_kib for s in samples if config.warmup <= s.t <= config.warmup + window]
     late = [s.rss_kib for s in samples if s.t >= end - window]
     first, last = _median([float(x) for x in early]), _median([float(x) for x in late])

@@ -75,8 +75,10 @@ and a child per core is the most that adds processor time rather than scheduling
 Verdicts (goals; the bench prints its JSON line, then exits 1 naming each missed one):
 
 * ``rss_growth_pct`` <= 5: from the median RSS of the samples in the window after the warm-up
-  (``--warmup-minutes``) to the median of the last window (each window a minute, or half of what follows the
-  warm-up if that is shorter);
+  (``--warmup-minutes``) to the median of the last window. Each window is whole alert cycles, the fewest that
+  last a minute, when two such windows fit after the warm-up: both then hold the same part of the cycle, an
+  alert's burst included, so a window that happens to follow an alert does not read as growth. Otherwise each is
+  a minute, or half of what follows the warm-up if that is shorter. ``rss_window_s`` says which;
 * ``fd_growth`` <= ``fd_tolerance`` and ``task_growth`` <= ``task_tolerance``: the sample at the end of the
   warm-up to the last one. The tolerance is what comes and goes by design: each API client's keep-alive
   connection (hypercorn may have closed an idle one at either sample: one descriptor and up to

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import random
 import socket
@@ -40,7 +41,7 @@ def samples_of(rss: list[int], *, every: float = 10.0, fds: int = 40, tasks: int
 
 
 def test_rss_growth_is_median_to_median_after_the_warmup() -> None:
-    config = SoakConfig(devices=100, seconds=300, warmup=60)
+    config = SoakConfig(devices=100, seconds=300, warmup=60, alert_every=3600)  # no alert cycle fits: minutes
     # 0-50 s: warm-up (ignored), 60-120 s: the first window, 240-300 s: the last one
     rss = [50_000] * 6 + [100_000, 100_000, 101_000, 99_000, 100_000, 250_000, 100_000] + [103_000] * 6
     out = verdicts(samples_of(rss), config)
@@ -51,14 +52,48 @@ def test_rss_growth_is_median_to_median_after_the_warmup() -> None:
 
 
 def test_short_runs_use_half_of_what_follows_the_warmup() -> None:
-    config = SoakConfig(devices=100, seconds=40, warmup=10)
+    config = SoakConfig(devices=100, seconds=40, warmup=10, alert_every=3600)
     out = verdicts(samples_of([100] * 26 + [110] * 15, every=1.0), config)  # 0..40 s
     assert out["rss_window_s"] == 15
     assert out["rss_growth_pct"] == 10.0
 
 
+@given(alert_every=st.sampled_from([20.0, 45.0, 60.0, 90.0, 120.0]), more=st.integers(0, 4),
+       extra=st.floats(0, 1), warm_cycles=st.integers(1, 3))
+def test_with_alerts_the_windows_are_whole_cycles_so_a_burst_does_not_read_as_growth(
+        alert_every: float, more: int, extra: float, warm_cycles: int) -> None:
+    """Memory that rises for 20 s after each alert and falls back (first alert at half a cycle, as the soak
+    schedules them) has grown by nothing, wherever the warm-up and the run end in the cycle, once two windows of
+    whole cycles fit after the warm-up."""
+    per_window = math.ceil(60 / alert_every)  # cycles
+    warmup = warm_cycles * alert_every + extra * alert_every
+    seconds = warmup + (2 * per_window + more) * alert_every + extra * alert_every
+
+    def rss(t: float) -> int:
+        since = (t - alert_every / 2) % alert_every
+        return 400_000 + (40_000 if t >= alert_every / 2 and since < 20 else 0)
+
+    samples = samples_of([rss(i * 5.0) for i in range(math.ceil(seconds / 5) + 1)], every=5.0)  # to >= seconds
+    out = verdicts(samples, SoakConfig(devices=100, seconds=seconds, warmup=warmup, alert_every=alert_every))
+    assert out["rss_window_s"] == per_window * alert_every
+    assert out["rss_growth_pct"] == 0.0
+
+
+def test_a_minute_window_would_read_the_burst_as_growth() -> None:
+    """What the whole-cycle windows fix: with alerts at 60 s, 180 s... a warm-up of 360 s and a run of 960 s, the
+    minute after the warm-up is quiet and the last minute follows an alert."""
+    def rss(t: float) -> int:
+        return 400_000 + (40_000 if (t - 60) % 120 < 50 else 0)
+
+    samples = samples_of([rss(i * 5.0) for i in range(193)], every=5.0)  # 0..960 s
+    cycles = verdicts(samples, SoakConfig(devices=100, seconds=960, warmup=360, alert_every=120))
+    assert (cycles["rss_window_s"], cycles["rss_growth_pct"]) == (120, 0.0)
+    minutes = verdicts(samples, SoakConfig(devices=100, seconds=960, warmup=360, alert_every=3600))
+    assert (minutes["rss_window_s"], minutes["rss_growth_pct"]) == (60, 10.0)
+
+
 def test_interpreter_blocks_are_read_over_the_rss_windows() -> None:
-    config = SoakConfig(devices=100, seconds=300, warmup=60)
+    config = SoakConfig(devices=100, seconds=300, warmup=60, alert_every=3600)
     samples = samples_of([100_000] * 31)
     for sample in samples:  # 1,000,000 blocks in the first window, 1,020,000 in the last; 9 in the warm-up
         sample.gauges = {"loa_python_allocated_blocks": 9.0 if sample.t < 60 else 1e6 + 20_000 * (sample.t >= 240)}
@@ -69,7 +104,7 @@ def test_interpreter_blocks_are_read_over_the_rss_windows() -> None:
 
 
 def test_c_heap_and_sqlite_bytes_are_read_over_the_rss_windows() -> None:
-    config = SoakConfig(devices=100, seconds=300, warmup=60)
+    config = SoakConfig(devices=100, seconds=300, warmup=60, alert_every=3600)
     samples = samples_of([100_000] * 31)
     mib = 2**20
     for sample in samples:  # in use: 80 MiB, then 84 MiB in the last window; SQLite level at 10 MiB
