@@ -5,7 +5,7 @@ the clock simulation and the failure semantics).
 One socket per device; on Linux a single ``epoll`` object, itself waited on by anyio, tells which sockets have
 data, and one heap of deadlines drives every device's timers, so the cost grows with traffic, not with the number
 of tasks. Decoding devices join their multicast groups with sockets of their own; counting devices can share one
-socket per group instead, a *group tap* (see the class).
+socket per group instead, a *group tap* (:mod:`loa.devices.fleet_taps`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 
 from loa.devices.core import Address, SpeakerCore
+from loa.devices.fleet_taps import GroupTaps
 from loa.devices.runner import (
     MAX_DATAGRAM,
     RECV_BATCH,
@@ -49,19 +50,6 @@ URGENT_EVERY = 32  # datagrams of a fleet's receive round between two looks at t
 WINDOW_POLL_S = 0.05  # how often the starter counts the devices still connecting
 
 FEED_EVERY_S = 0.25  # how often, by default, a group tap hands its counting devices the newest packet they play
-
-TAP_SSRCS = 64  # streams a group tap remembers the newest packet of (the oldest is forgotten first)
-
-
-@dataclass(slots=True)
-class _GroupTap:
-    """One shared socket on a multicast group for all of a :class:`FleetHost`'s counting devices."""
-
-    sock: socket.socket
-    members: int = 0  # counting devices tapping it
-    datagrams: int = 0  # received on it so far
-    latest: dict[int, tuple[int, bytes, Address]] = field(default_factory=dict)  # SSRC -> (number, packet, source)
-
 
 @dataclass(order=True, slots=True)
 class _Due:
@@ -119,24 +107,10 @@ class FleetHost:
     :class:`DeviceRunner` does (on the interface of ``bind_host``, see the module docstring): one socket per device
     and group, kept in step with ``core.groups()`` whenever the device has handled something that moved its timers
     (a ``join`` or ``leave`` does), registered in the same ``epoll``, emptied with the decoding devices' own sockets
-    (above), closed on leave and by :meth:`close`. Counting devices say ``multicast`` in ``hello`` like every
-    reference device, so the server sends their zone's stream to the group and not to them, but they do not join it
-    each: ten thousand memberships on one host would have the kernel copy every frame ten thousand times into this
-    one process, the very load a group spares the server. Without ``taps`` they count no media in a zone with a
-    group (their watchdog sees a silent stream). With ``taps`` the host holds one socket per group for all of them,
-    a *group tap* (a simulation shortcut: real devices each receive their own copy). A counting device that wants a
-    group (``core.groups()``, kept in step as for the decoding devices) is counted onto its tap with a snapshot of
-    the tap's count; :meth:`group_received` is what the tap received since, one count per datagram whatever the
-    number of devices. Every ``feed_every`` seconds (:data:`FEED_EVERY_S`) the host hands each tapped device,
-    through its ordinary counting path (``receive_datagram`` from the packet's real source, with ``group=``), the
-    newest packet of the stream it plays (its current broadcast's, when that comes on a group) that the tap received
-    since the last hand-over: its watchdog, its ``state`` (``ip``) and its counters see the group stream as they see
-    a filtered unicast stream, one packet per ``feed_every`` (one in 12 of 20 ms frames by default), the others
-    counted as sequence gaps; a broadcast waiting behind the current one is not fed. A tap does not check per-device
-    delivery: a datagram the tap lost is lost to every device and one it got counts for every device tapping it (no
-    per-device loss, order or timing on the group), and nothing checks a device's own kernel membership; what it
-    checks is that the server sent the stream to the group each device was told in its ``join``, while the device
-    wanted it. Groups are joined only where ``epoll`` exists (Linux).
+    (above), closed on leave and by :meth:`close`. Counting devices do not join groups each; with ``taps`` they
+    share one socket per group instead, a *group tap* (:class:`~loa.devices.fleet_taps.GroupTaps`, which says what
+    it does and does not check), whose newest packets the host hands them every ``feed_every`` seconds
+    (:data:`FEED_EVERY_S`). Groups are joined only where ``epoll`` exists (Linux).
     """
 
     def __init__(self, devices: Sequence[tuple[SpeakerCore, SimulatedClock]], server: Address, *,
@@ -156,9 +130,6 @@ class FleetHost:
         self.offset_change_ns = 0  # the largest change of that offset seen (the wall clock slewed or stepped)
         self._groups: dict[int, dict[str, socket.socket]] = {}  # device index -> group -> its socket
         self._group_fds: dict[int, tuple[int, str]] = {}  # a group socket's fd -> (device index, group)
-        self._taps: dict[str, _GroupTap] = {}  # the counting devices' group taps, by group
-        self._tap_fds: dict[int, str] = {}  # a tap's fd -> its group
-        self._tapped: dict[int, dict[str, list[int]]] = {}  # device -> group -> [tap count at join, at last feed]
         self._poller: Any = None  # the receive loop's epoll object while it runs
         self._urgent: Any = None  # and its set of the decoding devices' sockets (see the class docstring)
         try:
@@ -179,6 +150,7 @@ class FleetHost:
         self._rates = [clock.rate for clock in self.clocks]  # SimulatedClock.local, unrolled for the hot path
         self._offsets = [clock.offset_s for clock in self.clocks]
         self.stats = IoStatistics()
+        self._taps = GroupTaps(self.stats, lambda group: self._open_polled_group(group, stamped=False))
         self.start_rate = start_rate
         self.started = 0
         self._heap: list[_Due] = []
@@ -221,7 +193,7 @@ class FleetHost:
         if self._joins_groups[index]:
             self._sync_groups(index)
         elif self._taps_groups[index]:
-            self._sync_taps(index)
+            self._taps.sync(index, self.cores[index].groups())
         self._schedule(index)
 
     def _sync_groups(self, index: int) -> None:
@@ -265,89 +237,34 @@ class FleetHost:
         del self._group_fds[sock.fileno()]
         sock.close()  # which also takes it out of the epoll set
 
-    def _sync_taps(self, index: int) -> None:
-        """Count device ``index`` (a counting one) onto exactly the taps of the groups its core wants, opening a
-        tap for its first device and closing it after its last."""
-        wanted = self.cores[index].groups()
-        tapped = self._tapped.get(index)
-        if not wanted and not tapped:
-            return
-        tapped = self._tapped.setdefault(index, {})
-        for group in [g for g in tapped if g not in wanted]:
-            self._untap(index, group)
-        for group in wanted - tapped.keys():
-            tap = self._taps.get(group)
-            if tap is None:
-                sock = self._open_polled_group(group, stamped=False)
-                if sock is None:
-                    continue
-                tap = self._taps[group] = _GroupTap(sock)
-                self._tap_fds[sock.fileno()] = group
-            tap.members += 1
-            tapped[group] = [tap.datagrams, tap.datagrams]
-        if not tapped:
-            self._tapped.pop(index, None)
-
-    def _untap(self, index: int, group: str) -> None:
-        tapped = self._tapped[index]
-        del tapped[group]
-        if not tapped:
-            del self._tapped[index]
-        tap = self._taps[group]
-        tap.members -= 1
-        if not tap.members:
-            del self._taps[group]
-            del self._tap_fds[tap.sock.fileno()]
-            tap.sock.close()  # which also takes it out of the epoll set
-
     def tapped(self, index: int) -> set[str]:
         """The groups whose taps count device ``index`` (a counting device; see the class docstring)."""
-        return set(self._tapped.get(index, ()))
+        return self._taps.tapped(index)
 
     def group_received(self, index: int) -> int:
         """Datagrams the taps of device ``index``'s groups received since it was counted onto each."""
-        return sum(self._taps[group].datagrams - marks[0] for group, marks in self._tapped.get(index, {}).items())
+        return self._taps.received(index)
 
     def taps(self) -> dict[str, int]:
         """Every open group tap: group -> datagrams it received."""
-        return {group: tap.datagrams for group, tap in self._taps.items()}
+        return self._taps.counts()
 
-    def _feed(self, index: int, now: float) -> None:
-        """Hand device ``index`` the newest packet of the stream it plays (its current broadcast's, when that comes
-        on a tapped group) that the tap received since the last hand-over (see the class docstring)."""
-        tapped = self._tapped.get(index)
-        if not tapped:
-            return
-        core = self.cores[index]
-        current = core.broadcasts.get(core.arbiter.current) if core.arbiter.current is not None else None
-        live = None if current is None else current.live
-        marks = None if live is None or live.group is None else tapped.get(live.group)
-        if live is None or marks is None:
-            return
-        tap = self._taps[live.group]  # type: ignore[index]
-        since = marks[1]
-        if tap.datagrams == since:
-            return
-        marks[1] = tap.datagrams
-        local = now * self._rates[index] + self._offsets[index]
-        fed = False
-        for ssrc in live.ssrcs:
-            newest = tap.latest.get(ssrc)
-            if newest is not None and newest[0] > since:
-                core.receive_datagram(newest[1], newest[2], local, group=live.group)
-                fed = True
-        if fed and core.timers_changed:
-            self._after(index)
+    def tap_sockets(self) -> list[socket.socket]:
+        """The open group taps' sockets (to read their kernel counters; not to receive from)."""
+        return self._taps.sockets()
 
     async def _feed_taps(self) -> None:
         while True:
             await anyio.sleep(self.feed_every)
             began = time.monotonic()
-            for n, index in enumerate(list(self._tapped)):
+            for n, index in enumerate(self._taps.devices()):
                 if n & 255 == 255 and time.monotonic() - began >= RECEIVE_SLICE_S:  # yield like the other loops
                     await anyio.sleep(0)
                     began = time.monotonic()
-                self._feed(index, time.monotonic())
+                core = self.cores[index]
+                local = time.monotonic() * self._rates[index] + self._offsets[index]
+                if self._taps.feed(index, core, local) and core.timers_changed:
+                    self._after(index)
 
     def scheduled_at(self, index: int) -> float | None:
         """When (host monotonic time) device ``index``'s next timer or playout will run; None: nothing due."""
@@ -474,15 +391,15 @@ class FleetHost:
         self.arrival = now
         stamped = self.timestamps
         offset = self._realtime_offset
-        group_fds = self._group_fds
+        group_fds, tap_fds = self._group_fds, self._taps.fds
         count = 0
         for fd in fds:
             index = fd if indexes else by_fd.get(fd)
             if index is None:
                 if fd in group_fds:
                     count += self._receive_group(fd, now)
-                elif fd in self._tap_fds:
-                    count += self._receive_tap(fd)
+                elif fd in tap_fds:
+                    count += self._taps.receive(fd)
                 continue
             if index >= started:
                 continue
@@ -531,35 +448,6 @@ class FleetHost:
             self._after(index)
         return 1
 
-    def _receive_tap(self, fd: int) -> int:
-        """Empty the group tap ``fd`` (up to :data:`RECV_BATCH` datagrams; it carries a whole group's stream, not
-        one device's share): each datagram counted, an RTP one kept as its stream's newest. Returns how many."""
-        tap = self._taps[self._tap_fds[fd]]
-        latest = tap.latest
-        count = 0
-        for _ in range(RECV_BATCH):
-            try:
-                data, raw = tap.sock.recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self.stats.receive_errors += 1
-                continue
-            count += 1
-            tap.datagrams += 1
-            if len(data) >= 12 and data[0] & 0xC0 == 0x80 and not 192 <= data[1] <= 223:  # RTP, not RTCP
-                ssrc = int.from_bytes(data[8:12], "big")
-                if ssrc not in latest and len(latest) >= TAP_SSRCS:
-                    del latest[min(latest, key=lambda s: latest[s][0])]
-                latest[ssrc] = (tap.datagrams, data, (raw[0], raw[1]))
-        self.stats.received += count
-        self.stats.group_received += count
-        return count
-
-    def tap_sockets(self) -> list[socket.socket]:
-        """The open group taps' sockets (to read their kernel counters; not to receive from)."""
-        return [tap.sock for tap in self._taps.values()]
-
     def _drain_priority(self, urgent: Any) -> None:
         """Empty the ready sockets of the ``urgent`` epoll set: the first ``priority`` devices' (the decoding
         ones: their audio must not wait behind thousands of counting devices), their group sockets and the group
@@ -585,7 +473,7 @@ class FleetHost:
             for fd in self._group_fds:
                 poller.register(fd, select.EPOLLIN)
                 urgent.register(fd, select.EPOLLIN)
-            for fd in self._tap_fds:
+            for fd in self._taps.fds:
                 poller.register(fd, select.EPOLLIN)
                 urgent.register(fd, select.EPOLLIN)
             self._poller, self._urgent = poller, urgent
@@ -597,7 +485,7 @@ class FleetHost:
                     if not ready:
                         break
                     fds = [fd for fd, _ in ready]
-                    if not (self.priority or self._group_fds or self._tap_fds):
+                    if not (self.priority or self._group_fds or self._taps.fds):
                         self._receive_ready(fds)
                         continue
                     for start in range(0, len(fds), URGENT_EVERY):
@@ -652,8 +540,6 @@ class FleetHost:
         for index in list(self._groups):
             for group in list(self._groups[index]):
                 self._leave(index, group)
-        for index in list(self._tapped):
-            for group in list(self._tapped[index]):
-                self._untap(index, group)
+        self._taps.close()
         for sock in self.socks:
             sock.close()
