@@ -11,8 +11,10 @@ no effect: unknown authority, bad signature, expired, already used id, malformed
 
 from __future__ import annotations
 
+import heapq
 import secrets
-from collections.abc import Container, Mapping, Sequence
+from bisect import bisect_left
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,12 +32,63 @@ from loa.protocol.alert import (
 )
 from loa.protocol.errors import LocalProtocolError, RemoteProtocolError
 
-__all__ = ["AlertError", "AlertRecord", "check_signed_alert", "check_signed_cancel", "sign_new_alert",
+__all__ = ["AlertError", "AlertRecord", "AlertTargets", "check_signed_alert", "check_signed_cancel", "sign_new_alert",
            "sign_new_cancel"]
 
 
 class AlertError(ValueError):
     """An alert or cancel the streamer refuses to send."""
+
+
+class AlertTargets:
+    """The devices told of one alert, kept as long as the alert is valid (an hour by default) to tell them its end
+    and to repeat it to those that come back: a sorted tuple of their keys and a set of the few told later.
+
+    An alert to a province names about 10,000 devices, and several alerts may be valid at once. A set of 10,000
+    keys takes 512 KiB (a table of 32,768 slots of 16 bytes); the tuple takes 8 bytes a key (80 KiB), and the keys
+    themselves are the registry's objects. Membership is a binary search; iteration is in sorted order.
+    """
+
+    __slots__ = ("_added", "_sorted")
+
+    def __init__(self, keys: Iterable[bytes] = ()) -> None:
+        self._sorted: tuple[bytes, ...] = tuple(sorted(set(keys)))
+        self._added: set[bytes] | None = None  # told after the first update, until there are enough to merge
+
+    def update(self, keys: Iterable[bytes]) -> None:
+        """Add ``keys`` (duplicates and keys already here are ignored)."""
+        new = {key for key in keys if key not in self}
+        if not new:
+            return
+        if not self._sorted:
+            self._sorted = tuple(sorted(new))
+            return
+        added = self._added
+        if added is None:
+            self._added = added = set()
+        added |= new
+        if len(added) > max(32, len(self._sorted) // 64):  # a small set costs 30-60 bytes a key
+            self._sorted = tuple(heapq.merge(self._sorted, sorted(added)))
+            self._added = None
+
+    def __contains__(self, key: object) -> bool:
+        keys = self._sorted
+        if isinstance(key, bytes):
+            i = bisect_left(keys, key)
+            if i < len(keys) and keys[i] == key:
+                return True
+        return self._added is not None and key in self._added
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._added is None:
+            return iter(self._sorted)
+        return heapq.merge(self._sorted, sorted(self._added))
+
+    def __len__(self) -> int:
+        return len(self._sorted) + (len(self._added) if self._added is not None else 0)
+
+    def __repr__(self) -> str:
+        return f"AlertTargets({len(self)} devices)"
 
 
 @dataclass(slots=True)
@@ -48,7 +101,7 @@ class AlertRecord:
     preroll_ms: int
     expires_at: float  # on the core's monotonic clock
     announced_at: float  # likewise: when its beacon went, before anything else of it
-    targets: set[bytes] = field(default_factory=set)  # devices sent the alert (speakers and boards)
+    targets: AlertTargets = field(default_factory=AlertTargets)  # devices sent the alert (speakers and boards)
     cancel: tuple[bytes, bytes] | None = None
     ended: bool = False
 

@@ -31,6 +31,7 @@ from loa.protocol.priority import Policy, rank
 from loa.streamer.alerts import (
     AlertError,
     AlertRecord,
+    AlertTargets,
     check_signed_alert,
     check_signed_cancel,
     sign_new_alert,
@@ -465,14 +466,11 @@ class LiveBroadcasts:
         except ValueError as exc:
             raise AlertError(str(exc)) from None
         expires_at = now + (alert.expires - now_ns) / _NS
-        self._alerts[alert.bid] = AlertRecord(alert, body, sig, preroll_ms, expires_at, now)
-        self._alert_ids.add((alert.kid, alert.id))
-        covering = self._zones.covering(known)
-        found = self._registry.kinds_in_zones(covering, ("board", "speaker"))
+        found = self._registry.kinds_in_zones(self._zones.covering(known), ("board", "speaker"))
         boards, speakers = found["board"], found["speaker"]
-        rec = self._alerts[alert.bid]
-        rec.targets.update(boards)
-        rec.targets.update(speakers)
+        self._alerts[alert.bid] = AlertRecord(alert, body, sig, preroll_ms, expires_at, now,
+                                              AlertTargets(boards + speakers))
+        self._alert_ids.add((alert.kid, alert.id))
         try:
             beacon = encode_beacon(body, sig)
         except LocalProtocolError:
@@ -503,7 +501,7 @@ class LiveBroadcasts:
 
     def _amp_off(self, rec: AlertRecord, now: float) -> None:
         preroll = self._settings.config.preroll_ms or 0
-        for key in sorted(rec.targets):
+        for key in rec.targets:  # in sorted order
             entry = self._registry.get(key)
             if entry is not None and entry.enrolled and entry.kind == "speaker":
                 self._link.send(key, Amp(on=False, preroll_ms=preroll), now)
@@ -521,7 +519,7 @@ class LiveBroadcasts:
         else:
             raise AlertError("a cancel needs a signed body and signature, or the authority key to sign it")
         rec.cancel = (body, sig)
-        for key in sorted(rec.targets):
+        for key in rec.targets:  # in sorted order
             self._link.end(key, bid, SignedAlertCancel(body=body, sig=sig), now, since=rec.announced_at)
         if not rec.ended:
             self._end(bid, "cancelled", now)
