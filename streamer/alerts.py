@@ -12,6 +12,7 @@ no effect: unknown authority, bad signature, expired, already used id, malformed
 from __future__ import annotations
 
 import heapq
+import itertools
 import secrets
 from bisect import bisect_left
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
@@ -52,7 +53,7 @@ class AlertTargets:
     __slots__ = ("_added", "_sorted")
 
     def __init__(self, keys: Iterable[bytes] = ()) -> None:
-        self._sorted: tuple[bytes, ...] = tuple(sorted(set(keys)))
+        self._sorted: tuple[bytes, ...] = tuple(key for key, _ in itertools.groupby(sorted(keys)))  # no repeats
         self._added: set[bytes] | None = None  # told after the first update, until there are enough to merge
 
     def update(self, keys: Iterable[bytes]) -> None:
