@@ -7,7 +7,9 @@ the caller picks ``epoch_ns`` once so that server time follows the wall clock at
 
 It is composed of :class:`~loa.streamer.sessions.DeviceSessions` (sessions, enrolment, sending; it calls back the
 ``on_*`` and :meth:`send_state` hooks here), :class:`~loa.streamer.live.LiveBroadcasts` (live streams, alerts,
-key rotation) and :class:`~loa.streamer.plays.ScheduledPlays` (stored programmes).
+key rotation), :class:`~loa.streamer.plays.ScheduledPlays` (stored programmes),
+:class:`~loa.streamer.boards.BoardItems` (e-board items) and :class:`~loa.streamer.reports.DeviceReports` (what
+devices send after their hello: clock probes, reports, fetches, NACKs).
 
 The I/O surface:
 
@@ -46,49 +48,35 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from loa.protocol.alert import PublicKey
 from loa.protocol.control import (
     Bye,
-    Chunk,
     Config,
     ConfigValues,
-    Fetch,
-    Have,
-    Leave,
     Message,
-    Played,
-    Rtcp,
-    State,
-    Telemetry,
-    TimeReq,
-    TimeResp,
     Volume,
 )
 from loa.protocol.datagram import classify
 from loa.protocol.errors import RemoteProtocolError
-from loa.protocol.rtcp import GenericNack, ReceiverReport, parse_rtcp
 from loa.streamer.boards import BoardItems
-from loa.streamer.content import ChunkLimiter, ContentError, ContentStore
+from loa.streamer.content import ContentError, ContentStore
 from loa.streamer.destinations import Sink
 from loa.streamer.live import LiveBroadcasts
 from loa.streamer.plays import ScheduledPlays
 from loa.streamer.registry import DeviceEntry, Registry, RegistryError
+from loa.streamer.reports import DeviceReports
 from loa.streamer.sessions import DeviceSessions
 from loa.streamer.settings import Settings
 from loa.streamer.sources import Source
 from loa.streamer.status import (
     BroadcastStatus,
-    ContentReported,
     DeviceRuntime,
     DeviceStatus,
-    StateReported,
     StreamerEvent,
     StreamerStatistics,
-    TelemetryReported,
 )
 from loa.streamer.zones import ZoneError, ZoneTree
 
 __all__ = ["Settings", "StreamerCore", "parse_group"]
 
 Address = tuple[str, int]
-DEFAULT_RTT_S = 0.2
 MAX_ZONE_DEPTH = 8
 MAX_EVENTS = 65_536  # undrained events beyond this are dropped, oldest first
 _NS = 1_000_000_000
@@ -144,17 +132,12 @@ class StreamerCore:
         self.registry = registry if registry is not None else Registry(zones.__contains__)
         self.settings = settings or Settings()
         self.epoch_ns = epoch_ns
-        self._send_clock = send_clock
         rng = rng or random.SystemRandom()
         self._next_bid = first_bid & _U32 or 1
         self._used_bids: set[int] = set()
-        self._limiter = ChunkLimiter(rate=self.settings.chunk_rate, burst=self.settings.chunk_burst)
-        self._out: list[tuple[bytes, Address]] = []
         self._events: deque[StreamerEvent] = deque(maxlen=MAX_EVENTS)
         self._drops: Counter[str] = Counter()
         self._in = self._bytes_in = self._sent = self._bytes_out = 0
-        self._chunks = self._time_resps = self._retransmitted = 0
-        self._arrived: float | None = None  # when the datagram being handled arrived (see receive_datagram)
         self._media_flush = False
         self.sessions = DeviceSessions(self, static_private=static_private, registry=self.registry,
                                        server_time=self.server_time, events=self._events, drops=self._drops,
@@ -169,6 +152,9 @@ class StreamerCore:
                                     server_time=self.server_time)
         self.boards = BoardItems(self.sessions, zones=zones, registry=self.registry, content=content,
                                  server_time=self.server_time)
+        self.reports = DeviceReports(self.sessions, live=self.live, plays=self.plays, settings=self.settings,
+                                     events=self._events, drops=self._drops, server_time=self.server_time,
+                                     send_clock=send_clock)
 
     # -- time and identity -------------------------------------------------------------------------------------
 
@@ -184,7 +170,7 @@ class StreamerCore:
     def wants_flush(self) -> bool:
         """True when messages or retransmissions were queued since :meth:`datagrams_to_send` last ran (a frame
         clock checks it after producing a frame that ended a broadcast or started a rotation)."""
-        return self._media_flush or self.sessions.wants_flush
+        return self._media_flush or bool(self.reports.retransmissions) or self.sessions.wants_flush
 
     def server_time(self, now: float) -> int:
         """Server time (ns since 1970) at ``now`` on the caller's clock."""
@@ -227,18 +213,18 @@ class StreamerCore:
         if kind != "loa":  # devices send RTCP inside `rtcp` control messages, never bare RTP/RTCP
             self._drops["UnknownTypeError"] += 1
             return
-        self._arrived = None if arrived is None else min(arrived, now)
+        self.reports.arrived = None if arrived is None else min(arrived, now)
         try:
             self.sessions.receive(data, address, now)
         finally:
-            self._arrived = None
+            self.reports.arrived = None
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Drain the queued control datagrams and NACK retransmissions, as ``(datagram, address)`` pairs."""
         out = self.sessions.datagrams_to_send()
-        if self._out:
-            out += self._out
-            self._out = []
+        if self.reports.retransmissions:
+            out += self.reports.retransmissions
+            self.reports.retransmissions = []
         self._media_flush = False
         self._sent += len(out)
         self._bytes_out += sum(len(d) for d, _ in out)
@@ -296,7 +282,7 @@ class StreamerCore:
 
     def on_offline(self, device: bytes) -> None:
         self.live.device_offline(device)
-        self._limiter.forget(device)
+        self.reports.forget(device)
 
     def on_moved(self, device: bytes) -> None:
         self.live.device_moved(device)
@@ -320,97 +306,9 @@ class StreamerCore:
         self.boards.send_state(device, entry, now)
 
     def on_message(self, device: bytes, message: Message, now: float) -> bool:
-        """Act on one message of an enrolled device (hello and bye are the session layer's)."""
-        rt = self.sessions.runtime(device)
-        match message:
-            case TimeReq():
-                t2 = self.server_time(now if self._arrived is None else self._arrived)
-                t3 = self.server_time(self._send_clock()) if self._send_clock is not None else t2
-                if self.sessions.try_send(device, TimeResp(t1=message.t1, t2=t2, t3=max(t2, t3)), now):
-                    self._time_resps += 1
-            case Telemetry():
-                rt.telemetry, rt.telemetry_at = message.v, now
-                self._events.append(TelemetryReported(device, message.v))
-            case State():
-                rt.state = message
-                self._events.append(StateReported(device, message))
-                if message.bid is not None and message.bid not in self.live and message.bid not in self.plays:
-                    # A broadcast this server does not run: one of an earlier boot (PROTOCOL.md section 7.6), or
-                    # one that has just ended. Without a leave the device would hold it, and anything of its rank
-                    # the server now sends would wait behind it.
-                    self.sessions.try_send(device, Leave(bid=message.bid), now)
-            case Have():
-                rt.set_have(message.cid, message.ok)
-                self._events.append(ContentReported(device, message.cid, message.ok))
-                if message.ok:
-                    self.plays.on_have(device, message.cid, now)
-            case Fetch():
-                self._on_fetch(device, rt, message, now)
-            case Rtcp():
-                self._on_rtcp(device, rt, message.pkt, now)
-            case Played():
-                rt.played += len(message.log)
-            case _:
-                pass
+        """Act on one message of an enrolled device (:class:`~loa.streamer.reports.DeviceReports`)."""
+        self.reports.on_message(device, message, now)
         return False
-
-    # -- messages from devices ---------------------------------------------------------------------------------
-
-    def _drop(self, rt: DeviceRuntime, name: str) -> None:
-        rt.count_drop(name)
-        self._drops[name] += 1
-
-    def _on_fetch(self, device: bytes, rt: DeviceRuntime, fetch: Fetch, now: float) -> None:
-        """Answer with the piece asked for, only of content prefetched to this device, at a bounded rate."""
-        content = self.content
-        if content is None or not rt.is_prefetched(fetch.cid) or content.get(fetch.cid) is None:
-            self._drop(rt, "fetch_refused")
-            return
-        if not self._limiter.allow(device, now):
-            self._drop(rt, "fetch_rate_limited")
-            return
-        try:
-            data = content.read(fetch.cid, fetch.off, fetch.len)
-        except ContentError:
-            self._drop(rt, "content_unreadable")
-            return
-        if self.sessions.try_send(device, Chunk(cid=fetch.cid, off=fetch.off, data=data), now):
-            rt.chunks += 1
-            self._chunks += 1
-
-    def _on_rtcp(self, device: bytes, rt: DeviceRuntime, pkt: bytes, now: float) -> None:
-        try:
-            packets = parse_rtcp(pkt)
-        except RemoteProtocolError as exc:
-            self._drop(rt, type(exc).__name__)
-            return
-        for packet in packets:
-            if isinstance(packet, GenericNack):
-                self._on_nack(device, rt, packet, now)
-            elif isinstance(packet, ReceiverReport):
-                for block in packet.reports:
-                    if self.live.ring_for(device, block.ssrc, now) is not None:
-                        rt.loss = block.fraction_lost / 256
-                        rt.cumulative_lost = block.cumulative_lost
-                        rt.jitter_ms = block.jitter / 48.0
-
-    def _on_nack(self, device: bytes, rt: DeviceRuntime, nack: GenericNack, now: float) -> None:
-        """Resend the stored SRTP bytes to this device only, each at most once per its RTT (section 5.5.3)."""
-        ring = self.live.ring_for(device, nack.media_ssrc, now)
-        address = self.sessions.online_address(device)
-        if ring is None or address is None:
-            self._drop(rt, "nack_ignored")
-            return
-        srtt = self.sessions.srtt(device)
-        interval = DEFAULT_RTT_S if srtt is None else srtt
-        for seq in nack.lost[: ring.capacity]:
-            rt.nacked += 1
-            data = ring.resend(seq, device, now, interval)
-            if data is not None:
-                self._out.append((data, address))
-                rt.retransmitted += 1
-                self._retransmitted += 1
-        self._media_flush = True
 
     # -- registry ----------------------------------------------------------------------------------------------
 
@@ -629,7 +527,7 @@ class StreamerCore:
         return StreamerStatistics(
             self._in, self._bytes_in, self._sent, self._bytes_out, MappingProxyType(dict(drops)),
             self.sessions.online_count(), len(self.live.bids()) + len(self.plays.bids()),
-            self._retransmitted, self._chunks, self._time_resps,
+            self.reports.retransmitted, self.reports.chunks, self.reports.time_resps,
             MappingProxyType(dict(self.sessions.messages)), self.sessions.sessions_started,
             reliable.sent, reliable.retransmitted, reliable.duplicates,
         )
