@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import math
 import struct
 from collections import deque
 from collections.abc import Callable, Collection
@@ -152,10 +153,10 @@ class ReliableChannel:
     # queue, the lists of datagrams ready, the pending acknowledgements and the set of ids received out of order
     # exist only while they hold something.
     __slots__ = (
-        "_above", "_ack_deadline", "_floor", "_handed", "_ids_acked", "_in_flight", "_max_queued", "_n_acked",
-        "_n_acks_sent", "_n_delivered", "_n_duplicates", "_n_rejected", "_n_retransmitted", "_n_sent", "_n_unknown",
-        "_next_id", "_pending_acks", "_pushed", "_queue", "_ready", "_ready_acks", "_ready_at", "_rng", "_rto",
-        "_side", "_srtt", "_timers",
+        "_above", "_ack_deadline", "_all_due", "_deferred", "_floor", "_handed", "_ids_acked", "_in_flight",
+        "_max_queued", "_n_acked", "_n_acks_sent", "_n_delivered", "_n_duplicates", "_n_rejected", "_n_retransmitted",
+        "_n_sent", "_n_unknown", "_next_id", "_pending_acks", "_pushed", "_queue", "_ready", "_ready_acks", "_ready_at",
+        "_rng", "_rto", "_side", "_srtt", "_timers",
     )
 
     def __init__(
@@ -167,6 +168,8 @@ class ReliableChannel:
         self._next_id = 1
         self._in_flight: dict[int, _Pending] | None = None  # None when nothing is in flight; then _timers is too
         self._timers: list[tuple[float, int]] | None = None  # (deadline, id) of in-flight messages; stale skipped
+        self._deferred: list[int] | None = None  # expired with an older one, waiting for the peer (see handle_timeout)
+        self._all_due = False  # retransmit_now: every due message goes at the next handle_timeout, none deferred
         self._queue: deque[tuple[int, bytes]] | None = None  # messages behind the in-flight window
         self._ready_acks: list[bytes] | None = None  # made at first use, as below
         self._ready: list[bytes] | None = None
@@ -302,6 +305,8 @@ class ReliableChannel:
             pending.deadline = now
             pending.interval = self._rto / 2
         self._timers = [(now, msg_id) for msg_id in in_flight]  # ascending ids: already a heap
+        self._deferred = None
+        self._all_due = True
 
     # receiving
 
@@ -458,6 +463,10 @@ class ReliableChannel:
                     self._rto = min(max(2 * self._srtt, RTO_MIN), RTO_MAX)
             if not in_flight:  # every heap entry is stale now, and a dict keeps the table it grew to
                 self._in_flight = self._timers = None
+            elif self._deferred is not None:  # the peer is there: what waited behind the oldest goes now
+                deferred, self._deferred = self._deferred, None
+                self._retransmit([msg_id for msg_id in deferred if msg_id in in_flight], now)
+        self._deferred = None if self._in_flight is None else self._deferred
         self._compact()
         self._admit(now)
 
@@ -511,7 +520,27 @@ class ReliableChannel:
             if pending is not None and pending.deadline == deadline:
                 due.append(msg_id)
         due.sort()  # in id order, as they were sent
-        for msg_id in due:
+        if len(due) > 1 and not self._all_due:
+            # Only the oldest goes now; the others wait, without timers, for an acknowledgement of anything
+            # (section 4.3.1): a peer that is away or behind gets one datagram per expiry, not one per message.
+            for msg_id in due[1:]:
+                in_flight[msg_id].deadline = math.inf
+            if self._deferred is None:
+                self._deferred = due[1:]
+            else:
+                self._deferred += due[1:]
+            del due[1:]
+        self._all_due = False
+        self._retransmit(due, now)
+        if due:
+            self._rto = min(self._rto * 2, RTO_MAX)
+
+    def _retransmit(self, ids: list[int], now: float) -> None:
+        """Send the in-flight messages ``ids`` again now, in that order, each with its interval doubled."""
+        in_flight, timers = self._in_flight, self._timers
+        assert in_flight is not None
+        assert timers is not None
+        for msg_id in ids:
             pending = in_flight[msg_id]
             pending.transmissions += 1
             pending.interval = min(pending.interval * 2, BACKOFF_MAX)
@@ -520,14 +549,12 @@ class ReliableChannel:
             heapq.heappush(timers, (pending.deadline, msg_id))
             self._push(pending.data, now)
             self._n_retransmitted += 1
-        if due:
-            self._rto = min(self._rto * 2, RTO_MAX)
 
     def _compact(self) -> None:
         """Rebuild the deadline heap when acknowledged messages left most of its entries stale (amortised O(1))."""
         timers, in_flight = self._timers, self._in_flight
         if timers is not None and in_flight is not None and len(timers) > 2 * len(in_flight) + 64:
-            self._timers = timers = [(p.deadline, i) for i, p in in_flight.items()]
+            self._timers = timers = [(p.deadline, i) for i, p in in_flight.items() if p.deadline != math.inf]
             heapq.heapify(timers)
 
     def outgoing(self, now: float, *, heard: float | None = None) -> list[bytes]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -190,6 +190,10 @@ def test_at_most_256_in_flight_and_the_window_is_in_id_space() -> None:
     assert [c.decode(d).id for d in out] == list(range(257, 301))  # type: ignore[union-attr]
 
 
+def ids(out: list[bytes]) -> list[int]:
+    return [c.decode(d).id for d in out]  # type: ignore[union-attr,misc]
+
+
 def test_retransmit_now_resends_everything_unacknowledged() -> None:
     ch = ReliableChannel()
     for _ in range(3):
@@ -198,8 +202,53 @@ def test_retransmit_now_resends_everything_unacknowledged() -> None:
     for t in (0.2, 0.6, 1.4):
         ch.outgoing(t)
     ch.receive(ack(2), 1.5)
+    ch.outgoing(1.5)
     ch.retransmit_now(2.0)
-    assert [c.decode(d).id for d in ch.outgoing(2.0)] == [1, 3]  # type: ignore[union-attr]
+    assert ids(ch.outgoing(2.0)) == [1, 3]
+
+
+def test_messages_expiring_together_send_only_the_oldest_until_the_peer_answers() -> None:
+    ch = ReliableChannel()
+    for _ in range(5):
+        ch.send(c.Leave(bid=1), 0.0)
+    assert ids(ch.outgoing(0.0)) == [1, 2, 3, 4, 5]
+    assert ids(ch.outgoing(0.2)) == [1]  # all five expired: one datagram, not five
+    assert ch.next_timeout() == pytest.approx(0.6)  # only the oldest keeps a timer
+    assert ids(ch.outgoing(0.61)) == [1]
+    assert ch.statistics().retransmitted == 2
+    ch.receive(ack(1, 3), 0.7)  # the peer answers: the others go at once, each on its own timer from now
+    assert ids(ch.outgoing(0.7)) == [2, 4, 5]
+    assert ch.next_timeout() == pytest.approx(0.7 + 2 * RTO_INITIAL)
+    ch.receive(ack(2, 4, 5), 0.8)
+    assert ch.statistics().in_flight == 0
+    assert ch.next_timeout() is None
+
+
+def test_a_message_expiring_alone_is_retransmitted_on_its_own_timer() -> None:
+    ch = ReliableChannel()
+    ch.send(c.Leave(bid=1), 0.0)
+    ch.outgoing(0.0)
+    ch.send(c.Leave(bid=2), 0.1)
+    ch.outgoing(0.1)
+    assert ids(ch.outgoing(0.2)) == [1]
+    assert ids(ch.outgoing(0.31)) == [2]  # expired after the other's retransmission, in a handling of its own
+    ch.receive(ack(1, 2), 0.35)
+    assert ch.statistics().in_flight == 0
+
+
+@given(st.integers(1, 40), st.lists(st.floats(0.001, 3.0), min_size=1, max_size=60))
+def test_a_silent_peer_costs_one_datagram_per_expiry_whatever_is_in_flight(n: int, steps: list[float]) -> None:
+    many, one = ReliableChannel(), ReliableChannel()
+    for _ in range(n):
+        many.send(c.Leave(bid=1), 0.0)
+    one.send(c.Leave(bid=1), 0.0)
+    many.outgoing(0.0)
+    one.outgoing(0.0)
+    now = 0.0
+    for step in steps:
+        now += step
+        assert len(many.outgoing(now)) == len(one.outgoing(now)) <= 1
+    assert many.next_timeout() == one.next_timeout()
 
 
 # ---- receiving ----
