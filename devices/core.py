@@ -5,7 +5,10 @@ PROTOCOL.md: ``hello`` on start; every server command of sections 4.2/4.4 (setti
 presets, simulated reboot, prefetch and resumable fetch, ``play`` at a server instant, ``join``/``rotate``/``leave``
 with SRTP keys, signed alerts verified before anything plays, board items); clock probes (section 4.7); telemetry
 with every key of section 4.8; ``state`` on every change; media reception with jitter buffer, FEC, PLC and NACK
-(section 5); arbitration (section 6.2), amplifier pre-roll (6.3) and the watchdog's fallback (5.6).
+(section 5); arbitration (section 6.2), amplifier pre-roll (6.3) and the watchdog's fallback (5.6). The work is split
+by concern into mixins over this class's state: :class:`~loa.devices.commands.CommandHandling` (server commands,
+clock probes, beacons), :class:`~loa.devices.broadcasting.BroadcastHandling` (broadcasts, alerts, schedules) and
+:class:`~loa.devices.playing.PlayoutHandling` (playout, watchdog, amplifier, ``state``).
 
 Times: every ``now`` is **local seconds on the device's own clock** (any clock that is not stepped); server
 times are integer nanoseconds, converted through the clock estimate. Drive it like this::
@@ -39,13 +42,14 @@ from loa.devices.content import ContentStore, MemoryStore
 from loa.devices.fetch import Fetcher
 from loa.devices.frame import NS, ServerClock
 from loa.devices.live import LiveStream
-from loa.devices.playout import Output, OutputEvent, PlayoutEntry, PlayoutLog, Source
+from loa.devices.playing import PlayoutHandling
+from loa.devices.playout import Output, PlayoutLog, Source
 from loa.devices.probing import ClockProbe
 from loa.devices.reports import DeviceStatistics
 from loa.devices.settings import CommandOrder, Settings
 from loa.devices.sinks import CounterSink, FrameSink
 from loa.devices.telemetry import Hardware, ReportSchedule
-from loa.devices.watchdog import DEFAULT_WATCHDOG_MS, Watchdog
+from loa.devices.watchdog import Watchdog
 from loa.protocol.beacon import BeaconLimiter
 from loa.protocol.connection import DeviceConnection
 from loa.protocol.control import (
@@ -54,12 +58,10 @@ from loa.protocol.control import (
     Join,
     Message,
     Play,
-    Played,
     PlayedFrame,
     Rtcp,
     SignedAlert,
     SignedAlertCancel,
-    State,
     Telemetry,
     TelemetryValues,
 )
@@ -75,15 +77,12 @@ Address = tuple[str, int]
 
 DEFAULT_CAPS = ("fm", "line", "mic", "amp", "gps", "cell", "battery", "multicast")
 MODEL = "loa reference speaker"
-STALL_PROBE_S = 0.25  # the current stream silent this long: a keepalive tells a roaming server where we are
-STALL_PROBE_EVERY_S = 1.0
 PLAYED_FLUSH_S = 0.25
 DEADLINE_MARGIN = 2e-6  # local seconds added to server-time deadlines, beyond every conversion rounding
-MAX_LOOP = 64
 RECENT_STATES = 8  # states a device remembers in recent_states
 
 
-class SpeakerCore(CommandHandling):
+class SpeakerCore(PlayoutHandling, CommandHandling):
     """A reference speaker cluster; see the module docstring.
 
     ``static_private`` is the device's X25519 key; ``server_public`` the server's; ``authority_keys`` the Ed25519
@@ -468,103 +467,6 @@ class SpeakerCore(CommandHandling):
                     self._on_message(message, now)
         self._flush()
 
-    # -- playout -----------------------------------------------------------------------------------------------
-
-    def play(self, now: float) -> None:
-        """Hand every frame due by ``now + lead`` to the sink, switching sources at frame boundaries."""
-        self._now = now
-        self._stale()
-        for broadcast in self.broadcasts.values():
-            live = broadcast.live
-            if live is not None and broadcast.bid != self.arbiter.current and self._held_by_output(broadcast.bid):
-                continue
-            if live is not None and broadcast.bid != self.arbiter.current:
-                live.skip_before(now, self.clock)  # waiting live streams stay at their live position
-        for _ in range(MAX_LOOP):
-            events = self.output.play_until(now + self.lead, now, self.clock)
-            if not events:
-                break
-            for event in events:
-                self._on_output(event, now)
-        self._release_handovers()
-        self._flush()
-
-    def _on_output(self, event: OutputEvent, now: float) -> None:
-        if event.kind == "switched":
-            src = {"ip": "ip", "stored": "ip"}.get(event.source, event.source)
-            bid = event.bid if event.bid is not None else self.arbiter.current
-            self._set_state(bid, src, event.at, now)
-            if event.bid is not None and event.bid in self.broadcasts:
-                self.broadcasts[event.bid].played = True
-        elif event.kind == "finished" and event.bid is not None:
-            self._end(event.bid, now, at=event.at)
-
-    def _audible(self, at: float, cls: int) -> bool:
-        return self.amp.audible(at, self.settings.preroll_ms / 1000, muted=self.settings.muted, emergency=cls == 2)
-
-    # -- watchdog, amplifier, state ----------------------------------------------------------------------------
-
-    @property
-    def _watchdog_s(self) -> float:
-        return int(self.settings.get("watchdog_ms") or DEFAULT_WATCHDOG_MS) / 1000
-
-    def _current_packet_time(self) -> float | None:
-        current = self.arbiter.current
-        if current is None:
-            return None
-        live = self.broadcasts[current].live
-        return live.last_packet if live is not None else None
-
-    def _on_watchdog_fired(self, now: float) -> None:
-        self.report.faults_changed(self.faults(now), now)
-        self._plan(now)
-
-    def _on_watchdog_cleared(self, now: float) -> None:
-        self.report.faults_changed(self.faults(now), now)
-        fallback = self.output.secondary
-        if fallback is not None and not fallback.handover:  # it plays on until the stream's next frame
-            self.output.secondary = Source(fallback.player, fallback.source, fallback.bid, fallback.cls, handover=True)
-        self._plan(now)
-
-    def _stall_deadline(self) -> float | None:
-        current = self.arbiter.current
-        if current is None or not self.broadcasts[current].is_live:
-            return None
-        last = self._current_packet_time() or self._current_since or 0.0
-        return max(last + STALL_PROBE_S, self._last_stall_probe + STALL_PROBE_EVERY_S)
-
-    def _stall_probe(self, now: float) -> None:
-        deadline = self._stall_deadline()
-        if deadline is not None and now >= deadline and self.conn.connected:
-            self._last_stall_probe = now
-            with contextlib.suppress(LocalProtocolError):
-                self.conn.session.send(b"", now)  # a keepalive: the server learns our address if it changed
-
-    def _update_amp(self, now: float, *, force_on: bool = False) -> None:
-        wanted = force_on or self.settings.amp_held or self.arbiter.current is not None
-        self.amp.update(now, wanted=wanted, keep=self._scheduled_preroll(now))
-
-    def _scheduled_preroll(self, now: float) -> bool:
-        server_now = self.clock.to_server(now)
-        preroll = self.settings.preroll_ms * 1_000_000
-        return server_now is not None and any(server_now >= p.at - preroll for p in self._scheduled.values())
-
-    def amp_state(self, now: float) -> str:
-        return self.amp.state(now, self.settings.preroll_ms / 1000)
-
-    def _set_state(self, bid: int | None, src: str, at: float, now: float) -> None:
-        if self.state == (bid, src):
-            return
-        self.state = (bid, src)
-        self.recent_states.append(self.state)
-        self.state_since = self.clock.to_server_any(at)
-        self._send_state(now)
-
-    def _send_state(self, now: float) -> None:
-        if self.state is not None:
-            bid, src = self.state
-            self._send(State(bid=bid, src=src, since=self.state_since), now)
-
     # -- outgoing ----------------------------------------------------------------------------------------------
 
     def _send(self, message: Message, now: float) -> int | None:
@@ -583,21 +485,6 @@ class SpeakerCore(CommandHandling):
         packets = [GenericNack(self._rtcp_ssrc, ssrc, tuple(seqs)) for ssrc, seqs in by_ssrc.items()]
         for i in range(0, len(packets), 8):
             self._send(Rtcp(pkt=build_rtcp(packets[i : i + 8])), now)
-
-    def _on_played(self, entry: PlayoutEntry) -> None:
-        self._played.append(PlayedFrame(bid=entry.bid, ssrc=entry.ssrc, seq=entry.seq, rtp_ts=entry.rtp_ts,
-                                        at=self.clock.to_server_any(entry.at)))
-        if self._played_since is None:
-            self._played_since = entry.at
-        if len(self._played) >= 32:
-            self._flush_played(entry.at)
-
-    def _flush_played(self, now: float) -> None:
-        while self._played:
-            batch, self._played = self._played[:32], self._played[32:]
-            self._send(Played(log=tuple(batch)), now)
-        self._played_since = None
-
 
     # -- reports (see loa.devices.reports) ---------------------------------------------------------------------
 
