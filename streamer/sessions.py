@@ -181,8 +181,9 @@ class DeviceSessions:
         self._server_time = server_time
         self._events = events
         self._drops = drops
+        jitter = random.Random(rng.getrandbits(64)).random  # retransmission jitter: no secret, no syscall a draw
         self.conn = ServerConnection(static_private=static_private, is_enrolled=self._admit, boot=boot,
-                                     random_bytes=random_bytes, rng=rng.random)
+                                     random_bytes=random_bytes, rng=jitter)
         self._runtime: dict[bytes, DeviceRuntime] = {}
         self._by_index: dict[int, bytes] = {}
         self._provisional_by_ip: dict[str, float] = {}

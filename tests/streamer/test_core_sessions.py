@@ -7,6 +7,7 @@ import random
 import sys
 from collections import Counter
 
+import pytest
 from streamer_kit import EPOCH_NS, SERVER, KitDevice, World
 
 from loa.protocol.control import Bye, Config, Leave, State, Telemetry, TelemetryValues, Volume
@@ -263,3 +264,21 @@ def test_a_device_table_of_sent_alerts_stays_small_over_many_alerts() -> None:
     assert len(device.alerts) == 24
     assert len(world.core.sessions.runtime(device.public_key).sent or ()) <= SENT_SWEEP_MIN
     assert largest <= 512
+
+
+def test_retransmissions_draw_no_kernel_randomness(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The core's ``rng`` defaults to a SystemRandom (ids and SSRCs); the retransmissions' jitter, drawn for every
+    message to every device that does not answer, comes from a generator seeded once from it."""
+    world = World(rng=random.SystemRandom())
+    devices = [world.device("C11") for _ in range(3)]
+    assert world.run_until(lambda: world.online(*devices), 10.0)
+    for device in devices:
+        world.net.add_outage(world.now, world.now + 1e6, dst=world.address(device))
+    draws = Counter[int]()
+    real = random._urandom  # type: ignore[attr-defined]
+    monkeypatch.setattr(random, "_urandom", lambda n: (draws.update([n]), real(n))[1])
+    before = world.core.statistics().control_retransmitted
+    world.core.set_volume([d.public_key for d in devices], 40, world.now)
+    world.run_for(5.0)
+    assert world.core.statistics().control_retransmitted - before >= 3 * 4  # each device's volume, again and again
+    assert not draws
