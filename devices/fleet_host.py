@@ -45,9 +45,7 @@ RECEIVE_SLICE_S = 0.005  # the fleet's receive loop yields to its timers at leas
 
 OTHER_TIMERS_SHARE = 0.125  # of a slice, the least the counting devices' timers get after their acknowledgements
 
-URGENT_EVERY = 32  # ready sockets of a fleet's receive round between two looks at the decoding devices' sockets
-
-SOCKET_BURST = 8  # datagrams taken from one device's socket in a round of the receive loop (see _receive_ready)
+URGENT_EVERY = 32  # datagrams of a fleet's receive round between two looks at the decoding devices' sockets
 
 WINDOW_POLL_S = 0.05  # how often the starter counts the devices still connecting
 
@@ -68,15 +66,15 @@ class FleetHost:
     least 64). The window matters only when this process falls behind: one process doing the handshakes of
     thousands of devices, each retrying every 5 s as the protocol says, would otherwise spend itself on retries
     whose answers come back too late to count, where real devices each have a processor of their own.
-    ``on_tick`` is called every ``tick`` seconds (status lines). The receive loop takes what waits in each ready
-    socket (up to :data:`SOCKET_BURST` datagrams) per round and yields to the timers every few milliseconds; the
-    sockets of the first ``priority`` devices (those that decode), and their group sockets, are emptied every
-    :data:`URGENT_EVERY` ready sockets of a round (a second ``epoll`` set of just those sockets says which have
-    data), so that their audio, and the ``join`` that has them take a group, do not queue behind the counting
-    devices: a round can hold hundreds of alert verifications. Their timers (playout among them) likewise run before
-    the others' in each round of the timer loop. :attr:`stats` keeps how late the timers ran at worst
-    (``timer_lag_max_s``, and ``priority_timer_lag_max_s`` for the decoding devices): a device of its own would
-    never lag, so this is the host falling behind.
+    ``on_tick`` is called every ``tick`` seconds (status lines). The receive loop takes one datagram from each
+    ready socket per round and yields to the timers every few milliseconds; the sockets of the first
+    ``priority`` devices (those that decode), and their group sockets, are emptied every :data:`URGENT_EVERY`
+    datagrams of a round (a second ``epoll`` set of just those sockets says which have data), so that their
+    audio, and the ``join`` that has them take a group, do not queue behind the counting devices: a round can
+    hold hundreds of alert verifications. Their timers (playout among them) likewise run before the others' in
+    each round of the timer loop. :attr:`stats` keeps how late the timers ran at worst (``timer_lag_max_s``,
+    and ``priority_timer_lag_max_s`` for the decoding devices): a device of its own would never lag, so this is
+    the host falling behind.
 
     Timers after input: when a device's timer is due, the host first hands it the datagrams waiting in its socket
     (``drain_before_timers``, on by default), then runs the timer. A device of its own reads a datagram as it
@@ -302,11 +300,8 @@ class FleetHost:
     def _drain(self, index: int) -> int:
         """Hand device ``index`` every datagram waiting in its socket (at most :data:`RECV_BATCH`); how many."""
         drained = 0
-        while drained < RECV_BATCH:
-            taken = self._receive_ready((index,), indexes=True)
-            if not taken:
-                break
-            drained += taken
+        while drained < RECV_BATCH and self._receive_ready((index,), indexes=True):
+            drained += 1
         return drained
 
     def _run_acks(self, now: float, until: float) -> int:
@@ -384,11 +379,8 @@ class FleetHost:
                 await changed.wait()
 
     def _receive_ready(self, fds: Sequence[int], *, indexes: bool = False) -> int:
-        """What waits in each ready device socket, up to :data:`SOCKET_BURST` datagrams (epoll is level-triggered:
-        a socket with more is ready again), and one datagram from each ready group socket. ``indexes``: ``fds``
-        are device indexes. A device takes what reached it together, as a device of its own would: taking one
-        datagram a socket per round, an alert's beacon, ``alert``, ``amp`` and ``join`` reached each device a whole
-        round of the fleet's sockets apart, and the last of them as late for every device as for the last one.
+        """One datagram from each ready socket (epoll is level-triggered: a socket with more is ready again), so
+        the common case costs one ``recvfrom`` and no ``EAGAIN``. ``indexes``: ``fds`` are device indexes.
 
         With ``timestamps``, :attr:`arrival` is set, before each datagram is handed to its device, to the time
         the kernel received it (``SO_TIMESTAMPNS``, moved from the wall clock to the host's monotonic clock);
@@ -411,25 +403,24 @@ class FleetHost:
                 continue
             if index >= started:
                 continue
-            sock, core = socks[index], cores[index]
-            for _ in range(SOCKET_BURST):
-                try:
-                    if stamped:
-                        data, ancillary, _, raw = sock.recvmsg(MAX_DATAGRAM, TIMESTAMP_SPACE)
-                        self.arrival = arrival_time(ancillary, offset, now)
-                        core.received_at = self.arrival * rates[index] + offsets[index]
-                    else:
-                        data, raw = sock.recvfrom(MAX_DATAGRAM)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    stats.receive_errors += 1
-                    break
-                stats.received += 1
-                count += 1
-                core.receive_datagram(data, (raw[0], raw[1]), now * rates[index] + offsets[index])
-                if core.timers_changed:  # a counted media packet changes nothing that needs sending or scheduling
-                    self._after(index)
+            try:
+                if stamped:
+                    data, ancillary, _, raw = socks[index].recvmsg(MAX_DATAGRAM, TIMESTAMP_SPACE)
+                    self.arrival = arrival_time(ancillary, offset, now)
+                    cores[index].received_at = self.arrival * rates[index] + offsets[index]
+                else:
+                    data, raw = socks[index].recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                stats.receive_errors += 1
+                continue
+            stats.received += 1
+            count += 1
+            core = cores[index]
+            core.receive_datagram(data, (raw[0], raw[1]), now * rates[index] + offsets[index])
+            if core.timers_changed:  # a counted media packet changes nothing that needs sending or scheduling
+                self._after(index)
         return count
 
     def _receive_group(self, fd: int, now: float) -> int:

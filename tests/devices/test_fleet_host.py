@@ -6,7 +6,6 @@ server in a thread, real reference devices."""
 from __future__ import annotations
 
 import random
-import select
 import socket
 import threading
 
@@ -15,10 +14,9 @@ import pytest
 from serverdriver import LoopbackNet, TestServer
 
 from loa.devices.core import SpeakerCore
-from loa.devices.fleet_host import SOCKET_BURST, FleetHost
+from loa.devices.fleet_host import FleetHost
 from loa.devices.probing import RTT_DEFAULT_S
 from loa.devices.simclock import SimulatedClock
-from loa.protocol.noise import x25519_public
 
 pytestmark = pytest.mark.e2e
 
@@ -118,33 +116,3 @@ async def test_without_it_the_device_takes_the_server_for_silent(anyio_backend: 
     assert host.drained_at_timers == 0
     assert host.sessions_lost_at_timers >= 1
     assert not core.conn.connected
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["trio"])
-async def test_a_round_takes_what_waits_in_each_socket_together(anyio_backend: str) -> None:
-    """What reached a device together is handed to it together (up to SOCKET_BURST a round), as a device of its
-    own would take it: not one datagram a socket per round, which put an alert's beacon, alert, amp and join a
-    whole round of the fleet's sockets apart at every device."""
-    server = ("127.0.0.1", 9)  # nothing is sent: the devices are not started
-    cores = [SpeakerCore(static_private=bytes([i + 1]) * 32, server_public=x25519_public(bytes([99]) * 32),
-                         server_address=server, count_only=True) for i in range(3)]
-    host = FleetHost([(core, SimulatedClock()) for core in cores], server, bind_host="127.0.0.1")
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        host.started = len(cores)
-        waiting = [1, 3, SOCKET_BURST + 2]
-        for sock, count in zip(host.socks, waiting, strict=True):
-            for n in range(count):
-                sender.sendto(b"\x00not a datagram of ours %d" % n, sock.getsockname())
-        with anyio.fail_after(5):
-            while not all(select.select([sock], [], [], 0)[0] for sock in host.socks):
-                await anyio.sleep(0.01)
-        fds = [sock.fileno() for sock in host.socks]
-        assert host._receive_ready(fds) == sum(min(count, SOCKET_BURST) for count in waiting)
-        assert [sum(core.drop_counts.values()) for core in cores] == [min(n, SOCKET_BURST) for n in waiting]
-        assert host._receive_ready(fds) == 2  # the rest of the third socket at the next round
-        assert [sum(core.drop_counts.values()) for core in cores] == waiting
-    finally:
-        sender.close()
-        host.close()
