@@ -462,11 +462,10 @@ class ReliableChannel:
                     self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt
                     self._rto = min(max(2 * self._srtt, RTO_MIN), RTO_MAX)
             if not in_flight:  # every heap entry is stale now, and a dict keeps the table it grew to
-                self._in_flight = self._timers = None
+                self._in_flight = self._timers = self._deferred = None
             elif self._deferred is not None:  # the peer is there: what waited behind the oldest goes now
                 deferred, self._deferred = self._deferred, None
                 self._retransmit([msg_id for msg_id in deferred if msg_id in in_flight], now)
-        self._deferred = None if self._in_flight is None else self._deferred
         self._compact()
         self._admit(now)
 
@@ -525,10 +524,7 @@ class ReliableChannel:
             # (section 4.3.1): a peer that is away or behind gets one datagram per expiry, not one per message.
             for msg_id in due[1:]:
                 in_flight[msg_id].deadline = math.inf
-            if self._deferred is None:
-                self._deferred = due[1:]
-            else:
-                self._deferred += due[1:]
+            self._deferred = (self._deferred or []) + due[1:]
             del due[1:]
         self._all_due = False
         self._retransmit(due, now)
