@@ -137,6 +137,7 @@ class _Pending:
     deadline: float
     interval: float
     transmissions: int = 1
+    last_sent: float = -math.inf  # the latest retransmission (set with the first one)
 
 
 class ReliableChannel:
@@ -461,6 +462,8 @@ class ReliableChannel:
                     rtt = now - pending.first_sent
                     self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt
                     self._rto = min(max(2 * self._srtt, RTO_MIN), RTO_MAX)
+                else:
+                    self._raise_rtt(now - pending.last_sent)
             if not in_flight:  # every heap entry is stale now, and a dict keeps the table it grew to
                 self._in_flight = self._timers = self._deferred = None
             elif self._deferred is not None:  # the peer is there: what waited behind the oldest goes now
@@ -468,6 +471,17 @@ class ReliableChannel:
                 self._retransmit([msg_id for msg_id in deferred if msg_id in in_flight], now)
         self._compact()
         self._admit(now)
+
+    def _raise_rtt(self, bound: float) -> None:
+        """Section 4.3.1: a retransmitted message gives no sample (Karn), but whichever of its transmissions
+        was acknowledged took at least ``bound`` (from the last one to the acknowledgement). A bound above the
+        smoothed RTT (before any sample, above the half of the initial RTO that stands for one) becomes it, and
+        the RTO rises to match; a bound never lowers either. A peer seconds behind on its input, which acknowledges
+        late what it received long before, then gets the RTO its delay needs instead of a retransmission at
+        every expiry of an RTO measured while it kept up."""
+        if bound > (self._srtt if self._srtt is not None else RTO_INITIAL / 2):
+            self._srtt = bound
+            self._rto = max(self._rto, min(max(2 * bound, RTO_MIN), RTO_MAX))
 
     # timers and output
 
@@ -539,6 +553,7 @@ class ReliableChannel:
         for msg_id in ids:
             pending = in_flight[msg_id]
             pending.transmissions += 1
+            pending.last_sent = now
             pending.interval = min(pending.interval * 2, BACKOFF_MAX)
             shorten = RETRANSMIT_JITTER * self._rng() if self._rng is not None else 0.0
             pending.deadline = now + pending.interval * (1 - shorten)

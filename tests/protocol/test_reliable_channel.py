@@ -160,9 +160,88 @@ def test_karn_retransmitted_messages_give_no_rtt_sample_and_back_off_the_rto() -
     ch.outgoing(0.0)
     ch.outgoing(RTO_INITIAL)
     assert ch.statistics().rto == 2 * RTO_INITIAL
-    ch.receive(ack(1), 0.5)
+    ch.receive(ack(1), 0.25)  # 0.05 s after the retransmission: below the 0.1 s the initial RTO stands for
     assert ch.statistics().srtt is None
+    assert ch.statistics().rto == 2 * RTO_INITIAL
     assert ch.statistics().in_flight == 0
+
+
+def test_a_late_ack_of_a_retransmitted_message_raises_the_rtt_to_its_bound() -> None:
+    """Section 4.3.1: from the last transmission to the acknowledgement is a lower bound, and it is taken."""
+    ch = ReliableChannel()
+    now = 0.0
+    for _ in range(30):  # a peer that answers in 10 ms: srtt 0.01, RTO at its floor
+        msg_id = ch.send(c.Leave(bid=1), now)
+        ch.outgoing(now)
+        now += 0.01
+        ch.receive(ack(msg_id), now)
+    assert ch.statistics().srtt == pytest.approx(0.01)
+    assert ch.statistics().rto == RTO_MIN
+    start = now
+    msg_id = ch.send(c.Leave(bid=2), start)
+    ch.outgoing(start)
+    sent = [round(t - start, 6) for t in (start + 0.1, start + 0.3, start + 0.7, start + 1.5) if ch.outgoing(t)]
+    assert sent == [0.1, 0.3, 0.7, 1.5]
+    assert ch.statistics().rto == pytest.approx(1.6)
+    ch.receive(ack(msg_id), start + 2.5)  # 2.5 s after the first transmission, 1.0 s after the last
+    assert ch.statistics().srtt == pytest.approx(1.0)  # the bound, not 2.5 (Karn)
+    assert ch.statistics().rto == RTO_MAX
+    # the peer keeps up again: each prompt sample pulls srtt down by an eighth of the way, no faster
+    msg_id = ch.send(c.Leave(bid=3), start + 3.0)
+    ch.outgoing(start + 3.0)
+    ch.receive(ack(msg_id), start + 3.01)
+    assert ch.statistics().srtt == pytest.approx(0.875 * 1.0 + 0.125 * 0.01)
+    assert ch.statistics().rto == pytest.approx(2 * (0.875 * 1.0 + 0.125 * 0.01))
+
+
+def test_a_bound_below_the_smoothed_rtt_changes_nothing() -> None:
+    ch = ReliableChannel()
+    now = 0.0
+    for _ in range(30):
+        msg_id = ch.send(c.Leave(bid=1), now)
+        ch.outgoing(now)
+        now += 0.5
+        ch.receive(ack(msg_id), now)
+    srtt = ch.statistics().srtt
+    assert srtt == pytest.approx(0.5)
+    msg_id = ch.send(c.Leave(bid=2), now)
+    ch.outgoing(now)
+    assert ch.outgoing(now + 1.0)  # retransmitted once: the RTO doubles
+    ch.receive(ack(msg_id), now + 1.2)  # a bound of 0.2 s
+    assert ch.statistics().srtt == srtt
+    assert ch.statistics().rto == pytest.approx(2.0)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.floats(0.0, 12.0), st.integers(0, 5)), min_size=1, max_size=10))
+def test_rtt_bounds_never_overestimate_a_lagging_peer(rounds: list[tuple[float, int]]) -> None:
+    """A peer reads its input ``lag`` seconds late and acknowledges what it reads at once; the first ``lost``
+    transmissions of each message never reach it. Whatever the lags, the smoothed RTT never exceeds the longest
+    round trip there was, and the acknowledgement of a retransmitted message never lowers the RTO or the
+    smoothed RTT."""
+    ch = ReliableChannel()
+    now, longest = 0.0, 0.0
+    for lag, lost in rounds:
+        msg_id = ch.send(c.Leave(bid=1), now)
+        sent = [now] if ch.outgoing(now) else []
+        while True:  # the sender's timers run until the first transmission that arrives is acknowledged
+            deadline = ch.next_timeout()
+            assert deadline is not None
+            if len(sent) > lost and sent[lost] + lag <= deadline:
+                break
+            if ch.outgoing(deadline):
+                sent.append(deadline)
+        before = ch.statistics()
+        now = sent[lost] + lag
+        ch.receive(ack(msg_id), now)
+        longest = max(longest, lag)
+        after = ch.statistics()
+        assert after.in_flight == 0
+        if after.srtt is not None:
+            assert after.srtt <= longest + 1e-9
+        if len(sent) > 1:
+            assert after.rto >= before.rto
+            assert before.srtt is None or (after.srtt is not None and after.srtt >= before.srtt)
 
 
 def test_jitter_shortens_retransmission_intervals_by_at_most_10_percent() -> None:
