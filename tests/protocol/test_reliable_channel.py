@@ -45,6 +45,16 @@ def leave(bid: int, msg_id: int) -> bytes:
     return c.encode(c.Leave(bid=bid, id=msg_id))
 
 
+def answered(ch: ReliableChannel, rtt: float, count: int, now: float = 0.0) -> float:
+    """Send ``count`` messages one after another, each acknowledged ``rtt`` after it went; the time after."""
+    for _ in range(count):
+        msg_id = ch.send(c.Leave(bid=1), now)
+        ch.outgoing(now)
+        now += rtt
+        ch.receive(ack(msg_id), now)
+    return now
+
+
 # ---- sending ----
 
 
@@ -130,12 +140,7 @@ def test_retransmission_backoff_doubles_to_8_s_and_never_stops() -> None:
 
 def test_rto_follows_smoothed_rtt_times_two_within_bounds() -> None:
     ch = ReliableChannel()
-    now = 0.0
-    for _ in range(40):
-        msg_id = ch.send(c.Leave(bid=1), now)
-        ch.outgoing(now)
-        now += 0.030
-        ch.receive(ack(msg_id), now)
+    now = answered(ch, 0.030, 40)
     stats = ch.statistics()
     assert stats.srtt == pytest.approx(0.030)
     assert stats.rto == RTO_MIN
@@ -169,15 +174,9 @@ def test_karn_retransmitted_messages_give_no_rtt_sample_and_back_off_the_rto() -
 def test_a_late_ack_of_a_retransmitted_message_raises_the_rtt_to_its_bound() -> None:
     """Section 4.3.1: from the last transmission to the acknowledgement is a lower bound, and it is taken."""
     ch = ReliableChannel()
-    now = 0.0
-    for _ in range(30):  # a peer that answers in 10 ms: srtt 0.01, RTO at its floor
-        msg_id = ch.send(c.Leave(bid=1), now)
-        ch.outgoing(now)
-        now += 0.01
-        ch.receive(ack(msg_id), now)
+    start = answered(ch, 0.01, 30)  # a peer that answers in 10 ms: srtt 0.01, RTO at its floor
     assert ch.statistics().srtt == pytest.approx(0.01)
     assert ch.statistics().rto == RTO_MIN
-    start = now
     msg_id = ch.send(c.Leave(bid=2), start)
     ch.outgoing(start)
     sent = [round(t - start, 6) for t in (start + 0.1, start + 0.3, start + 0.7, start + 1.5) if ch.outgoing(t)]
@@ -196,12 +195,7 @@ def test_a_late_ack_of_a_retransmitted_message_raises_the_rtt_to_its_bound() -> 
 
 def test_a_bound_below_the_smoothed_rtt_changes_nothing() -> None:
     ch = ReliableChannel()
-    now = 0.0
-    for _ in range(30):
-        msg_id = ch.send(c.Leave(bid=1), now)
-        ch.outgoing(now)
-        now += 0.5
-        ch.receive(ack(msg_id), now)
+    now = answered(ch, 0.5, 30)
     srtt = ch.statistics().srtt
     assert srtt == pytest.approx(0.5)
     msg_id = ch.send(c.Leave(bid=2), now)
