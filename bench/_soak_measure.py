@@ -33,6 +33,7 @@ class AlertRound:
     bid: int | None
     ends_at: float = 0.0  # monotonic
     held: int | None = None
+    half_s: float | None = None  # from the alert's start until half of the devices had reported playing it
     resumed: int | None = None
     resumed_group: int | None = None  # of ``resumed``: on the live stream from their group
     resume_s: float | None = None

@@ -41,7 +41,9 @@ and a child per core is the most that adds processor time rather than scheduling
    It preempts the live stream; ``alerts_held_min_fraction``: the smallest share of devices that reported
    playing an alert; ``live_resumed_min_fraction``: the smallest share back on the live stream, both read when
    every device is back or ``RESUME_WAIT_S`` after the alert's end, whichever comes first
-   (``live_resume_max_s``).
+   (``live_resume_max_s``). ``alerts_half_held_max_s``: the longest an alert took, from its confirmation, until
+   half of the devices had reported playing it (read from the fleet's status, written every second; None when an
+   alert never got there).
 5. **API traffic.** ``--readers`` clients each do ``--read-rate`` reads per second (a page of a commune's device
    status, one device, the schedule, the zones) and ``--writers`` clients ``--write-rate`` schedule edits per
    second (create an entry two days ahead, rename it, delete it), each with its own keep-alive connection:
@@ -389,6 +391,8 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         "alerts_held_min_fraction": round(min(held), 5) if len(held) == len(rounds) and held else None,
         "live_resumed_min_fraction": round(min(resumed), 5) if len(resumed) == len(rounds) and resumed else None,
         "live_resume_max_s": max((r.resume_s for r in rounds if r.resume_s is not None), default=None),
+        "alerts_half_held_max_s": (max(r.half_s for r in rounds if r.half_s is not None)
+                                   if rounds and all(r.half_s is not None for r in rounds) else None),
         "live_frames": int(frames),
         "live_frames_per_s": None if frames_rate is None else round(frames_rate, 2),
         "live_late_frames": int(samples[-1].gauges.get(late_gauge, 0.0)),
@@ -428,9 +432,10 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
     for r in rounds:
         if r.problem:
             progress.note(f"alert at {r.at:.0f} s: {r.problem}")
-    progress.note("alerts (at s, devices that held it, back on the live stream (of them from their group), seconds "
-                  "to that): " + ", ".join(f"{r.at:.0f}: {r.held}/{r.resumed} ({r.resumed_group})/{r.resume_s}"
-                                           for r in rounds))
+    progress.note("alerts (at s, devices that held it (seconds until half had), back on the live stream (of them from "
+                  "their group), seconds to that): "
+                  + ", ".join(f"{r.at:.0f}: {r.held} ({r.half_s})/{r.resumed} ({r.resumed_group})/{r.resume_s}"
+                              for r in rounds))
     progress.note("samples (t s, RSS MiB, fds, threads, tasks, sessions, datagrams the kernel dropped at the "
                   "server's socket so far): " + ", ".join(
         f"{s.t:.0f}: {s.rss_kib / 1024:.1f}/{s.fds}/{s.threads}/{s.tasks}/{s.sessions}/"
@@ -462,6 +467,8 @@ def _follow(round_: AlertRound, status: dict[str, Any], live_bid: int, config: S
     if round_.bid is None:
         return True
     now = time.monotonic()
+    if round_.half_s is None and 2 * int(status.get("seen", {}).get(str(round_.bid), 0)) >= config.devices:
+        round_.half_s = round(now - (round_.ends_at - config.alert_seconds), 1)
     if (now < round_.ends_at or not status) and not final:
         return False
     round_.held = int(status.get("seen", {}).get(str(round_.bid), 0))  # grows while late devices catch up

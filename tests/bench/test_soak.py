@@ -11,7 +11,9 @@ import random
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import pytest
 from click.testing import CliRunner
@@ -20,7 +22,7 @@ from hypothesis import strategies as st
 
 from loa.bench._report import read_status
 from loa.bench._soak_fleet import merge_statuses
-from loa.bench._soak_measure import Sample, goals_missed, parse_gauges, sample_process, udp_drops, verdicts
+from loa.bench._soak_measure import AlertRound, Sample, goals_missed, parse_gauges, sample_process, udp_drops, verdicts
 from loa.bench._soak_site import (
     START_TIMEOUT_S,
     Api,
@@ -31,7 +33,7 @@ from loa.bench._soak_site import (
     spawn,
     spawn_fleets,
 )
-from loa.bench.soak import commune_groups, soak
+from loa.bench.soak import _follow, commune_groups, soak
 from loa.streamer.core import parse_group
 
 
@@ -152,6 +154,28 @@ def test_the_live_share_and_rtp_keep_bound_what_is_sent_and_read() -> None:
     assert (everyone.live_members(), everyone.keep(), everyone.watchdog_ms()) == (10_000, 32, 5120)
     assert SoakConfig(devices=10_000, rtp_keep=64).keep() == 64
     assert SoakConfig(devices=7, communes=3, live_communes=2).live_members() == 5  # devices 0,1,3,4,6
+
+
+@given(st.lists(st.integers(0, 30), min_size=1, max_size=60))
+def test_an_alert_s_half_time_is_its_first_status_with_half_of_the_devices(steps: list[int]) -> None:
+    """One fleet status a second from the alert's start, its ``seen`` growing by ``steps``: ``half_s`` is the
+    second of the first status in which half of the devices had held the alert, or None if none had by the end."""
+    config = SoakConfig(devices=100, seconds=600, warmup=60)
+    clock = [1000.0]
+    round_ = AlertRound(at=30.0, bid=7, ends_at=1000.0 + config.alert_seconds)
+    seen, expected = 0, None
+    with mock.patch("loa.bench.soak.time", SimpleNamespace(monotonic=lambda: clock[0])):
+        for second, step in enumerate(steps, start=1):
+            clock[0] = 1000.0 + second
+            seen = min(config.devices, seen + step)
+            if expected is None and 2 * seen >= config.devices:
+                expected = float(second)
+            if _follow(round_, {"seen": {"7": seen}, "now": {}}, 1, config):
+                break
+    assert round_.half_s == expected
+    failed = AlertRound(at=30.0, bid=None)
+    assert _follow(failed, {"seen": {"7": 100}}, 1, config)
+    assert failed.half_s is None
 
 
 def test_parse_gauges() -> None:
