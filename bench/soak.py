@@ -467,11 +467,12 @@ def _follow(round_: AlertRound, status: dict[str, Any], live_bid: int, config: S
     if round_.bid is None:
         return True
     now = time.monotonic()
-    if round_.half_s is None and 2 * int(status.get("seen", {}).get(str(round_.bid), 0)) >= config.devices:
+    seen = int(status.get("seen", {}).get(str(round_.bid), 0))
+    if round_.half_s is None and 2 * seen >= config.devices:
         round_.half_s = round(now - (round_.ends_at - config.alert_seconds), 1)
     if (now < round_.ends_at or not status) and not final:
         return False
-    round_.held = int(status.get("seen", {}).get(str(round_.bid), 0))  # grows while late devices catch up
+    round_.held = seen  # grows while late devices catch up
     back = int(status.get("now", {}).get(str(live_bid), 0))  # of the live stream's devices
     everyone = round_.held == config.devices and back == config.live_members()
     if everyone or final or now >= round_.ends_at + RESUME_WAIT_S:

@@ -130,6 +130,11 @@ class EncodedMessage:
 
 
 
+def _rto_of(srtt: float) -> float:
+    """Section 4.3.1: the RTO a smoothed RTT gives."""
+    return min(max(2 * srtt, RTO_MIN), RTO_MAX)
+
+
 @dataclass(slots=True)
 class _Pending:
     data: bytes
@@ -461,7 +466,7 @@ class ReliableChannel:
                 if pending.transmissions == 1:
                     rtt = now - pending.first_sent
                     self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt
-                    self._rto = min(max(2 * self._srtt, RTO_MIN), RTO_MAX)
+                    self._rto = _rto_of(self._srtt)
                 else:
                     self._raise_rtt(now - pending.last_sent)
             if not in_flight:  # every heap entry is stale now, and a dict keeps the table it grew to
@@ -481,7 +486,7 @@ class ReliableChannel:
         every expiry of an RTO measured while it kept up."""
         if bound > (self._srtt if self._srtt is not None else RTO_INITIAL / 2):
             self._srtt = bound
-            self._rto = max(self._rto, min(max(2 * bound, RTO_MIN), RTO_MAX))
+            self._rto = max(self._rto, _rto_of(bound))
 
     # timers and output
 
