@@ -5,8 +5,9 @@ keys' seed and count (:func:`loa.bench._alert_fleet.device_keys`) and this proce
 and ``slice``: devices ``first`` .. ``first + slice - 1``; the whole fleet by default), the start rate, ``rtp_keep``
 (K, a power of two), an optional ``watchdog_ms``, ``multicast``, an optional ``autogroup_nice`` (the scheduler
 weight of this process's session, :func:`lower_share`), the status file and a time limit. The devices run
-in a :class:`loa.devices.FleetHost` on loopback sockets, counting only (``count_only``: control, clock, telemetry
-and alerts as on a real device; RTP counted, not authenticated or played), as ``loa fleet`` runs them. The bench
+in a :class:`loa.devices.FleetHost` on loopback sockets with kernel receive timestamps, counting only
+(``count_only``: control, clock, telemetry and alerts as on a real device; RTP counted, not authenticated or
+played), as ``loa fleet`` runs them. The bench
 may run several of these processes, each with a disjoint slice; :func:`merge_statuses` sums their status files
 into the status of one fleet.
 
@@ -48,8 +49,10 @@ Every ``STATUS_EVERY_S`` the process writes the status file (JSON, through a tem
 connected; for each broadcast id the number of devices that reported playing it at some point (``seen``) and now
 (``now``, source ``ip``; ``now_group``: of those, the ones on a group stream); refreshed every
 ``COUNTERS_EVERY_S``, the sums of the devices' counters (``rtp_received``, ``rtp_expected``, ``telemetry_sent``,
-``alerts_accepted``, ``watchdog_fires``); the open taps and what they received; and the sum of the sockets'
-kernel drop counters (filtered, or a full receive buffer; read at every tenth write and at SIGTERM). The
+``alerts_accepted``, ``watchdog_fires``); for the newest emergency broadcasts, when their devices became ready
+to play them, by the kernel's arrival time of the datagram that did it and by when this process handled it
+(``ready_arrived``, ``ready_handled``: :class:`Readiness`); the open taps and what they received; and the sum of
+the sockets' kernel drop counters (filtered, or a full receive buffer; read at every tenth write and at SIGTERM). The
 process ends at the time limit, or when SIGTERM arrives (devices then send ``bye``).
 """
 
@@ -69,11 +72,13 @@ from typing import Any, Final
 import anyio
 
 from loa.bench._alert_fleet import device_keys
+from loa.devices.core import SpeakerCore
 from loa.devices.fleet import build_fleet, raise_open_file_limit, share_alert_verification
 from loa.devices.fleet_host import FEED_EVERY_S, FleetHost
 from loa.devices.reports import media_totals
 from loa.devices.runner import run
 from loa.protocol.control import ConfigValues
+from loa.protocol.priority import Class
 from loa.streamer.sockfilter import kernel_drops
 
 STATUS_EVERY_S = 1.0  # a pass over every device's state: at 0.5 s a tenth of a 5,000-device process's time
@@ -86,6 +91,9 @@ _JEQ_K, _JGE_K = 0x15, 0x35
 _RET_K = 0x06
 _ACCEPT, _DROP = 0xFFFFFFFF, 0
 RTP_HEADER: Final = 12
+ARRIVAL_BIN_S: Final = 0.01  # the status's bins of kernel arrival times (host monotonic seconds)
+HANDLED_BIN_S: Final = 0.1  # and of the times this process handled those datagrams
+READY_KEPT: Final = 16  # emergency broadcasts whose readiness the status carries, the newest
 
 
 def program(keep: int) -> tuple[tuple[int, int, int, int], ...]:
@@ -136,6 +144,52 @@ _SUMMED = ("started", "connected", "rtp_received", "rtp_expected", "telemetry_se
            "watchdog_fires", "kernel_drops", "drained_at_timers", "acks_first", "sessions_lost_at_timers",
            "control_sent", "control_retransmitted", "control_duplicates")
 _SUMMED_MAPS = ("alerts_refused", "seen", "now", "now_group", "io", "taps", "verifications")
+_SUMMED_NESTED = ("ready_arrived", "ready_handled")
+
+
+class Readiness:
+    """When each device became ready to play an emergency broadcast: the broadcast is its current one and it
+    knows the broadcast's stream (``join``, or the ``alert`` that found its ``join`` waiting), so that a device
+    with a processor of its own would play the stream from there on. :meth:`observe` is called after a device was
+    handed a datagram; the first time it finds the device ready for a broadcast it counts the device in two
+    histograms of that broadcast: ``arrived``, by the kernel's arrival time of the datagram that made it ready
+    (``ARRIVAL_BIN_S`` bins of host monotonic time), and ``handled``, by when this process handled that datagram
+    (``HANDLED_BIN_S`` bins). The difference is the time the device waited for this process, which a device of
+    its own would not. A device is counted once per broadcast (one byte per device and broadcast), and only the
+    newest ``READY_KEPT`` broadcasts are kept."""
+
+    __slots__ = ("_counted", "_devices", "arrived", "handled")
+
+    def __init__(self, devices: int) -> None:
+        self._devices = devices
+        self._counted: dict[int, bytearray] = {}  # broadcast id -> 1 for each device counted, in arrival order
+        self.arrived: dict[int, Counter[int]] = {}
+        self.handled: dict[int, Counter[int]] = {}
+
+    def observe(self, index: int, core: SpeakerCore, arrival: float, handled: float) -> None:
+        current = core.arbiter.current
+        if current is None:
+            return
+        counted = self._counted.get(current)
+        if counted is not None and counted[index]:
+            return
+        broadcast = core.broadcasts.get(current)
+        if broadcast is None or broadcast.live is None or broadcast.cls != Class.EMERGENCY:
+            return
+        if counted is None:
+            counted = self._counted[current] = bytearray(self._devices)
+            self.arrived[current], self.handled[current] = Counter(), Counter()
+            while len(self._counted) > READY_KEPT:
+                oldest = next(iter(self._counted))
+                del self._counted[oldest], self.arrived[oldest], self.handled[oldest]
+        counted[index] = 1
+        self.arrived[current][int(arrival / ARRIVAL_BIN_S)] += 1
+        self.handled[current][int(handled / HANDLED_BIN_S)] += 1
+
+    def status(self) -> dict[str, dict[str, dict[str, int]]]:
+        """The histograms as the status file carries them: broadcast id -> bin -> devices, keys as strings."""
+        return {name: {str(bid): {str(k): n for k, n in bins.items()} for bid, bins in table.items()}
+                for name, table in (("ready_arrived", self.arrived), ("ready_handled", self.handled))}
 
 
 def merge_statuses(statuses: list[dict[str, Any]]) -> dict[str, Any]:
@@ -143,7 +197,7 @@ def merge_statuses(statuses: list[dict[str, Any]]) -> dict[str, Any]:
     devices): counts and per-broadcast counts summed, the taps' figures summed (each process has taps of its own:
     ``group_received_max`` is the most datagrams one process's taps received, what the groups carried when each
     process has a device in every group), ``timer_lag_max_s`` and ``timer_lag_s`` (the last round's) the worst,
-    ``t`` the oldest, ``filtered`` and
+    ``t`` the oldest, the readiness histograms (:class:`Readiness`) summed bin by bin, ``filtered`` and
     ``final`` true only if true of all. ``{}`` until every process has written one (a partial sum would look like
     a fleet that lost devices)."""
     if not statuses or any(not status for status in statuses):
@@ -164,6 +218,13 @@ def merge_statuses(statuses: list[dict[str, Any]]) -> dict[str, Any]:
             for s in statuses:
                 total.update(s.get(key, {}))
             merged[key] = dict(total)
+    for key in _SUMMED_NESTED:
+        if any(key in s for s in statuses):
+            nested: dict[str, Counter[str]] = {}
+            for s in statuses:
+                for sub, counts in s.get(key, {}).items():
+                    nested.setdefault(sub, Counter()).update(counts)
+            merged[key] = {sub: dict(counts) for sub, counts in nested.items()}
     return merged
 
 
@@ -193,7 +254,10 @@ def main(spec_path: str) -> None:
         for core in cores:
             core.settings.apply_config(ConfigValues(watchdog_ms=int(spec["watchdog_ms"])))
     host = FleetHost(devices, (spec["host"], spec["port"]), bind_host="127.0.0.1", start_rate=spec["start_rate"],
-                     taps=bool(spec.get("multicast")), feed_every=float(spec.get("feed_every", FEED_EVERY_S)))
+                     taps=bool(spec.get("multicast")), feed_every=float(spec.get("feed_every", FEED_EVERY_S)),
+                     timestamps=True)
+    readiness = Readiness(len(cores))
+    host.on_received = lambda index: readiness.observe(index, cores[index], host.arrival, time.monotonic())
     keep = int(spec["rtp_keep"])
     filtered = keep > 1 and all(attach(sock, keep) for sock in host.socks)
     status_path = Path(spec["status"])
@@ -261,6 +325,7 @@ def main(spec_path: str) -> None:
             **counters,
             "seen": {str(b): n for b, n in ever.items()}, "now": {str(b): n for b, n in now_playing.items()},
             "now_group": {str(b): n for b, n in from_group.items()},
+            **readiness.status(),
             "taps": {"open": len(taps), "datagrams": sum(taps.values()), "drops": tap_drops[0]},
             "io": {"received": host.stats.received, "sent": host.stats.sent,
                    "send_errors": host.stats.send_errors, "receive_errors": host.stats.receive_errors,

@@ -38,12 +38,22 @@ and a child per core is the most that adds processor time rather than scheduling
 4. **Alerts.** Every ``--alert-every`` seconds (first at half that; none that would end less than
    ``ALERT_MARGIN_S`` before the soak does) a NOC operator triggers an emergency alert to
    ``P`` with the test tone, and a second operator confirms it (the two-person rule, on as `loa serve` runs it).
-   It preempts the live stream; ``alerts_held_min_fraction``: the smallest share of devices that reported
-   playing an alert; ``live_resumed_min_fraction``: the smallest share back on the live stream, both read when
-   every device is back or ``RESUME_WAIT_S`` after the alert's end, whichever comes first
-   (``live_resume_max_s``). ``alerts_half_held_max_s``: the longest an alert took, from its confirmation, until
-   half of the devices had reported playing it (read from the fleet's status, written every second; None when an
-   alert never got there).
+   It preempts the live stream. ``alerts_ready_min_fraction``: the smallest share of devices that were ready to
+   play an alert before it ended (``--alert-seconds`` after the confirmation came back), by the kernel's arrival
+   time of the datagram that made each ready: the alert was its current broadcast and it knew the alert's stream
+   (:class:`loa.bench._soak_fleet.Readiness`). That is the rule of `loa bench alert`: a fleet process does the
+   work of thousands of devices one after another, and a device with a processor of its own would have started
+   on the datagram when it arrived. ``alerts_ready_p99_max_s``: for the slowest alert, the seconds from just
+   before the confirmation was sent until 99 % of the devices were ready, by the same arrival times (None when
+   an alert never got there). ``alerts_half_handled_max_s``: the same for half of the devices, by when the fleet
+   process came round to those datagrams: the difference is the simulation falling behind.
+   ``alerts_held_min_fraction``: the smallest share of devices that reported playing an alert in the simulation
+   (a counting device reports ``ip`` once the group tap hands it a packet of the alert's stream, so a device the
+   fleet reached after the stream ended never does); ``live_resumed_min_fraction``: the smallest share back on
+   the live stream; all of these read when every device is back or ``RESUME_WAIT_S`` after the alert's end,
+   whichever comes first (``live_resume_max_s``). ``alerts_half_held_max_s``: the longest an alert took, from
+   its confirmation, until half of the devices had reported playing it (read from the fleet's status, written
+   every second; None when an alert never got there).
 5. **API traffic.** ``--readers`` clients each do ``--read-rate`` reads per second (a page of a commune's device
    status, one device, the schedule, the zones) and ``--writers`` clients ``--write-rate`` schedule edits per
    second (create an entry two days ahead, rename it, delete it), each with its own keep-alive connection:
@@ -87,11 +97,14 @@ Verdicts (goals; the bench prints its JSON line, then exits 1 naming each missed
   ``TASKS_PER_CONNECTION`` tasks each), and the SQLite pool's overflow connections (opened under load, closed when
   idle: up to ``SQLITE_OVERFLOW`` of them, three descriptors each: the database, its WAL and shared memory);
 * ``sessions_end`` = ``devices`` (the server's count at the end);
-* ``alerts_held_min_fraction`` >= 0.99 and ``live_resumed_min_fraction`` >= 0.99 (a device reconnecting at that
+* ``alerts_ready_min_fraction`` >= 0.99 and ``live_resumed_min_fraction`` >= 0.99 (a device reconnecting at that
   moment is out of reach; every miss is counted);
 * ``api_errors`` = 0.
 
-The fleet's own figures say where the simulation, not the server, fell short: ``fleet_procs``;
+The fleet's own figures say where the simulation, not the server, fell short: ``alerts_held_min_fraction`` and
+``alerts_half_held_max_s`` (above: on 2 cores, 10,000 counting devices in two Python processes beside the server
+reach the last of an alert's datagrams tens of seconds after they arrived; SECURITY.md has the figures);
+``fleet_procs``;
 ``fleet_timer_lag_max_s``, the latest any device's timer ran after it was due (a device of its own would never
 lag); ``fleet_drained_at_timers``, datagrams handed to a device just before its timer ran, and
 ``fleet_sessions_lost_at_timers``, sessions a device's own timer ended (its server silent to its clock probes, or
@@ -121,7 +134,7 @@ import click
 
 from loa.bench._report import emit, environment, read_status
 from loa.bench._serve import Child, RtpFeeder, wav_tone
-from loa.bench._soak_fleet import merge_statuses
+from loa.bench._soak_fleet import ARRIVAL_BIN_S, HANDLED_BIN_S, merge_statuses
 from loa.bench._soak_measure import (
     KERNEL_DROPS,
     MESSAGES,
@@ -130,7 +143,9 @@ from loa.bench._soak_measure import (
     Sample,
     Sampler,
     goals_missed,
+    ready_by,
     sample_process,
+    time_to_share,
     udp_drops,
     verdicts,
     write_trace,
@@ -366,6 +381,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
     expected = final_status.get("rtp_expected", 0) - first_status.get("rtp_expected", 0)
     cpu = (samples[-1].cpu_s - samples[0].cpu_s) / (samples[-1].t - samples[0].t) if len(samples) > 1 else None
     held = [r.held / config.devices for r in rounds if r.held is not None]
+    ready = [r.ready / config.devices for r in rounds if r.ready is not None]
     resumed = [r.resumed / config.live_members() for r in rounds if r.resumed is not None]
     from_group = [r.resumed_group for r in rounds if r.resumed_group is not None]
     group_datagrams = (final_status.get("group_received_max", 0)  # what the groups carried, not x fleet children
@@ -388,11 +404,16 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         "fleet_connected_end": final_status.get("connected"),
         "alerts": len(rounds),
         "alerts_failed": sum(r.bid is None for r in rounds),
+        "alerts_ready_min_fraction": round(min(ready), 5) if len(ready) == len(rounds) and ready else None,
+        "alerts_ready_p99_max_s": (max(r.ready_p99_s for r in rounds if r.ready_p99_s is not None)
+                                   if rounds and all(r.ready_p99_s is not None for r in rounds) else None),
         "alerts_held_min_fraction": round(min(held), 5) if len(held) == len(rounds) and held else None,
         "live_resumed_min_fraction": round(min(resumed), 5) if len(resumed) == len(rounds) and resumed else None,
         "live_resume_max_s": max((r.resume_s for r in rounds if r.resume_s is not None), default=None),
         "alerts_half_held_max_s": (max(r.half_s for r in rounds if r.half_s is not None)
                                    if rounds and all(r.half_s is not None for r in rounds) else None),
+        "alerts_half_handled_max_s": (max(r.handled_p50_s for r in rounds if r.handled_p50_s is not None)
+                                      if rounds and all(r.handled_p50_s is not None for r in rounds) else None),
         "live_frames": int(frames),
         "live_frames_per_s": None if frames_rate is None else round(frames_rate, 2),
         "live_late_frames": int(samples[-1].gauges.get(late_gauge, 0.0)),
@@ -432,10 +453,11 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
     for r in rounds:
         if r.problem:
             progress.note(f"alert at {r.at:.0f} s: {r.problem}")
-    progress.note("alerts (at s, devices that held it (seconds until half had), back on the live stream (of them from "
-                  "their group), seconds to that): "
-                  + ", ".join(f"{r.at:.0f}: {r.held} ({r.half_s})/{r.resumed} ({r.resumed_group})/{r.resume_s}"
-                              for r in rounds))
+    progress.note("alerts (at s, devices ready for it by kernel arrival (seconds until 99 % were; until half were "
+                  "handled by the fleet), devices that held it (seconds until half had), back on the live stream (of "
+                  "them from their group), seconds to that): "
+                  + ", ".join(f"{r.at:.0f}: {r.ready} ({r.ready_p99_s}; {r.handled_p50_s})/{r.held} ({r.half_s})/"
+                              f"{r.resumed} ({r.resumed_group})/{r.resume_s}" for r in rounds))
     progress.note("samples (t s, RSS MiB, fds, threads, tasks, sessions, datagrams the kernel dropped at the "
                   "server's socket so far): " + ", ".join(
         f"{s.t:.0f}: {s.rss_kib / 1024:.1f}/{s.fds}/{s.threads}/{s.tasks}/{s.sessions}/"
@@ -455,10 +477,12 @@ def _alert(noc1: Api, noc2: Api, at: float, *, item: int, content_id: str, confi
         "title": f"Diễn tập {int(at)}", "text": "Bão: sơ tán", "trigger": True})
     if draft is None:
         return AlertRound(at, None, problem=noc1.first_error)
+    confirming_at = time.monotonic()
     confirmed = noc2.call("POST", f"/api/v1/alerts/{draft['id']}/confirm")
     if confirmed is None or confirmed.get("state") != "active" or confirmed.get("bid") is None:
         return AlertRound(at, None, problem=noc2.first_error or f"state {confirmed and confirmed.get('state')}")
-    return AlertRound(at, int(confirmed["bid"]), ends_at=time.monotonic() + config.alert_seconds)
+    return AlertRound(at, int(confirmed["bid"]), ends_at=time.monotonic() + config.alert_seconds,
+                      confirming_at=confirming_at)
 
 
 def _follow(round_: AlertRound, status: dict[str, Any], live_bid: int, config: SoakConfig, *,
@@ -476,6 +500,13 @@ def _follow(round_: AlertRound, status: dict[str, Any], live_bid: int, config: S
     back = int(status.get("now", {}).get(str(live_bid), 0))  # of the live stream's devices
     everyone = round_.held == config.devices and back == config.live_members()
     if everyone or final or now >= round_.ends_at + RESUME_WAIT_S:
+        arrived = status.get("ready_arrived", {}).get(str(round_.bid), {})
+        round_.ready = ready_by(arrived, ARRIVAL_BIN_S, round_.ends_at)
+        p99 = time_to_share(arrived, ARRIVAL_BIN_S, round_.confirming_at, 0.99 * config.devices)
+        p50 = time_to_share(status.get("ready_handled", {}).get(str(round_.bid), {}), HANDLED_BIN_S,
+                            round_.confirming_at, 0.5 * config.devices)
+        round_.ready_p99_s = None if p99 is None else round(p99, 3)
+        round_.handled_p50_s = None if p50 is None else round(p50, 1)
         round_.resumed = back
         round_.resumed_group = int(status.get("now_group", {}).get(str(live_bid), 0))
         round_.resume_s = round(now - round_.ends_at, 1)

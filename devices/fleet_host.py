@@ -111,6 +111,10 @@ class FleetHost:
     share one socket per group instead, a *group tap* (:class:`~loa.devices.fleet_taps.GroupTaps`, which says what
     it does and does not check), whose newest packets the host hands them every ``feed_every`` seconds
     (:data:`FEED_EVERY_S`). Groups are joined only where ``epoll`` exists (Linux).
+
+    :attr:`on_received`, when set, is called with a device's index each time the receive loop has handed it a
+    datagram from its own socket, while :attr:`arrival` still holds that datagram's time: an observer that
+    needs to know when something reached a device (a benchmark) reads the device's state there.
     """
 
     def __init__(self, devices: Sequence[tuple[SpeakerCore, SimulatedClock]], server: Address, *,
@@ -161,6 +165,7 @@ class FleetHost:
         self._changed = anyio.Event()
         self.drain_before_timers = drain_before_timers
         self.drained_at_timers = 0  # datagrams handed to a device just before its timers ran (see the docstring)
+        self.on_received: Callable[[int], None] | None = None
         self.acks_first = 0  # devices run ahead of the timer heap because their acknowledgements were due
         self.sessions_lost_at_timers = 0  # sessions a device's own timer ended (silent server, DEAD_AFTER...)
 
@@ -392,6 +397,7 @@ class FleetHost:
         stamped = self.timestamps
         offset = self._realtime_offset
         group_fds, tap_fds = self._group_fds, self._taps.fds
+        observe = self.on_received
         count = 0
         for fd in fds:
             index = fd if indexes else by_fd.get(fd)
@@ -419,6 +425,8 @@ class FleetHost:
             count += 1
             core = cores[index]
             core.receive_datagram(data, (raw[0], raw[1]), now * rates[index] + offsets[index])
+            if observe is not None:
+                observe(index)
             if core.timers_changed:  # a counted media packet changes nothing that needs sending or scheduling
                 self._after(index)
         return count

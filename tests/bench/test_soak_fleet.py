@@ -1,15 +1,31 @@
-"""The soak fleet's RTP filter: the kernel program keeps what :func:`keeps` says, over real loopback sockets."""
+"""The soak fleet's RTP filter: the kernel program keeps what :func:`keeps` says, over real loopback sockets; and
+its record of when each device became ready to play an alert (:class:`Readiness`)."""
 
 from __future__ import annotations
 
 import socket
 import time
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loa.bench._soak_fleet import RTP_HEADER, attach, keeps, program
+from loa.bench._soak_fleet import (
+    ARRIVAL_BIN_S,
+    HANDLED_BIN_S,
+    READY_KEPT,
+    RTP_HEADER,
+    Readiness,
+    attach,
+    keeps,
+    program,
+)
+from loa.devices.broadcasts import Broadcast
+from loa.devices.live import LiveStream
+from loa.protocol.priority import Arbiter, Class, Level
 
 
 def rtp(seq: int, *, payload_type: int = 111, marker: bool = False, size: int = 80) -> bytes:
@@ -68,3 +84,85 @@ def test_the_kernel_filter_matches_keeps() -> None:
             rx.recv(2048)
     assert received == expected
     assert len(expected) < len(datagrams)  # the filter did drop
+
+
+# -- readiness -------------------------------------------------------------------------------------------------
+
+
+def _device() -> Any:
+    """What :class:`Readiness` reads of a device: its arbiter (the real one) and its broadcasts (real ones)."""
+    return SimpleNamespace(arbiter=Arbiter(), broadcasts={})
+
+
+def _stream(bid: int) -> LiveStream:
+    return LiveStream(bid, 0x5000 + bid, bytes(30), delay_ms=500, group="239.255.0.1:5000")
+
+
+_observe = st.tuples(st.just("observe"), st.integers(0, 1), st.floats(0, 100), st.floats(0, 100))
+_step = st.one_of(
+    st.tuples(st.just("arrive"), st.integers(0, 1), st.integers(1, 4),
+              st.sampled_from([Class.EMERGENCY, Class.EMERGENCY, Class.PRIORITY, Class.NORMAL]),
+              st.sampled_from(list(Level)), st.booleans()),
+    st.tuples(st.just("join"), st.integers(0, 1), st.integers(1, 4)),
+    st.tuples(st.just("end"), st.integers(0, 1), st.integers(1, 4)),
+    _observe, _observe,
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(_step, max_size=80))
+def test_readiness_counts_each_device_once_per_emergency_broadcast_at_the_first_datagram_it_was_ready(
+        steps: list[tuple[Any, ...]]) -> None:
+    """Two devices take broadcasts of every class and level, with and without their stream, preempted, resumed
+    and ended in any order, and are observed at any times. Each (device, emergency broadcast) is counted once, in
+    the bins of the first observation that found the broadcast current and its stream known; nothing else is
+    counted."""
+    devices = [_device() for _ in range(2)]
+    readiness = Readiness(len(devices))
+    first: dict[tuple[int, int], tuple[float, float]] = {}
+    for step in steps:
+        kind, index = step[0], step[1]
+        device = devices[index]
+        if kind == "arrive":
+            bid, cls, lvl, live = step[2], step[3], step[4], step[5]
+            if bid not in device.broadcasts:
+                device.broadcasts[bid] = Broadcast(bid, cls, lvl, "resume", live=_stream(bid) if live else None)
+                device.arbiter.arrive(bid, cls, lvl, "resume")
+        elif kind == "join":
+            broadcast = device.broadcasts.get(step[2])
+            if broadcast is not None and broadcast.live is None:
+                broadcast.live = _stream(step[2])
+        elif kind == "end":
+            device.arbiter.end(step[2])
+        else:
+            arrival, handled = step[2], step[3]
+            readiness.observe(index, device, arrival, handled)
+            bid = device.arbiter.current
+            broadcast = device.broadcasts.get(bid)
+            if (broadcast is not None and broadcast.live is not None and broadcast.cls == Class.EMERGENCY
+                    and (index, bid) not in first):
+                first[(index, bid)] = (arrival, handled)
+    arrived: dict[int, Counter[int]] = {}
+    handled: dict[int, Counter[int]] = {}
+    for (_, bid), (a, h) in first.items():
+        arrived.setdefault(bid, Counter())[int(a / ARRIVAL_BIN_S)] += 1
+        handled.setdefault(bid, Counter())[int(h / HANDLED_BIN_S)] += 1
+    assert readiness.arrived == arrived
+    assert readiness.handled == handled
+    assert readiness.status() == {
+        "ready_arrived": {str(b): {str(k): n for k, n in c.items()} for b, c in arrived.items()},
+        "ready_handled": {str(b): {str(k): n for k, n in c.items()} for b, c in handled.items()}}
+
+
+def test_readiness_keeps_the_newest_broadcasts() -> None:
+    device = _device()
+    readiness = Readiness(1)
+    bids = list(range(1, READY_KEPT + 4))
+    for bid in bids:  # one alert after another, each ended before the next
+        device.broadcasts[bid] = Broadcast(bid, Class.EMERGENCY, 2, "resume", live=_stream(bid))
+        device.arbiter.arrive(bid, Class.EMERGENCY, 2, "resume")
+        readiness.observe(0, device, float(bid), float(bid))
+        device.arbiter.end(bid)
+    assert list(readiness.arrived) == bids[-READY_KEPT:]
+    assert list(readiness.handled) == bids[-READY_KEPT:]
+    assert all(sum(bins.values()) == 1 for bins in readiness.arrived.values())
