@@ -51,14 +51,16 @@ connected; for each broadcast id the number of devices that reported playing it 
 ``COUNTERS_EVERY_S``, the sums of the devices' counters (``rtp_received``, ``rtp_expected``, ``telemetry_sent``,
 ``alerts_accepted``, ``watchdog_fires``); for the newest emergency broadcasts, when their devices became ready
 to play them, by the kernel's arrival time of the datagram that did it and by when this process handled it
-(``ready_arrived``, ``ready_handled``: :class:`Readiness`); the open taps and what they received; and the sum of
-the sockets' kernel drop counters (filtered, or a full receive buffer; read at every tenth write and at SIGTERM). The
-process ends at the time limit, or when SIGTERM arrives (devices then send ``bye``).
+(``ready_arrived``, ``ready_handled``: :class:`Readiness`) and, ``STRAGGLERS_AFTER_S`` after the first device was
+ready, how many were not and what some of them were doing (``not_ready``); the open taps and what they
+received; and the sum of the sockets' kernel drop counters (filtered, or a full receive buffer; read at every tenth
+write and at SIGTERM). The process ends at the time limit, or when SIGTERM arrives (devices then send ``bye``).
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import signal
 import socket
@@ -94,6 +96,8 @@ RTP_HEADER: Final = 12
 ARRIVAL_BIN_S: Final = 0.01  # the status's bins of kernel arrival times (host monotonic seconds)
 HANDLED_BIN_S: Final = 0.1  # and of the times this process handled those datagrams
 READY_KEPT: Final = 16  # emergency broadcasts whose readiness the status carries, the newest
+STRAGGLERS_AFTER_S: Final = 30.0  # after the first device was ready, the devices still not ready are described
+STRAGGLERS_SAMPLE: Final = 10  # how many of them, per process
 
 
 def program(keep: int) -> tuple[tuple[int, int, int, int], ...]:
@@ -158,13 +162,15 @@ class Readiness:
     its own would not. A device is counted once per broadcast (one byte per device and broadcast), and only the
     newest ``READY_KEPT`` broadcasts are kept."""
 
-    __slots__ = ("_counted", "_devices", "arrived", "handled")
+    __slots__ = ("_counted", "_devices", "_first", "arrived", "handled", "stragglers")
 
     def __init__(self, devices: int) -> None:
         self._devices = devices
         self._counted: dict[int, bytearray] = {}  # broadcast id -> 1 for each device counted, in arrival order
+        self._first: dict[int, float] = {}  # broadcast id -> when the first device was counted (host monotonic)
         self.arrived: dict[int, Counter[int]] = {}
         self.handled: dict[int, Counter[int]] = {}
+        self.stragglers: dict[int, dict[str, Any]] = {}  # broadcast id -> :meth:`diagnose`'s findings
 
     def observe(self, index: int, core: SpeakerCore, arrival: float, handled: float) -> None:
         current = core.arbiter.current
@@ -179,17 +185,50 @@ class Readiness:
         if counted is None:
             counted = self._counted[current] = bytearray(self._devices)
             self.arrived[current], self.handled[current] = Counter(), Counter()
+            self._first[current] = handled
             while len(self._counted) > READY_KEPT:
                 oldest = next(iter(self._counted))
-                del self._counted[oldest], self.arrived[oldest], self.handled[oldest]
+                del self._counted[oldest], self.arrived[oldest], self.handled[oldest], self._first[oldest]
+                self.stragglers.pop(oldest, None)
         counted[index] = 1
         self.arrived[current][int(arrival / ARRIVAL_BIN_S)] += 1
         self.handled[current][int(handled / HANDLED_BIN_S)] += 1
 
-    def status(self) -> dict[str, dict[str, dict[str, int]]]:
-        """The histograms as the status file carries them: broadcast id -> bin -> devices, keys as strings."""
-        return {name: {str(bid): {str(k): n for k, n in bins.items()} for bid, bins in table.items()}
-                for name, table in (("ready_arrived", self.arrived), ("ready_handled", self.handled))}
+    def diagnose(self, now: float, cores: list[SpeakerCore], first_index: int = 0) -> None:
+        """Once per broadcast, ``STRAGGLERS_AFTER_S`` after its first device was counted: the number of devices
+        still not ready for it, and what the first ``STRAGGLERS_SAMPLE`` of them were doing (:func:`straggler`;
+        ``first_index`` numbers them as the whole fleet does)."""
+        for bid, first in self._first.items():
+            if bid in self.stragglers or now - first < STRAGGLERS_AFTER_S:
+                continue
+            counted = self._counted[bid]
+            missing = [i for i in range(len(cores)) if not counted[i]]
+            self.stragglers[bid] = {"devices": len(missing), "sample": [
+                straggler(first_index + i, cores[i], bid) for i in missing[:STRAGGLERS_SAMPLE]]}
+
+    def status(self) -> dict[str, Any]:
+        """The histograms as the status file carries them (broadcast id -> bin -> devices, keys as strings), and
+        the stragglers (``not_ready``: broadcast id -> their number and sample)."""
+        out: dict[str, Any] = {
+            name: {str(bid): {str(k): n for k, n in bins.items()} for bid, bins in table.items()}
+            for name, table in (("ready_arrived", self.arrived), ("ready_handled", self.handled))}
+        out["not_ready"] = {str(bid): found for bid, found in self.stragglers.items()}
+        return out
+
+
+def straggler(index: int, core: SpeakerCore, bid: int) -> dict[str, Any]:
+    """What device ``index`` (``core``), not ready for broadcast ``bid``, was doing: its session, what it plays
+    and waits for, whether it holds ``bid`` and knows its stream or has ended it, whether it could check an
+    alert (a clock estimate and a zone), its stream's watchdog, its alert counts, what it dropped, and its reliable
+    channel's counters."""
+    broadcast = core.broadcasts.get(bid)
+    channel = core.conn.statistics().channel
+    return {"device": index, "connected": core.conn.connected, "session": core.conn.session.state.value,
+            "current": core.arbiter.current, "waiting": list(core.arbiter.waiting), "holds": broadcast is not None,
+            "stream": broadcast is not None and broadcast.live is not None, "ended": bid in core.finished,
+            "clock_ready": core.clock.ready, "zones": bool(core.settings.zones), "watchdog": core.watchdog.fired,
+            "alerts_accepted": core.alerts_accepted, "alerts_refused": dict(core.alerts_refused),
+            "drops": dict(core.drop_counts), "channel": None if channel is None else dataclasses.asdict(channel)}
 
 
 def merge_statuses(statuses: list[dict[str, Any]]) -> dict[str, Any]:
@@ -197,7 +236,8 @@ def merge_statuses(statuses: list[dict[str, Any]]) -> dict[str, Any]:
     devices): counts and per-broadcast counts summed, the taps' figures summed (each process has taps of its own:
     ``group_received_max`` is the most datagrams one process's taps received, what the groups carried when each
     process has a device in every group), ``timer_lag_max_s`` and ``timer_lag_s`` (the last round's) the worst,
-    ``t`` the oldest, the readiness histograms (:class:`Readiness`) summed bin by bin, ``filtered`` and
+    ``t`` the oldest, the readiness histograms (:class:`Readiness`) summed bin by bin and the stragglers' numbers
+    summed and samples joined, ``filtered`` and
     ``final`` true only if true of all. ``{}`` until every process has written one (a partial sum would look like
     a fleet that lost devices)."""
     if not statuses or any(not status for status in statuses):
@@ -218,6 +258,14 @@ def merge_statuses(statuses: list[dict[str, Any]]) -> dict[str, Any]:
             for s in statuses:
                 total.update(s.get(key, {}))
             merged[key] = dict(total)
+    if any("not_ready" in s for s in statuses):
+        found: dict[str, dict[str, Any]] = {}
+        for s in statuses:
+            for bid, part in s.get("not_ready", {}).items():
+                into = found.setdefault(bid, {"devices": 0, "sample": []})
+                into["devices"] += part["devices"]
+                into["sample"] += part["sample"]
+        merged["not_ready"] = found
     for key in _SUMMED_NESTED:
         if any(key in s for s in statuses):
             nested: dict[str, Counter[str]] = {}
@@ -331,6 +379,7 @@ def main(spec_path: str) -> None:
                    "send_errors": host.stats.send_errors, "receive_errors": host.stats.receive_errors,
                    "group_received": host.stats.group_received, "group_errors": host.stats.group_errors},
         }
+        readiness.diagnose(time.monotonic(), cores, first)
         writes[0] += 1
         if writes[0] % 10 == 0 and not final:  # a system call per socket: not at every write
             read_drops()

@@ -41,6 +41,7 @@ class AlertRound:
     ready: int | None = None  # devices ready to play it, by kernel arrival, before it ended (Readiness)
     ready_p99_s: float | None = None  # from confirming_at until 99 % of the devices were, by kernel arrival
     handled_p50_s: float | None = None  # the same for half of the devices, by when the fleet handled it
+    stragglers: dict[str, Any] | None = None  # the fleet's ``not_ready`` for it, once it has one
     problem: str | None = None
 
 

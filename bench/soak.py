@@ -46,7 +46,10 @@ and a child per core is the most that adds processor time rather than scheduling
    on the datagram when it arrived. ``alerts_ready_p99_max_s``: for the slowest alert, the seconds from just
    before the confirmation was sent until 99 % of the devices were ready, by the same arrival times (None when
    an alert never got there). ``alerts_half_handled_max_s``: the same for half of the devices, by when the fleet
-   process came round to those datagrams: the difference is the simulation falling behind.
+   process came round to those datagrams: the difference is the simulation falling behind. Devices still not
+   ready ``STRAGGLERS_AFTER_S`` after the first one was are counted, and a few described (their session, what
+   they hold and play, their alert counts, drops and reliable channel), in a line of the output and in the
+   fleet's status in the trace.
    ``alerts_held_min_fraction``: the smallest share of devices that reported playing an alert in the simulation
    (a counting device reports ``ip`` once the group tap hands it a packet of the alert's stream, so a device the
    fleet reached after the stream ended never does); ``live_resumed_min_fraction``: the smallest share back on
@@ -122,6 +125,7 @@ thread kills everything if the run overstays its plan by ``OVERSTAY_S``, and eve
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import tempfile
 import threading
@@ -134,7 +138,7 @@ import click
 
 from loa.bench._report import emit, environment, read_status
 from loa.bench._serve import Child, RtpFeeder, wav_tone
-from loa.bench._soak_fleet import ARRIVAL_BIN_S, HANDLED_BIN_S, merge_statuses
+from loa.bench._soak_fleet import ARRIVAL_BIN_S, HANDLED_BIN_S, STRAGGLERS_AFTER_S, merge_statuses
 from loa.bench._soak_measure import (
     KERNEL_DROPS,
     MESSAGES,
@@ -458,6 +462,11 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
                   "them from their group), seconds to that): "
                   + ", ".join(f"{r.at:.0f}: {r.ready} ({r.ready_p99_s}; {r.handled_p50_s})/{r.held} ({r.half_s})/"
                               f"{r.resumed} ({r.resumed_group})/{r.resume_s}" for r in rounds))
+    for r in rounds:
+        if r.stragglers and r.stragglers.get("devices"):
+            progress.note(f"alert at {r.at:.0f} s: {r.stragglers['devices']} devices not ready "
+                          f"{STRAGGLERS_AFTER_S:.0f} s after the first was; for example: "
+                          + json.dumps(r.stragglers.get("sample", [])[:3]))
     progress.note("samples (t s, RSS MiB, fds, threads, tasks, sessions, datagrams the kernel dropped at the "
                   "server's socket so far): " + ", ".join(
         f"{s.t:.0f}: {s.rss_kib / 1024:.1f}/{s.fds}/{s.threads}/{s.tasks}/{s.sessions}/"
@@ -505,6 +514,7 @@ def _follow(round_: AlertRound, status: dict[str, Any], live_bid: int, config: S
         p99 = time_to_share(arrived, ARRIVAL_BIN_S, round_.confirming_at, 0.99 * config.devices)
         p50 = time_to_share(status.get("ready_handled", {}).get(str(round_.bid), {}), HANDLED_BIN_S,
                             round_.confirming_at, 0.5 * config.devices)
+        round_.stragglers = status.get("not_ready", {}).get(str(round_.bid))
         round_.ready_p99_s = None if p99 is None else round(p99, 3)
         round_.handled_p50_s = None if p50 is None else round(p50, 1)
         round_.resumed = back

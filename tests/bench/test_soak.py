@@ -224,7 +224,9 @@ def test_an_alert_s_readiness_is_read_from_the_fleet_when_it_is_done_with() -> N
     arrived = dict(bins)
     handled = {str(int((confirming + 12.05) / 0.1)): 60, str(int((confirming + 20.0) / 0.1)): 39}
     round_ = AlertRound(at=30.0, bid=7, ends_at=confirming + 0.2 + config.alert_seconds, confirming_at=confirming)
-    status = {"seen": {"7": 90}, "now": {"1": 1000}, "ready_arrived": {"7": arrived}, "ready_handled": {"7": handled}}
+    stragglers = {"devices": 1, "sample": [{"device": 41, "connected": False}]}
+    status = {"seen": {"7": 90}, "now": {"1": 1000}, "ready_arrived": {"7": arrived}, "ready_handled": {"7": handled},
+              "not_ready": {"7": stragglers}}
     with mock.patch("loa.bench.soak.time", SimpleNamespace(monotonic=lambda: confirming + 5.0)):
         assert not _follow(round_, status, 1, config)  # the alert still plays: nothing read yet
     assert round_.ready is None
@@ -233,6 +235,7 @@ def test_an_alert_s_readiness_is_read_from_the_fleet_when_it_is_done_with() -> N
     assert (round_.ready, round_.held) == (98, 90)
     assert round_.ready_p99_s == pytest.approx(9.01, abs=0.006)
     assert round_.handled_p50_s == 12.1
+    assert round_.stragglers == stragglers
 
 
 def test_parse_gauges() -> None:
@@ -357,14 +360,16 @@ def test_fleet_statuses_add_up() -> None:
          "kernel_drops": 1, "timer_lag_max_s": 0.5, "timer_lag_s": 0.25, "drained_at_timers": 2,
          "sessions_lost_at_timers": 0, "control_retransmitted": 7,
          "verifications": {"verified": 1, "shared": 2}, "final": True,
-         "ready_arrived": {"7": {"100": 2, "101": 1}}, "ready_handled": {"7": {"10": 3}}}
+         "ready_arrived": {"7": {"100": 2, "101": 1}}, "ready_handled": {"7": {"10": 3}},
+         "not_ready": {"7": {"devices": 1, "sample": [{"device": 2}]}}}
     b = {"t": 4.0, "started": 2, "connected": 2, "filtered": False, "rtp_keep": 1, "telemetry_sent": 2,
          "alerts_refused": {}, "seen": {"7": 2, "8": 1}, "now": {"7": 2}, "now_group": {},
          "taps": {"open": 1, "datagrams": 90, "drops": 3}, "io": {"received": 5, "group_received": 90},
          "kernel_drops": 0, "timer_lag_max_s": 2.5, "timer_lag_s": 0.0, "drained_at_timers": 1,
          "sessions_lost_at_timers": 1, "control_retransmitted": 2,
          "verifications": {"verified": 1, "shared": 1}, "final": False,
-         "ready_arrived": {"7": {"101": 2}, "8": {"300": 1}}, "ready_handled": {"7": {"11": 2}, "8": {"30": 1}}}
+         "ready_arrived": {"7": {"101": 2}, "8": {"300": 1}}, "ready_handled": {"7": {"11": 2}, "8": {"30": 1}},
+         "not_ready": {"7": {"devices": 2, "sample": [{"device": 5003}, {"device": 5004}]}}}
     merged = merge_statuses([a, b])
     assert merged == {
         "t": 4.0, "procs": 2, "filtered": False, "final": False, "rtp_keep": 1, "timer_lag_max_s": 2.5,
@@ -375,7 +380,8 @@ def test_fleet_statuses_add_up() -> None:
         "io": {"received": 15, "group_received": 190}, "taps": {"open": 3, "datagrams": 190, "drops": 3},
         "verifications": {"verified": 2, "shared": 3},
         "ready_arrived": {"7": {"100": 2, "101": 3}, "8": {"300": 1}},
-        "ready_handled": {"7": {"10": 3, "11": 2}, "8": {"30": 1}}}
+        "ready_handled": {"7": {"10": 3, "11": 2}, "8": {"30": 1}},
+        "not_ready": {"7": {"devices": 3, "sample": [{"device": 2}, {"device": 5003}, {"device": 5004}]}}}
     alone = merge_statuses([a])  # one process: its own figures
     assert {k: alone[k] for k in ("started", "connected", "seen", "taps", "group_received_max")} == {
         "started": 3, "connected": 2, "seen": {"7": 3}, "taps": a["taps"], "group_received_max": 100}

@@ -1,8 +1,9 @@
 """The soak fleet's RTP filter: the kernel program keeps what :func:`keeps` says, over real loopback sockets; and
-its record of when each device became ready to play an alert (:class:`Readiness`)."""
+its record of when each device became ready to play an alert, and of the devices that did not (:class:`Readiness`)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections import Counter
@@ -18,12 +19,16 @@ from loa.bench._soak_fleet import (
     HANDLED_BIN_S,
     READY_KEPT,
     RTP_HEADER,
+    STRAGGLERS_AFTER_S,
+    STRAGGLERS_SAMPLE,
     Readiness,
     attach,
     keeps,
     program,
+    straggler,
 )
 from loa.devices.broadcasts import Broadcast
+from loa.devices.core import SpeakerCore
 from loa.devices.live import LiveStream
 from loa.protocol.priority import Arbiter, Class, Level
 
@@ -166,3 +171,48 @@ def test_readiness_keeps_the_newest_broadcasts() -> None:
     assert list(readiness.arrived) == bids[-READY_KEPT:]
     assert list(readiness.handled) == bids[-READY_KEPT:]
     assert all(sum(bins.values()) == 1 for bins in readiness.arrived.values())
+
+
+def _real_devices(count: int) -> list[SpeakerCore]:
+    """Reference devices, never connected (no socket: :func:`straggler` reads only their state)."""
+    return [SpeakerCore(static_private=bytes([i + 1]) * 32, server_public=bytes(32),
+                        server_address=("127.0.0.1", 9), count_only=True) for i in range(count)]
+
+
+def test_devices_not_ready_are_described_once_after_stragglers_after_s() -> None:
+    """Of three devices, two become ready for alert 9 at t=100; the third, which holds the alert but has not been
+    told its stream, is counted and described once, STRAGGLERS_AFTER_S after the first was ready, under its
+    number in the whole fleet."""
+    cores = _real_devices(3)
+    readiness = Readiness(len(cores))
+    for i, core in enumerate(cores):
+        core.broadcasts[9] = Broadcast(9, Class.EMERGENCY, 2, "resume", live=_stream(9) if i < 2 else None)
+        core.arbiter.arrive(9, Class.EMERGENCY, 2, "resume")
+        readiness.observe(i, core, 100.0, 100.0 + i)
+    readiness.diagnose(100.0 + STRAGGLERS_AFTER_S - 0.1, cores, first_index=5000)
+    assert readiness.status()["not_ready"] == {}
+    readiness.diagnose(100.0 + STRAGGLERS_AFTER_S, cores, first_index=5000)
+    found = readiness.status()["not_ready"]["9"]
+    assert found["devices"] == 1
+    [described] = found["sample"]
+    assert described == straggler(5002, cores[2], 9)
+    assert {k: described[k] for k in ("device", "connected", "current", "holds", "stream", "ended", "clock_ready")} \
+        == {"device": 5002, "connected": False, "current": 9, "holds": True, "stream": False, "ended": False,
+            "clock_ready": False}
+    cores[2].broadcasts[9].live = _stream(9)  # ready later: what was found stays as it was found
+    readiness.observe(2, cores[2], 200.0, 200.0)
+    readiness.diagnose(300.0, cores, first_index=5000)
+    assert readiness.status()["not_ready"]["9"] == found
+    json.dumps(readiness.status())  # what the status file carries
+
+
+def test_no_straggler_sample_is_larger_than_stragglers_sample() -> None:
+    cores = _real_devices(STRAGGLERS_SAMPLE + 3)
+    readiness = Readiness(len(cores))
+    cores[0].broadcasts[4] = Broadcast(4, Class.EMERGENCY, 2, "resume", live=_stream(4))
+    cores[0].arbiter.arrive(4, Class.EMERGENCY, 2, "resume")
+    readiness.observe(0, cores[0], 1.0, 1.0)
+    readiness.diagnose(1.0 + STRAGGLERS_AFTER_S, cores)
+    found = readiness.status()["not_ready"]["4"]
+    assert found["devices"] == STRAGGLERS_SAMPLE + 2
+    assert [d["device"] for d in found["sample"]] == list(range(1, STRAGGLERS_SAMPLE + 1))
