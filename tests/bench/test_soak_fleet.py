@@ -156,7 +156,8 @@ def test_readiness_counts_each_device_once_per_emergency_broadcast_at_the_first_
     assert readiness.handled == handled
     assert readiness.status() == {
         "ready_arrived": {str(b): {str(k): n for k, n in c.items()} for b, c in arrived.items()},
-        "ready_handled": {str(b): {str(k): n for k, n in c.items()} for b, c in handled.items()}}
+        "ready_handled": {str(b): {str(k): n for k, n in c.items()} for b, c in handled.items()},
+        "not_ready": {}}  # nothing diagnosed until :meth:`Readiness.diagnose` is called
 
 
 def test_readiness_keeps_the_newest_broadcasts() -> None:
