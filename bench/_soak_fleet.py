@@ -77,6 +77,7 @@ from loa.bench._alert_fleet import device_keys
 from loa.devices.core import SpeakerCore
 from loa.devices.fleet import build_fleet, raise_open_file_limit, share_alert_verification
 from loa.devices.fleet_host import FEED_EVERY_S, FleetHost
+from loa.devices.reports import drops as device_drops
 from loa.devices.reports import media_totals
 from loa.devices.runner import run
 from loa.protocol.control import ConfigValues
@@ -219,8 +220,8 @@ class Readiness:
 def straggler(index: int, core: SpeakerCore, bid: int) -> dict[str, Any]:
     """What device ``index`` (``core``), not ready for broadcast ``bid``, was doing: its session, what it plays
     and waits for, whether it holds ``bid`` and knows its stream or has ended it, whether it could check an
-    alert (a clock estimate and a zone), its stream's watchdog, its alert counts, what it dropped, and its reliable
-    channel's counters."""
+    alert (a clock estimate and a zone), its stream's watchdog, its alert counts, what it dropped (all of it, as its
+    telemetry reports it), and its reliable channel's counters."""
     broadcast = core.broadcasts.get(bid)
     channel = core.conn.statistics().channel
     return {"device": index, "connected": core.conn.connected, "session": core.conn.session.state.value,
@@ -228,7 +229,7 @@ def straggler(index: int, core: SpeakerCore, bid: int) -> dict[str, Any]:
             "stream": broadcast is not None and broadcast.live is not None, "ended": bid in core.finished,
             "clock_ready": core.clock.ready, "zones": bool(core.settings.zones), "watchdog": core.watchdog.fired,
             "alerts_accepted": core.alerts_accepted, "alerts_refused": dict(core.alerts_refused),
-            "drops": dict(core.drop_counts), "channel": None if channel is None else dataclasses.asdict(channel)}
+            "drops": device_drops(core), "channel": None if channel is None else dataclasses.asdict(channel)}
 
 
 def merge_statuses(statuses: list[dict[str, Any]]) -> dict[str, Any]:

@@ -20,11 +20,13 @@ from typing import Any
 
 import httpx2
 
+from loa.bench._soak_fleet import ARRIVAL_BIN_S, HANDLED_BIN_S
 from loa.bench._soak_site import Api, SoakConfig
 
 SCRAPE_TIMEOUT_S = 10.0
 RSS_GOAL_PCT = 5.0
 HELD_GOAL = 0.99
+RESUME_WAIT_S = 30.0  # after an alert's end, the longest its figures wait for every device to be back
 
 
 @dataclass
@@ -60,6 +62,36 @@ def time_to_share(bins: dict[str, int], bin_s: float, since: float, count: float
         if total >= count:
             return (k + 1) * bin_s - since
     return None
+
+
+def follow_alert(round_: AlertRound, status: dict[str, Any], live_bid: int, config: SoakConfig, *,
+                 final: bool = False) -> bool:
+    """Note who held the alert and who is back on the live stream after it; True once done with it."""
+    if round_.bid is None:
+        return True
+    now = time.monotonic()
+    seen = int(status.get("seen", {}).get(str(round_.bid), 0))
+    if round_.half_s is None and 2 * seen >= config.devices:
+        round_.half_s = round(now - (round_.ends_at - config.alert_seconds), 1)
+    if (now < round_.ends_at or not status) and not final:
+        return False
+    round_.held = seen  # grows while late devices catch up
+    back = int(status.get("now", {}).get(str(live_bid), 0))  # of the live stream's devices
+    everyone = round_.held == config.devices and back == config.live_members()
+    if everyone or final or now >= round_.ends_at + RESUME_WAIT_S:
+        arrived = status.get("ready_arrived", {}).get(str(round_.bid), {})
+        round_.ready = ready_by(arrived, ARRIVAL_BIN_S, round_.ends_at)
+        p99 = time_to_share(arrived, ARRIVAL_BIN_S, round_.confirming_at, 0.99 * config.devices)
+        p50 = time_to_share(status.get("ready_handled", {}).get(str(round_.bid), {}), HANDLED_BIN_S,
+                            round_.confirming_at, 0.5 * config.devices)
+        round_.stragglers = status.get("not_ready", {}).get(str(round_.bid))
+        round_.ready_p99_s = None if p99 is None else round(p99, 3)
+        round_.handled_p50_s = None if p50 is None else round(p50, 1)
+        round_.resumed = back
+        round_.resumed_group = int(status.get("now_group", {}).get(str(live_bid), 0))
+        round_.resume_s = round(now - round_.ends_at, 1)
+        return True
+    return False
 
 
 # -- samples ---------------------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ import click
 
 from loa.bench._report import emit, environment, read_status
 from loa.bench._serve import Child, RtpFeeder, wav_tone
-from loa.bench._soak_fleet import ARRIVAL_BIN_S, HANDLED_BIN_S, STRAGGLERS_AFTER_S, merge_statuses
+from loa.bench._soak_fleet import STRAGGLERS_AFTER_S, merge_statuses
 from loa.bench._soak_measure import (
     KERNEL_DROPS,
     MESSAGES,
@@ -146,10 +146,9 @@ from loa.bench._soak_measure import (
     AlertRound,
     Sample,
     Sampler,
+    follow_alert,
     goals_missed,
-    ready_by,
     sample_process,
-    time_to_share,
     udp_drops,
     verdicts,
     write_trace,
@@ -172,7 +171,6 @@ from loa.bench._soak_site import (
 )
 from loa.cli import UserError
 
-RESUME_WAIT_S = 30.0
 ALERT_MARGIN_S = 5.0  # an alert starts only if it ends this long before the soak does
 OVERSTAY_S = 600.0
 TASKS_PER_CONNECTION = 4  # hypercorn (trio): the connection, its reader, its idle timer, the request
@@ -336,7 +334,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
                                       content_id=item["content_id"], config=config))
                 rounds.append(pending[-1])
             for round_ in list(pending):
-                if _follow(round_, fleet_status(), live_bid, config):
+                if follow_alert(round_, fleet_status(), live_bid, config):
                     pending.remove(round_)
             last = samples[-1] if samples else None
             so_far = traffic.figures()
@@ -356,7 +354,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
             write_trace(Path(config.trace), samples, rounds)
         final_status = fleet_status()
         for round_ in pending:  # the soak ended first: read as things stand
-            _follow(round_, final_status, live_bid, config, final=True)
+            follow_alert(round_, final_status, live_bid, config, final=True)
         traffic.close()
         api_figures = traffic.figures()
         api_error = traffic.first_error()
@@ -492,36 +490,6 @@ def _alert(noc1: Api, noc2: Api, at: float, *, item: int, content_id: str, confi
         return AlertRound(at, None, problem=noc2.first_error or f"state {confirmed and confirmed.get('state')}")
     return AlertRound(at, int(confirmed["bid"]), ends_at=time.monotonic() + config.alert_seconds,
                       confirming_at=confirming_at)
-
-
-def _follow(round_: AlertRound, status: dict[str, Any], live_bid: int, config: SoakConfig, *,
-            final: bool = False) -> bool:
-    """Note who held the alert and who is back on the live stream after it; True once done with it."""
-    if round_.bid is None:
-        return True
-    now = time.monotonic()
-    seen = int(status.get("seen", {}).get(str(round_.bid), 0))
-    if round_.half_s is None and 2 * seen >= config.devices:
-        round_.half_s = round(now - (round_.ends_at - config.alert_seconds), 1)
-    if (now < round_.ends_at or not status) and not final:
-        return False
-    round_.held = seen  # grows while late devices catch up
-    back = int(status.get("now", {}).get(str(live_bid), 0))  # of the live stream's devices
-    everyone = round_.held == config.devices and back == config.live_members()
-    if everyone or final or now >= round_.ends_at + RESUME_WAIT_S:
-        arrived = status.get("ready_arrived", {}).get(str(round_.bid), {})
-        round_.ready = ready_by(arrived, ARRIVAL_BIN_S, round_.ends_at)
-        p99 = time_to_share(arrived, ARRIVAL_BIN_S, round_.confirming_at, 0.99 * config.devices)
-        p50 = time_to_share(status.get("ready_handled", {}).get(str(round_.bid), {}), HANDLED_BIN_S,
-                            round_.confirming_at, 0.5 * config.devices)
-        round_.stragglers = status.get("not_ready", {}).get(str(round_.bid))
-        round_.ready_p99_s = None if p99 is None else round(p99, 3)
-        round_.handled_p50_s = None if p50 is None else round(p50, 1)
-        round_.resumed = back
-        round_.resumed_group = int(status.get("now_group", {}).get(str(live_bid), 0))
-        round_.resume_s = round(now - round_.ends_at, 1)
-        return True
-    return False
 
 
 def commune_groups(communes: list[str]) -> dict[str, str]:

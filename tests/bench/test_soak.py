@@ -26,6 +26,7 @@ from loa.bench._soak_fleet import merge_statuses
 from loa.bench._soak_measure import (
     AlertRound,
     Sample,
+    follow_alert,
     goals_missed,
     parse_gauges,
     ready_by,
@@ -44,7 +45,7 @@ from loa.bench._soak_site import (
     spawn,
     spawn_fleets,
 )
-from loa.bench.soak import _follow, commune_groups, soak
+from loa.bench.soak import commune_groups, soak
 from loa.streamer.core import parse_group
 
 
@@ -177,17 +178,17 @@ def test_an_alert_s_half_time_is_its_first_status_with_half_of_the_devices(steps
     clock = [1000.0]
     round_ = AlertRound(at=30.0, bid=7, ends_at=1000.0 + config.alert_seconds)
     seen, expected = 0, None
-    with mock.patch("loa.bench.soak.time", SimpleNamespace(monotonic=lambda: clock[0])):
+    with mock.patch("loa.bench._soak_measure.time", SimpleNamespace(monotonic=lambda: clock[0])):
         for second, step in enumerate(steps, start=1):
             clock[0] = 1000.0 + second
             seen = min(config.devices, seen + step)
             if expected is None and 2 * seen >= config.devices:
                 expected = float(second)
-            if _follow(round_, {"seen": {"7": seen}, "now": {}}, 1, config):
+            if follow_alert(round_, {"seen": {"7": seen}, "now": {}}, 1, config):
                 break
     assert round_.half_s == expected
     failed = AlertRound(at=30.0, bid=None)
-    assert _follow(failed, {"seen": {"7": 100}}, 1, config)
+    assert follow_alert(failed, {"seen": {"7": 100}}, 1, config)
     assert failed.half_s is None
 
 
@@ -227,11 +228,11 @@ def test_an_alert_s_readiness_is_read_from_the_fleet_when_it_is_done_with() -> N
     stragglers = {"devices": 1, "sample": [{"device": 41, "connected": False}]}
     status = {"seen": {"7": 90}, "now": {"1": 1000}, "ready_arrived": {"7": arrived}, "ready_handled": {"7": handled},
               "not_ready": {"7": stragglers}}
-    with mock.patch("loa.bench.soak.time", SimpleNamespace(monotonic=lambda: confirming + 5.0)):
-        assert not _follow(round_, status, 1, config)  # the alert still plays: nothing read yet
+    with mock.patch("loa.bench._soak_measure.time", SimpleNamespace(monotonic=lambda: confirming + 5.0)):
+        assert not follow_alert(round_, status, 1, config)  # the alert still plays: nothing read yet
     assert round_.ready is None
-    with mock.patch("loa.bench.soak.time", SimpleNamespace(monotonic=lambda: confirming + 40.0)):
-        assert _follow(round_, status, 1, config)
+    with mock.patch("loa.bench._soak_measure.time", SimpleNamespace(monotonic=lambda: confirming + 40.0)):
+        assert follow_alert(round_, status, 1, config)
     assert (round_.ready, round_.held) == (98, 90)
     assert round_.ready_p99_s == pytest.approx(9.01, abs=0.006)
     assert round_.handled_p50_s == 12.1
