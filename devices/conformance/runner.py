@@ -40,6 +40,11 @@ class CaseResult:
     reason: str = ""
 
 
+def _kit_error(exc: Exception) -> Check:
+    return Check("the kit ran the case without an internal error", False, "no error",
+                 "".join(traceback.format_exception(exc)).strip())
+
+
 async def run_case(c: Case, agent: Agent, state: KitState, *, host: str = "127.0.0.1", port: int = 0,
                    sock: socket.socket | None = None) -> CaseResult:
     log = DatagramLog()
@@ -65,12 +70,14 @@ async def run_case(c: Case, agent: Agent, state: KitState, *, host: str = "127.0
                 checks.append(Check(f"the case finished within {c.timeout:g} s", False, "done in time",
                                     "the case's timeout expired"))
             except Exception as exc:  # noqa: BLE001 - a kit error is reported, never hidden
-                checks.append(Check("the kit ran the case without an internal error", False, "no error",
-                                    "".join(traceback.format_exception(exc)).strip()))
+                checks.append(_kit_error(exc))
             finally:
                 with anyio.CancelScope(shield=True):
                     if ctx.device is not None:
-                        await ctx.device.stop()
+                        try:
+                            await ctx.device.stop()
+                        except Exception as exc:  # noqa: BLE001 - this case's report says so; the run goes on
+                            checks.append(_kit_error(exc))
                     await anyio.sleep(SETTLE_S)
                 tg.cancel_scope.cancel()
     finally:

@@ -48,7 +48,9 @@ def test_external_device_in_its_own_process(tmp_path: Path) -> None:
                "--out", str(out)]
     for case in CASES:
         kit_cmd += ["--cases", case]
-    kit = subprocess.Popen(kit_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # LOA_DEBUG: should the kit ever stop on an internal error, its traceback is in what this test shows
+    kit = subprocess.Popen(kit_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "LOA_DEBUG": "1"})
     device: subprocess.Popen[bytes] | None = None
     device_log = (tmp_path / "device.log").open("wb")
     try:
