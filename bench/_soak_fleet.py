@@ -51,7 +51,8 @@ connected; for each broadcast id the number of devices that reported playing it 
 ``COUNTERS_EVERY_S``, the sums of the devices' counters (``rtp_received``, ``rtp_expected``, ``telemetry_sent``,
 ``alerts_accepted``, ``watchdog_fires``); for the newest emergency broadcasts, when their devices became ready
 to play them, by the kernel's arrival time of the datagram that did it and by when this process handled it
-(``ready_arrived``, ``ready_handled``: :class:`Readiness`) and, ``STRAGGLERS_AFTER_S`` after the first device was
+(``ready_arrived``, ``ready_handled``: :class:`Readiness`) and when they were back on the live stream after it, by
+kernel arrival (``live_back_arrived``), and, ``STRAGGLERS_AFTER_S`` after the first device was
 ready, how many were not and what some of them were doing (``not_ready``); the open taps and what they
 received; and the sum of the sockets' kernel drop counters (filtered, or a full receive buffer; read at every tenth
 write and at SIGTERM). The process ends at the time limit, or when SIGTERM arrives (devices then send ``bye``).
@@ -67,6 +68,7 @@ import socket
 import struct
 import sys
 import time
+from array import array
 from collections import Counter
 from pathlib import Path
 from typing import Any, Final
@@ -149,7 +151,7 @@ _SUMMED = ("started", "connected", "rtp_received", "rtp_expected", "telemetry_se
            "watchdog_fires", "kernel_drops", "drained_at_timers", "acks_first", "sessions_lost_at_timers",
            "control_sent", "control_retransmitted", "control_duplicates")
 _SUMMED_MAPS = ("alerts_refused", "seen", "now", "now_group", "io", "taps", "verifications")
-_SUMMED_NESTED = ("ready_arrived", "ready_handled")
+_SUMMED_NESTED = ("ready_arrived", "ready_handled", "live_back_arrived")
 
 
 class Readiness:
@@ -161,16 +163,24 @@ class Readiness:
     (``ARRIVAL_BIN_S`` bins of host monotonic time), and ``handled``, by when this process handled that datagram
     (``HANDLED_BIN_S`` bins). The difference is the time the device waited for this process, which a device of
     its own would not. A device is counted once per broadcast (one byte per device and broadcast), and only the
-    newest ``READY_KEPT`` broadcasts are kept."""
+    newest ``READY_KEPT`` broadcasts are kept.
 
-    __slots__ = ("_counted", "_devices", "_first", "arrived", "handled", "stragglers")
+    The way back: a device counted for an emergency broadcast is counted once more, in ``back`` (that broadcast's
+    histogram, by kernel arrival as ``arrived``), at the first datagram after which its current broadcast is one
+    of another class whose stream it knows: the live stream the alert preempted, resumed. A device that was not
+    ready for the alert, or that is taken by another emergency broadcast first, is not counted back for it."""
+
+    __slots__ = ("_counted", "_devices", "_first", "_pending", "arrived", "back", "handled", "stragglers")
 
     def __init__(self, devices: int) -> None:
         self._devices = devices
         self._counted: dict[int, bytearray] = {}  # broadcast id -> 1 for each device counted, in arrival order
         self._first: dict[int, float] = {}  # broadcast id -> when the first device was counted (host monotonic)
+        # device -> the emergency broadcast it was last counted ready for and is not yet back from; -1 for none
+        self._pending = array("q", [-1]) * devices
         self.arrived: dict[int, Counter[int]] = {}
         self.handled: dict[int, Counter[int]] = {}
+        self.back: dict[int, Counter[int]] = {}
         self.stragglers: dict[int, dict[str, Any]] = {}  # broadcast id -> :meth:`diagnose`'s findings
 
     def observe(self, index: int, core: SpeakerCore, arrival: float, handled: float) -> None:
@@ -181,17 +191,27 @@ class Readiness:
         if counted is not None and counted[index]:
             return
         broadcast = core.broadcasts.get(current)
-        if broadcast is None or broadcast.live is None or broadcast.cls != Class.EMERGENCY:
+        if broadcast is None or broadcast.live is None:
+            return
+        if broadcast.cls != Class.EMERGENCY:
+            left = self._pending[index]
+            if left >= 0:  # back from the emergency broadcast ``left``
+                self._pending[index] = -1
+                back = self.back.get(left)
+                if back is not None:  # None: no longer kept
+                    back[int(arrival / ARRIVAL_BIN_S)] += 1
             return
         if counted is None:
             counted = self._counted[current] = bytearray(self._devices)
-            self.arrived[current], self.handled[current] = Counter(), Counter()
+            self.arrived[current], self.handled[current], self.back[current] = Counter(), Counter(), Counter()
             self._first[current] = handled
             while len(self._counted) > READY_KEPT:
                 oldest = next(iter(self._counted))
                 del self._counted[oldest], self.arrived[oldest], self.handled[oldest], self._first[oldest]
+                del self.back[oldest]
                 self.stragglers.pop(oldest, None)
         counted[index] = 1
+        self._pending[index] = current
         self.arrived[current][int(arrival / ARRIVAL_BIN_S)] += 1
         self.handled[current][int(handled / HANDLED_BIN_S)] += 1
 
@@ -209,10 +229,11 @@ class Readiness:
 
     def status(self) -> dict[str, Any]:
         """The histograms as the status file carries them (broadcast id -> bin -> devices, keys as strings), and
-        the stragglers (``not_ready``: broadcast id -> their number and sample)."""
+        the stragglers (``not_ready``: broadcast id -> their number and sample); ``live_back_arrived`` is ``back``."""
         out: dict[str, Any] = {
             name: {str(bid): {str(k): n for k, n in bins.items()} for bid, bins in table.items()}
-            for name, table in (("ready_arrived", self.arrived), ("ready_handled", self.handled))}
+            for name, table in (("ready_arrived", self.arrived), ("ready_handled", self.handled),
+                                ("live_back_arrived", self.back))}
         out["not_ready"] = {str(bid): found for bid, found in self.stragglers.items()}
         return out
 

@@ -49,14 +49,22 @@ and a child per core is the most that adds processor time rather than scheduling
    process came round to those datagrams: the difference is the simulation falling behind. Devices still not
    ready ``STRAGGLERS_AFTER_S`` after the first one was are counted, and a few described (their session, what
    they hold and play, their alert counts, drops and reliable channel), in a line of the output and in the
-   fleet's status in the trace.
+   fleet's status in the trace. ``live_back_min_fraction``: the smallest share of the live stream's devices back
+   on it within ``RESUME_WAIT_S`` of an alert's end, by the same rule: the kernel's arrival time of the first
+   datagram after which a device that was ready for the alert had the live stream as its current broadcast again,
+   its stream known; a device never ready for the alert is never counted back from it.
+   ``live_back_p99_max_s``: for the slowest alert, the seconds from the earliest it could have ended (just before
+   the confirmation was sent, plus ``--alert-seconds``) until 99 % of them were back. Both are read once the
+   fleet has handled every live device's way back, or ``BACK_HANDLED_WAIT_S`` after ``RESUME_WAIT_S``; when the
+   soak's time is up, the server and the fleet run on until the last alerts' figures are read (at most
+   ``SETTLE_S``).
    ``alerts_held_min_fraction``: the smallest share of devices that reported playing an alert in the simulation
    (a counting device reports ``ip`` once the group tap hands it a packet of the alert's stream, so a device the
-   fleet reached after the stream ended never does); ``live_resumed_min_fraction``: the smallest share back on
-   the live stream; all of these read when every device is back or ``RESUME_WAIT_S`` after the alert's end,
-   whichever comes first (``live_resume_max_s``). ``alerts_half_held_max_s``: the longest an alert took, from
-   its confirmation, until half of the devices had reported playing it (read from the fleet's status, written
-   every second; None when an alert never got there).
+   fleet reached after the stream ended never does); ``live_resumed_min_fraction``: the smallest share that
+   reported playing the live stream again; all of these read when every device is back or ``RESUME_WAIT_S``
+   after the alert's end, whichever comes first (``live_resume_max_s``). ``alerts_half_held_max_s``: the longest
+   an alert took, from its confirmation, until half of the devices had reported playing it (read from the fleet's
+   status, written every second; None when an alert never got there).
 5. **API traffic.** ``--readers`` clients each do ``--read-rate`` reads per second (a page of a commune's device
    status, one device, the schedule, the zones) and ``--writers`` clients ``--write-rate`` schedule edits per
    second (create an entry two days ahead, rename it, delete it), each with its own keep-alive connection:
@@ -100,14 +108,14 @@ Verdicts (goals; the bench prints its JSON line, then exits 1 naming each missed
   ``TASKS_PER_CONNECTION`` tasks each), and the SQLite pool's overflow connections (opened under load, closed when
   idle: up to ``SQLITE_OVERFLOW`` of them, three descriptors each: the database, its WAL and shared memory);
 * ``sessions_end`` = ``devices`` (the server's count at the end);
-* ``alerts_ready_min_fraction`` >= 0.99 and ``live_resumed_min_fraction`` >= 0.99 (a device reconnecting at that
+* ``alerts_ready_min_fraction`` >= 0.99 and ``live_back_min_fraction`` >= 0.99 (a device reconnecting at that
   moment is out of reach; every miss is counted);
 * ``api_errors`` = 0.
 
-The fleet's own figures say where the simulation, not the server, fell short: ``alerts_held_min_fraction`` and
-``alerts_half_held_max_s`` (above: on 2 cores, 10,000 counting devices in two Python processes beside the server
-reach the last of an alert's datagrams tens of seconds after they arrived; SECURITY.md has the figures);
-``fleet_procs``;
+The fleet's own figures say where the simulation, not the server, fell short: ``alerts_held_min_fraction``,
+``live_resumed_min_fraction`` and ``alerts_half_held_max_s`` (above: on 2 cores, 10,000 counting devices in two
+Python processes beside the server reach the last of an alert's datagrams tens of seconds after they arrived;
+SECURITY.md has the figures); ``fleet_procs``;
 ``fleet_timer_lag_max_s``, the latest any device's timer ran after it was due (a device of its own would never
 lag); ``fleet_drained_at_timers``, datagrams handed to a device just before its timer ran, and
 ``fleet_sessions_lost_at_timers``, sessions a device's own timer ended (its server silent to its clock probes, or
@@ -140,8 +148,10 @@ from loa.bench._report import emit, environment, read_status
 from loa.bench._serve import Child, RtpFeeder, wav_tone
 from loa.bench._soak_fleet import STRAGGLERS_AFTER_S, merge_statuses
 from loa.bench._soak_measure import (
+    BACK_HANDLED_WAIT_S,
     KERNEL_DROPS,
     MESSAGES,
+    RESUME_WAIT_S,
     SESSIONS_STARTED,
     AlertRound,
     Sample,
@@ -173,6 +183,7 @@ from loa.cli import UserError
 
 ALERT_MARGIN_S = 5.0  # an alert starts only if it ends this long before the soak does
 OVERSTAY_S = 600.0
+SETTLE_S = RESUME_WAIT_S + BACK_HANDLED_WAIT_S  # after the soak, the longest it waits for its last alerts' figures
 TASKS_PER_CONNECTION = 4  # hypercorn (trio): the connection, its reader, its idle timer, the request
 SQLITE_OVERFLOW = 8  # control_plane/db/engine.py: max_overflow of the SQLite pool
 FDS_PER_SQLITE = 3
@@ -260,7 +271,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
             if child is not None and child.proc.poll() is None:
                 child.proc.kill()
 
-    plan = config.bringup_limit() + config.seconds + 2 * START_TIMEOUT_S
+    plan = config.bringup_limit() + config.seconds + SETTLE_S + 2 * START_TIMEOUT_S
     overstay = threading.Timer(plan + OVERSTAY_S, kill_all)
     overstay.daemon = True
     overstay.start()
@@ -291,7 +302,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
                 "count": config.devices, "start_rate": config.start_rate, "rtp_keep": config.keep(),
                 "watchdog_ms": config.watchdog_ms(), "backend": "asyncio",
                 "multicast": config.multicast, "feed_every": TAP_FEED_S,
-                "limit": config.bringup_limit() + config.seconds + 2 * START_TIMEOUT_S}
+                "limit": config.bringup_limit() + config.seconds + SETTLE_S + 2 * START_TIMEOUT_S}
         fleets += spawn_fleets(spec, slices, status_paths, workdir)
         up_began = time.monotonic()
         sessions = 0
@@ -350,11 +361,21 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
             samples[-1].fleet = fleet_status()
         drops_end = udp_drops(server.proc.pid)
         soak_s = time.monotonic() - soak_began
-        if config.trace:
-            write_trace(Path(config.trace), samples, rounds)
+        # the last alerts' ways back: the server and the fleet keep running until they are read (bounded)
+        settle_until = time.monotonic() + SETTLE_S
+        while pending and time.monotonic() < settle_until:
+            if killed.is_set() or server.proc.poll() is not None or fleet_ended():
+                break
+            for round_ in list(pending):
+                if follow_alert(round_, fleet_status(), live_bid, config):
+                    pending.remove(round_)
+            progress.update(soak_s, f"reading the last alert's way back ({len(pending)} left)")
+            time.sleep(0.25)
         final_status = fleet_status()
         for round_ in pending:  # the soak ended first: read as things stand
             follow_alert(round_, final_status, live_bid, config, final=True)
+        if config.trace:
+            write_trace(Path(config.trace), samples, rounds)
         traffic.close()
         api_figures = traffic.figures()
         api_error = traffic.first_error()
@@ -385,6 +406,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
     held = [r.held / config.devices for r in rounds if r.held is not None]
     ready = [r.ready / config.devices for r in rounds if r.ready is not None]
     resumed = [r.resumed / config.live_members() for r in rounds if r.resumed is not None]
+    back = [r.back / config.live_members() for r in rounds if r.back is not None]
     from_group = [r.resumed_group for r in rounds if r.resumed_group is not None]
     group_datagrams = (final_status.get("group_received_max", 0)  # what the groups carried, not x fleet children
                        - first_status.get("group_received_max", 0))
@@ -410,6 +432,9 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         "alerts_ready_p99_max_s": (max(r.ready_p99_s for r in rounds if r.ready_p99_s is not None)
                                    if rounds and all(r.ready_p99_s is not None for r in rounds) else None),
         "alerts_held_min_fraction": round(min(held), 5) if len(held) == len(rounds) and held else None,
+        "live_back_min_fraction": round(min(back), 5) if len(back) == len(rounds) and back else None,
+        "live_back_p99_max_s": (max(r.back_p99_s for r in rounds if r.back_p99_s is not None)
+                                if rounds and all(r.back_p99_s is not None for r in rounds) else None),
         "live_resumed_min_fraction": round(min(resumed), 5) if len(resumed) == len(rounds) and resumed else None,
         "live_resume_max_s": max((r.resume_s for r in rounds if r.resume_s is not None), default=None),
         "alerts_half_held_max_s": (max(r.half_s for r in rounds if r.half_s is not None)
@@ -456,10 +481,11 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         if r.problem:
             progress.note(f"alert at {r.at:.0f} s: {r.problem}")
     progress.note("alerts (at s, devices ready for it by kernel arrival (seconds until 99 % were; until half were "
-                  "handled by the fleet), devices that held it (seconds until half had), back on the live stream (of "
-                  "them from their group), seconds to that): "
-                  + ", ".join(f"{r.at:.0f}: {r.ready} ({r.ready_p99_s}; {r.handled_p50_s})/{r.held} ({r.half_s})/"
-                              f"{r.resumed} ({r.resumed_group})/{r.resume_s}" for r in rounds))
+                  "handled by the fleet), back on the live stream by kernel arrival within 30 s of its end (seconds "
+                  "until 99 % were), devices that held it (seconds until half had), back on the live stream in the "
+                  "fleet (of them from their group), seconds to that): "
+                  + ", ".join(f"{r.at:.0f}: {r.ready} ({r.ready_p99_s}; {r.handled_p50_s})/{r.back} ({r.back_p99_s})/"
+                              f"{r.held} ({r.half_s})/{r.resumed} ({r.resumed_group})/{r.resume_s}" for r in rounds))
     for r in rounds:
         if r.stragglers and r.stragglers.get("devices"):
             progress.note(f"alert at {r.at:.0f} s: {r.stragglers['devices']} devices not ready "

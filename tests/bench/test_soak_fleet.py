@@ -120,11 +120,15 @@ def test_readiness_counts_each_device_once_per_emergency_broadcast_at_the_first_
         steps: list[tuple[Any, ...]]) -> None:
     """Two devices take broadcasts of every class and level, with and without their stream, preempted, resumed
     and ended in any order, and are observed at any times. Each (device, emergency broadcast) is counted once, in
-    the bins of the first observation that found the broadcast current and its stream known; nothing else is
+    the bins of the first observation that found the broadcast current and its stream known; and counted back
+    once, by arrival, at the first observation after that which found a broadcast of another class with its
+    stream current, unless an observation found another emergency broadcast ready first; nothing else is
     counted."""
     devices = [_device() for _ in range(2)]
     readiness = Readiness(len(devices))
     first: dict[tuple[int, int], tuple[float, float]] = {}
+    pending: dict[int, int] = {}  # device -> the emergency broadcast it was last counted for, not yet back
+    back: dict[int, Counter[int]] = {}
     for step in steps:
         kind, index = step[0], step[1]
         device = devices[index]
@@ -144,9 +148,13 @@ def test_readiness_counts_each_device_once_per_emergency_broadcast_at_the_first_
             readiness.observe(index, device, arrival, handled)
             bid = device.arbiter.current
             broadcast = device.broadcasts.get(bid)
-            if (broadcast is not None and broadcast.live is not None and broadcast.cls == Class.EMERGENCY
-                    and (index, bid) not in first):
+            if broadcast is None or broadcast.live is None:
+                continue
+            if broadcast.cls == Class.EMERGENCY and (index, bid) not in first:
                 first[(index, bid)] = (arrival, handled)
+                pending[index] = bid
+            elif broadcast.cls != Class.EMERGENCY and index in pending:
+                back.setdefault(pending.pop(index), Counter())[int(arrival / ARRIVAL_BIN_S)] += 1
     arrived: dict[int, Counter[int]] = {}
     handled: dict[int, Counter[int]] = {}
     for (_, bid), (a, h) in first.items():
@@ -154,24 +162,52 @@ def test_readiness_counts_each_device_once_per_emergency_broadcast_at_the_first_
         handled.setdefault(bid, Counter())[int(h / HANDLED_BIN_S)] += 1
     assert readiness.arrived == arrived
     assert readiness.handled == handled
+    assert {bid: bins for bid, bins in readiness.back.items() if bins} == back
+    assert set(readiness.back) == set(arrived)  # a histogram for each broadcast counted, empty until one is back
     assert readiness.status() == {
         "ready_arrived": {str(b): {str(k): n for k, n in c.items()} for b, c in arrived.items()},
         "ready_handled": {str(b): {str(k): n for k, n in c.items()} for b, c in handled.items()},
+        "live_back_arrived": {str(b): {str(k): n for k, n in back.get(b, Counter()).items()} for b in arrived},
         "not_ready": {}}  # nothing diagnosed until :meth:`Readiness.diagnose` is called
+
+
+def test_a_device_is_counted_back_once_by_the_arrival_that_found_it_back() -> None:
+    """On the live stream, preempted by an alert, then the live stream again: counted ready once, and back once,
+    in the arrival bin of the first datagram after the alert's end, however many datagrams follow."""
+    device = _device()
+    readiness = Readiness(1)
+    device.broadcasts[1] = Broadcast(1, Class.NORMAL, 2, "resume", live=_stream(1))
+    device.arbiter.arrive(1, Class.NORMAL, 2, "resume")
+    readiness.observe(0, device, 1.0, 1.0)  # on the live stream: nothing to count
+    device.broadcasts[9] = Broadcast(9, Class.EMERGENCY, 2, "resume", live=_stream(9))
+    device.arbiter.arrive(9, Class.EMERGENCY, 2, "resume")
+    readiness.observe(0, device, 2.0, 7.0)
+    readiness.observe(0, device, 3.0, 8.0)
+    device.arbiter.end(9)
+    for arrival in (5.0, 6.0, 7.0):  # back: the first of these counts, handled late (20 s) as a slow fleet does
+        readiness.observe(0, device, arrival, 20.0)
+    assert readiness.arrived == {9: Counter({int(2.0 / ARRIVAL_BIN_S): 1})}
+    assert readiness.back == {9: Counter({int(5.0 / ARRIVAL_BIN_S): 1})}
 
 
 def test_readiness_keeps_the_newest_broadcasts() -> None:
     device = _device()
     readiness = Readiness(1)
+    live = 1000
+    device.broadcasts[live] = Broadcast(live, Class.NORMAL, 2, "resume", live=_stream(live))
+    device.arbiter.arrive(live, Class.NORMAL, 2, "resume")
     bids = list(range(1, READY_KEPT + 4))
-    for bid in bids:  # one alert after another, each ended before the next
+    for bid in bids:  # one alert after another over the live stream, each ended before the next
         device.broadcasts[bid] = Broadcast(bid, Class.EMERGENCY, 2, "resume", live=_stream(bid))
         device.arbiter.arrive(bid, Class.EMERGENCY, 2, "resume")
         readiness.observe(0, device, float(bid), float(bid))
         device.arbiter.end(bid)
+        readiness.observe(0, device, bid + 0.5, bid + 0.5)  # back on the live stream
     assert list(readiness.arrived) == bids[-READY_KEPT:]
     assert list(readiness.handled) == bids[-READY_KEPT:]
+    assert list(readiness.back) == bids[-READY_KEPT:]
     assert all(sum(bins.values()) == 1 for bins in readiness.arrived.values())
+    assert all(bins == Counter({int((bid + 0.5) / ARRIVAL_BIN_S): 1}) for bid, bins in readiness.back.items())
 
 
 def _real_devices(count: int) -> list[SpeakerCore]:
