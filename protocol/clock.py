@@ -111,6 +111,7 @@ class ClockStatistics:
 
 
 Point = tuple[int, int]
+_Bounds = tuple[int, int, int]  # a sample's x and its forward and backward y (see ClockEstimator)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,11 +178,13 @@ class ClockEstimator:
     (the lower hull of the forward bounds, the upper hull of the backward ones, a few dozen points at most), in
     doubled integer units relative to the first sample since the last start: ``x = 2 * (local - local0)``,
     forward ``2 * (offset - offset0) + delay``, backward negated, ``delay - 2 * (offset - offset0)``. A sample
-    that arrives in order extends both hulls; one that does not, or a reset, rebuilds them.
+    that arrives in order extends both hulls; one that does not, or a reset, rebuilds them. The window keeps
+    each sample as these three numbers, ``(x, forward, backward)`` (the base moves only at a start): dropping
+    its first sample and :meth:`estimate`, which reads all of it, compute nothing again.
     """
 
     def __init__(self) -> None:
-        self._samples: deque[ClockSample] = deque()
+        self._bounds: deque[_Bounds] = deque()  # the window: each sample's (x, forward y, backward y), by x
         self._hulls: tuple[list[Point], list[Point]] = ([], [])
         self._fit = _NO_FIT
         self._base = (0, 0)  # local0, offset0
@@ -191,7 +194,7 @@ class ClockEstimator:
 
     @property
     def ready(self) -> bool:
-        return len(self._samples) >= MIN_SAMPLES
+        return len(self._bounds) >= MIN_SAMPLES
 
     def probe_interval(self) -> int:
         """Nanoseconds to wait before the next ``time_req`` (device clock)."""
@@ -209,19 +212,20 @@ class ClockEstimator:
         if sample.delay > MAX_DELAY_NS:
             self._counts["absurd"] += 1
             return False
-        if not self._samples:
+        if not self._bounds:
             self._restart([sample])
             return True
-        hulls = self._hulls_with(sample)
+        bounds = self._bounds_of(sample)
+        hulls = self._hulls_with(bounds)
         fit = self._solve(hulls)
         if fit.gap >= min(self._fit.gap, 0.0) - STEP_TOLERANCE_NS:
             self._suspects.clear()
-            if len(self._samples) == WINDOW:
-                self._samples.popleft()
-            if sample.local >= self._samples[-1].local:
-                self._samples.append(sample)
+            if len(self._bounds) == WINDOW:
+                self._bounds.popleft()
+            if bounds[0] >= self._bounds[-1][0]:
+                self._bounds.append(bounds)
             else:
-                self._samples.insert(bisect_left(self._samples, sample.local, key=_local), sample)
+                self._bounds.insert(bisect_left(self._bounds, bounds[0], key=_x), bounds)
             self._since_reset += 1
             self._counts["accepted"] += 1
             self._hulls, self._fit = hulls, fit
@@ -235,56 +239,58 @@ class ClockEstimator:
         self._restart(suspects)
         return True
 
-    def _points(self, s: ClockSample) -> tuple[Point, Point]:
+    def _bounds_of(self, s: ClockSample) -> _Bounds:
         local0, offset0 = self._base
-        x, mid = 2 * (s.local - local0), 2 * (s.offset - offset0)
-        return (x, mid + s.delay), (x, s.delay - mid)
+        mid = 2 * (s.offset - offset0)
+        return 2 * (s.local - local0), mid + s.delay, s.delay - mid
 
-    def _rebuilt(self, samples: Iterable[ClockSample]) -> tuple[list[Point], list[Point]]:
-        points = [self._points(s) for s in samples]
-        return _hull(f for f, _ in points), _hull(b for _, b in points)
+    @staticmethod
+    def _rebuilt(bounds: Iterable[_Bounds]) -> tuple[list[Point], list[Point]]:
+        bounds = list(bounds)
+        return _hull((x, f) for x, f, _ in bounds), _hull((x, b) for x, _, b in bounds)
 
-    def _hulls_with(self, sample: ClockSample) -> tuple[list[Point], list[Point]]:
-        """The hulls of the window with ``sample`` added (and its first sample dropped if it is full)."""
-        samples = self._samples
-        full = len(samples) == WINDOW
-        if sample.local < samples[-1].local:  # out of order: rare (answers overtaking by more than a probe gap)
-            return self._rebuilt(sorted([*itertools.islice(samples, int(full), None), sample], key=_local))
+    def _hulls_with(self, bounds: _Bounds) -> tuple[list[Point], list[Point]]:
+        """The hulls of the window with a sample (its ``bounds``) added, and its first sample dropped if it is
+        full."""
+        full = len(self._bounds) == WINDOW
+        if bounds[0] < self._bounds[-1][0]:  # out of order: rare (answers overtaking by more than a probe gap)
+            return self._rebuilt(sorted([*itertools.islice(self._bounds, int(full), None), bounds], key=_x))
         forward, backward = self._hulls
         if full:
-            forward, backward = self._dropped_first(forward, 0), self._dropped_first(backward, 1)
+            forward, backward = self._dropped_first(forward, 1), self._dropped_first(backward, 2)
         else:
             forward, backward = forward.copy(), backward.copy()
-        f, b = self._points(sample)
-        _push(forward, f)
-        _push(backward, b)
+        x, f, b = bounds
+        _push(forward, (x, f))
+        _push(backward, (x, b))
         return forward, backward
 
     def _dropped_first(self, hull: list[Point], side: int) -> list[Point]:
-        """``hull`` without the window's first sample: only points up to its second vertex can join it."""
-        first = self._points(self._samples[0])[side]
-        if hull[0] != first:  # another sample at the same device time holds the vertex
+        """``hull`` without the window's first sample: only points up to its second vertex can join it (``side``:
+        1 forward, 2 backward, the place of its y in the bounds)."""
+        first = self._bounds[0]
+        if hull[0] != (first[0], first[side]):  # another sample at the same device time holds the vertex
             return hull.copy()
         if len(hull) == 1:
-            return _hull(self._points(s)[side] for s in itertools.islice(self._samples, 1, None))
+            return _hull((b[0], b[side]) for b in itertools.islice(self._bounds, 1, None))
         stop = hull[1][0]
         prefix: list[Point] = []
-        for s in itertools.islice(self._samples, 1, None):
-            point = self._points(s)[side]
+        for b in itertools.islice(self._bounds, 1, None):
+            point = (b[0], b[side])
             if point[0] > stop:
                 break
             _push(prefix, point)
-        for point in hull[2:]:
-            _push(prefix, point)
+        prefix += hull[2:]  # the prefix ends at hull[1], below every point it passed: the turn there stays convex
         return prefix
 
     def _restart(self, samples: list[ClockSample]) -> None:
-        self._samples.clear()
-        self._samples.extend(sorted(samples, key=_local))
-        self._base = (self._samples[0].local, self._samples[0].offset)
+        samples = sorted(samples, key=_local)
+        self._base = (samples[0].local, samples[0].offset)
+        self._bounds.clear()
+        self._bounds.extend(self._bounds_of(s) for s in samples)
         self._since_reset = len(samples)
         self._counts["accepted"] += 1
-        self._hulls = self._rebuilt(self._samples)
+        self._hulls = self._rebuilt(self._bounds)
         self._fit = self._solve(self._hulls)
 
     def _solve(self, hulls: tuple[list[Point], list[Point]]) -> _Fit:
@@ -311,14 +317,14 @@ class ClockEstimator:
 
     def to_server(self, local_ns: int) -> int:
         """Server time at device clock ``local_ns``. Raises :class:`LocalProtocolError` before any sample."""
-        if not self._samples:
+        if not self._bounds:
             raise LocalProtocolError("no clock sample yet")
         fit = self._fit
         return local_ns + fit.offset + round(fit.drift * (local_ns - fit.ref))
 
     def to_local(self, server_ns: int) -> int:
         """Device clock at server time ``server_ns`` (the inverse of :meth:`to_server`, to within 1 ns)."""
-        if not self._samples:
+        if not self._bounds:
             raise LocalProtocolError("no clock sample yet")
         fit = self._fit
         span = server_ns - fit.ref - fit.offset  # exact; only the drift's share of it goes through a float
@@ -327,20 +333,23 @@ class ClockEstimator:
     def estimate(self) -> ClockEstimate:
         fit = self._fit
         drift_ppm = (1 / (1 + fit.drift) - 1) * 1e6
-        return ClockEstimate(fit.offset, drift_ppm, fit.ref, self._error(), len(self._samples), self.ready)
+        return ClockEstimate(fit.offset, drift_ppm, fit.ref, self._error(), len(self._bounds), self.ready)
 
     def _error(self) -> int:
         """Half the sum of the spacings between each side's two tightest bounds at the fitted drift (ns)."""
-        if len(self._samples) < 2:
+        if len(self._bounds) < 2:
             return 0
         r = self._fit.drift
-        points = [self._points(s) for s in self._samples]
-        f_two = heapq.nsmallest(2, (y - r * x for (x, y), _ in points))
-        b_two = heapq.nsmallest(2, (y + r * x for _, (x, y) in points))
+        f_two = heapq.nsmallest(2, [f - r * x for x, f, _ in self._bounds])
+        b_two = heapq.nsmallest(2, [b + r * x for x, _, b in self._bounds])
         return round((f_two[1] - f_two[0] + b_two[1] - b_two[0]) / 4)
 
     def statistics(self) -> ClockStatistics:
         return ClockStatistics(**self._counts)
+
+
+def _x(bounds: _Bounds) -> int:
+    return bounds[0]
 
 
 def _local(s: ClockSample) -> int:

@@ -189,7 +189,9 @@ def test_order_of_arrival_and_the_window_sliding_give_the_fit_from_scratch(seed:
         assert scratch.add(*ts)
     for probe in (exchanges[-1][0], exchanges[0][0], exchanges[-1][3] + 60 * S):
         assert abs(incremental.to_server(probe) - scratch.to_server(probe)) <= 2
-    assert incremental.estimate().samples == min(count, WINDOW)
+    kept, fresh = incremental.estimate(), scratch.estimate()
+    assert kept.samples == min(count, WINDOW)
+    assert abs(kept.error_ns - fresh.error_ns) <= 2
 
 
 class World:
