@@ -34,6 +34,7 @@ class AlertBook:
     def __init__(self, authority_keys: Iterable[bytes]) -> None:
         self.trusted: dict[bytes, bytes] = {key_id(k): bytes(k) for k in authority_keys}
         self._seen: dict[tuple[bytes, str], int] = {}  # pair -> server time until which it is remembered
+        self._next: int | None = None  # min(self._seen.values()), kept with it: read at every timeout
         self._by_bid: dict[int, AcceptedAlert] = {}
         self._by_pair: dict[tuple[bytes, str], int] = {}  # accepted pair -> bid
         # body of an accepted alert -> [its pair, came by beacon, came as a reliable `alert`] (section 6.4.2)
@@ -82,17 +83,22 @@ class AlertBook:
         return bid
 
     def _remember(self, pair: tuple[bytes, str], until: int) -> None:
+        earlier = self._seen.get(pair)
         self._seen[pair] = until
         if len(self._seen) > MAX_REMEMBERED:
             oldest = min(self._seen, key=self._seen.__getitem__)
             del self._seen[oldest]
+        if earlier is not None or len(self._seen) == MAX_REMEMBERED:  # a time replaced or one forgotten
+            self._next = min(self._seen.values(), default=None)
+        elif self._next is None or until < self._next:
+            self._next = until
 
     def for_bid(self, bid: int) -> AcceptedAlert | None:
         return self._by_bid.get(bid)
 
     def next_expiry(self) -> int | None:
         """The earliest server time at which something expires (an alert to end, a pair to forget)."""
-        return min(self._seen.values(), default=None)
+        return self._next
 
     def expire(self, now: int) -> list[int]:
         """Forget what expired at server time ``now``; returns the broadcast ids of alerts that expired."""
@@ -106,6 +112,7 @@ class AlertBook:
                     ended.append(bid)
         if ended:
             self._prune_copies()
+        self._next = min(self._seen.values(), default=None)
         return ended
 
     def remembered(self) -> int:
