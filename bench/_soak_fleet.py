@@ -242,16 +242,17 @@ def straggler(index: int, core: SpeakerCore, bid: int) -> dict[str, Any]:
     """What device ``index`` (``core``), not ready for broadcast ``bid``, was doing: its session, what it plays
     and waits for, whether it holds ``bid`` and knows its stream or has ended it, whether it could check an
     alert (a clock estimate and a zone), what became of its clock exchanges (the estimator's counts of those it
-    took and refused; answers dropped as stale are with the drops) and its round-trip time, its stream's
-    watchdog, its alert counts, what it dropped (all of it, as its telemetry reports it), and its reliable
-    channel's counters."""
+    took and refused; answers dropped as stale are with the drops), its round-trip time and whether a probe is
+    due at all, its stream's watchdog, its alert counts, what it dropped (all of it, as its telemetry reports
+    it), and its reliable channel's counters."""
     broadcast = core.broadcasts.get(bid)
     channel = core.conn.statistics().channel
     return {"device": index, "connected": core.conn.connected, "session": core.conn.session.state.value,
             "current": core.arbiter.current, "waiting": list(core.arbiter.waiting), "holds": broadcast is not None,
             "stream": broadcast is not None and broadcast.live is not None, "ended": bid in core.finished,
             "clock_ready": core.clock.ready,
-            "clock": {**dataclasses.asdict(core.clock.estimator.statistics()), "rtt": round(core.rtt, 3)},
+            "clock": {**dataclasses.asdict(core.clock.estimator.statistics()), "rtt": round(core.rtt, 3),
+                      "probing": core.probe.next_at is not None},
             "zones": bool(core.settings.zones), "watchdog": core.watchdog.fired,
             "alerts_accepted": core.alerts_accepted, "alerts_refused": dict(core.alerts_refused),
             "drops": device_drops(core), "channel": None if channel is None else dataclasses.asdict(channel)}

@@ -237,7 +237,7 @@ def test_devices_not_ready_are_described_once_after_stragglers_after_s() -> None
         == {"device": 5002, "connected": False, "current": 9, "holds": True, "stream": False, "ended": False,
             "clock_ready": False}
     assert described["clock"] == {"accepted": 0, "negative_delay": 0, "absurd": 0, "inconsistent": 0, "resets": 0,
-                                  "rtt": 0.2}  # no exchange yet, and the RTT assumed until one
+                                  "rtt": 0.2, "probing": False}  # no exchange, the RTT assumed, no session
     cores[2].broadcasts[9].live = _stream(9)  # ready later: what was found stays as it was found
     readiness.observe(2, cores[2], 200.0, 200.0)
     readiness.diagnose(300.0, cores, first_index=5000)
