@@ -336,6 +336,11 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         samples = sampler.samples
         next_alert = soak_began + config.alert_every / 2
         pending: list[AlertRound] = []
+
+        def follow(status: dict[str, Any], *, final: bool = False) -> None:
+            """Take from ``pending`` the alerts whose figures the fleet's ``status`` completes."""
+            pending[:] = [r for r in pending if not follow_alert(r, status, live_bid, config, final=final)]
+
         while (now := time.monotonic()) < soak_began + config.seconds:
             if killed.is_set() or server.proc.poll() is not None or fleet_ended():
                 raise UserError("a child process ended during the soak: " + _tail(*fleets, server))
@@ -344,9 +349,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
                 pending.append(_alert(noc1, noc2, now - soak_began, item=int(item["id"]),
                                       content_id=item["content_id"], config=config))
                 rounds.append(pending[-1])
-            for round_ in list(pending):
-                if follow_alert(round_, fleet_status(), live_bid, config):
-                    pending.remove(round_)
+            follow(fleet_status())
             last = samples[-1] if samples else None
             so_far = traffic.figures()
             progress.update(now - soak_began,
@@ -366,14 +369,11 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         while pending and time.monotonic() < settle_until:
             if killed.is_set() or server.proc.poll() is not None or fleet_ended():
                 break
-            for round_ in list(pending):
-                if follow_alert(round_, fleet_status(), live_bid, config):
-                    pending.remove(round_)
+            follow(fleet_status())
             progress.update(soak_s, f"reading the last alert's way back ({len(pending)} left)")
             time.sleep(0.25)
         final_status = fleet_status()
-        for round_ in pending:  # the soak ended first: read as things stand
-            follow_alert(round_, final_status, live_bid, config, final=True)
+        follow(final_status, final=True)  # what the soak ended before: read as things stand
         if config.trace:
             write_trace(Path(config.trace), samples, rounds)
         traffic.close()

@@ -85,10 +85,10 @@ class AlertBook:
     def _remember(self, pair: tuple[bytes, str], until: int) -> None:
         earlier = self._seen.get(pair)
         self._seen[pair] = until
-        if len(self._seen) > MAX_REMEMBERED:
-            oldest = min(self._seen, key=self._seen.__getitem__)
-            del self._seen[oldest]
-        if earlier is not None or len(self._seen) == MAX_REMEMBERED:  # a time replaced or one forgotten
+        forgot = len(self._seen) > MAX_REMEMBERED
+        if forgot:  # the earliest goes
+            del self._seen[min(self._seen, key=self._seen.__getitem__)]
+        if earlier is not None or forgot:  # the earliest may have changed
             self._next = min(self._seen.values(), default=None)
         elif self._next is None or until < self._next:
             self._next = until
