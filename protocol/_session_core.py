@@ -30,6 +30,8 @@ __all__ = [
     "REKEY_AFTER_TIME",
     "REKEY_JITTER",
     "REKEY_TIMEOUT",
+    "RETRY_MAX",
+    "RETRY_ROUND_TRIPS",
     "Dropped",
     "Event",
     "Keepalive",
@@ -61,6 +63,10 @@ REKEY_JITTER: Final = 0.333
 #: Retry of an unanswered init while the device has no current session and no cookie (PROTOCOL.md 3.8.2).
 JOIN_RETRY: Final = 2.0
 JOIN_JITTER: Final = 0.5
+#: A device that learned its handshake round trip waits at least this many of them before retrying an init, and
+#: at most RETRY_MAX for that reason (PROTOCOL.md 3.8.2).
+RETRY_ROUND_TRIPS: Final = 2.0
+RETRY_MAX: Final = 10.0
 DEAD_AFTER: Final = 45.0
 HANDSHAKES_PER_SECOND_BEFORE_COOKIE: Final = 200
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -19,6 +19,8 @@ from loa.protocol._session_core import (
     REKEY_AFTER_TIME,
     REKEY_JITTER,
     REKEY_TIMEOUT,
+    RETRY_MAX,
+    RETRY_ROUND_TRIPS,
     Dropped,
     Event,
     Keepalive,
@@ -119,6 +121,10 @@ class DeviceStatistics:
     sessions_started: int
 
 
+#: Inits replaced by a retry whose response still teaches the round trip: RETRY_MAX's worth at the joining pace.
+REPLACED_KEPT: Final = 4
+
+
 def _unix_nanoseconds(now: float) -> int:
     seconds = int(now)
     return seconds * 1_000_000_000 + round((now - seconds) * 1e9)
@@ -148,7 +154,11 @@ class DeviceSession:
 
     An unanswered init is retried after ``JOIN_RETRY`` + 0-500 ms while the device has no current session and
     the init carries no cookie, else after ``REKEY_TIMEOUT`` + 0-333 ms (PROTOCOL.md 3.8.2); a CookieReply for an
-    init that a timer or :meth:`connect` sent brings one prompt resend with ``mac2`` (3.4.1).
+    init that a timer or :meth:`connect` sent brings one prompt resend with ``mac2`` (3.4.1). Once the device
+    knows its handshake round trip (``handshake_rtt``: the latest of a completed handshake, or of an authentic
+    response to the init a retry replaced, which is dropped all the same), the base is at least
+    ``RETRY_ROUND_TRIPS`` of it, at most ``RETRY_MAX``: on a path slower than the retry, each response would
+    otherwise answer an init no longer pending.
 
     Datagrams go to the one server address the caller knows; :meth:`datagrams_to_send` drains them.
     """
@@ -175,6 +185,9 @@ class DeviceSession:
         self._own_mac1 = mac1_key(self.public_key)
         self._state = DeviceState.IDLE
         self._pending: _Pending | None = None
+        # the inits the pending one's retries replaced, latest last: a late response to one still gives the round trip
+        self._replaced: deque[_Pending] = deque(maxlen=REPLACED_KEPT)
+        self.handshake_rtt: float | None = None
         self._cookie: tuple[bytes, float] | None = None
         self._current: SessionKeys | None = None
         self._previous: SessionKeys | None = None
@@ -210,6 +223,7 @@ class DeviceSession:
         """Forget every session and the pending init; back to IDLE. Queued datagrams stay queued."""
         self._step(DeviceInput.CLOSE)
         self._pending = self._current = self._previous = None
+        self._replaced.clear()
         self._confirm_at = None
 
     def send(self, plaintext: bytes, now: float) -> None:
@@ -258,10 +272,13 @@ class DeviceSession:
     def _on_response(self, message: HandshakeResponse, now: float) -> list[Event]:
         pending = self._pending
         if pending is None or message.receiver_index != pending.sender_index:
+            self._learn_from_late(message, now)
             raise UnknownKeyError("response to no pending init")
         boot, keys = open_response(message, pending.handshake, device_mac1_key=self._own_mac1, now=now)
         self._step(DeviceInput.RESPONSE_ACCEPTED)
         self._pending = None
+        self._replaced.clear()
+        self.handshake_rtt = now - pending.sent_at
         self._previous, self._current = self._current, keys
         self._last_received = self._last_sent = now
         self._confirm_at = now
@@ -269,6 +286,19 @@ class DeviceSession:
         self._server_boot = boot
         self._started += 1
         return [SessionStarted(None, boot, restarted)]
+
+    def _learn_from_late(self, message: HandshakeResponse, now: float) -> None:
+        """A response to an init that a retry replaced: the server had answered, later than the retry. Once it
+        authenticates (else the error of its check is raised), its round trip sets the pending init's retry and
+        those after it; the response itself is dropped (the server has since taken a newer init)."""
+        pending = self._pending
+        replaced = next((r for r in self._replaced if r.sender_index == message.receiver_index), None)
+        if replaced is None or pending is None:
+            return
+        open_response(message, replaced.handshake, device_mac1_key=self._own_mac1, now=now)
+        self._replaced.remove(replaced)
+        self.handshake_rtt = now - replaced.sent_at
+        pending.retry_at = max(pending.retry_at, pending.sent_at + self._retry_delay(pending.cookie))
 
     def _on_cookie(self, message: CookieReply, now: float) -> None:
         pending = self._pending
@@ -362,6 +392,8 @@ class DeviceSession:
             base, jitter = REKEY_TIMEOUT, REKEY_JITTER
         else:
             base, jitter = JOIN_RETRY, JOIN_JITTER
+        if self.handshake_rtt is not None:
+            base = max(base, min(RETRY_MAX, RETRY_ROUND_TRIPS * self.handshake_rtt))
         return base + int.from_bytes(self._random_bytes(2), "big") % (round(jitter * 1000) + 1) / 1000
 
     def _start_handshake(self, now: float, *, may_resend: bool = True) -> None:
@@ -382,6 +414,8 @@ class DeviceSession:
             server_mac1_key=self._server_mac1,
         )
         retry_at = now + self._retry_delay(cookie is not None)
+        if self._pending is not None:
+            self._replaced.append(self._pending)
         self._pending = _Pending(index, handshake, init.mac1, now, cookie is not None, may_resend, retry_at)
         self._out.append(init.to_bytes())
         self._inits += 1

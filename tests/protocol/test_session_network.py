@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from loa.protocol.datagram import Transport, parse
+from loa.protocol.cookie import mac, mac1_key
+from loa.protocol.datagram import HandshakeInit, HandshakeResponse, Transport, parse
 from loa.protocol.session import (
+    JOIN_JITTER,
+    JOIN_RETRY,
     DeviceSession,
     Dropped,
     Event,
@@ -61,6 +67,47 @@ def test_handshake_without_loss_takes_one_round_trip() -> None:
 def test_handshake_completes_at_30_percent_loss(seed: int) -> None:
     world = World(seed, loss=0.3, duplicate=0.1, reorder=0.2, delay=(0.02, 0.15))
     assert world.connect(60.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(one_way=st.floats(1.3, 4.9), spread=st.floats(0.0, 0.05), seed=st.integers(0, 2**16))
+def test_a_handshake_slower_than_the_retry_still_completes(one_way: float, spread: float, seed: int) -> None:
+    """A round trip of 2.6-9.9 s, longer than the joining retry (2-2.5 s): each response answers an init already
+    replaced. The first, once it authenticates, teaches the device the round trip (PROTOCOL.md 3.8.2); the init
+    then pending waits for its own response, which comes at most a round trip after it was sent, so the device has
+    its session within two round trips of the first init, and the server one way later (the confirmation)."""
+    world = World(seed, delay=(one_way, one_way + spread))
+    rtt = 2 * one_way
+    limit = 2 * (rtt + 2 * spread) + one_way + spread + 0.01
+    assert world.connect(limit), (world.net.now, world.device.statistics())
+    assert rtt - 1e-6 <= world.device.handshake_rtt <= rtt + 2 * spread + 1e-6
+    late = world.device.statistics().drops["UnknownKeyError"]
+    assert late >= 1  # one response at least came after its init had been replaced
+
+
+@settings(max_examples=30, deadline=None)
+@given(body=st.binary(min_size=52, max_size=52), with_mac1=st.booleans())
+def test_a_forged_late_response_teaches_nothing(body: bytes, with_mac1: bool) -> None:
+    """A response naming a replaced init must authenticate before its timing counts: one with that index and
+    any other bytes (with a right mac1 too: anyone who knows the device's public key can make one) is dropped by
+    its check and leaves the joining pace as it was."""
+    world = World(4, delay=(0.01, 0.02))
+    device = world.device
+    device.connect(0.0)
+    first = parse(device.datagrams_to_send()[0])
+    assert isinstance(first, HandshakeInit)
+    device.handle_timeout(JOIN_RETRY + JOIN_JITTER)  # the retry replaces the first init
+    retry_at = device.next_timeout()
+    assert retry_at is not None
+    forged = HandshakeResponse(sender_index=77, receiver_index=first.sender_index, ephemeral=body[:32],
+                               encrypted_payload=body[32:], mac1=bytes(16), mac2=bytes(16))
+    if with_mac1:
+        signed = forged.to_bytes()[: HandshakeResponse.MAC1_OFFSET]
+        forged = dataclasses.replace(forged, mac1=mac(mac1_key(device.public_key), signed))
+    events = device.receive_datagram(forged.to_bytes(), 9.0)
+    assert events == [Dropped("AuthError" if with_mac1 else "BadMacError")]
+    assert device.handshake_rtt is None
+    assert device.next_timeout() == retry_at
 
 
 class Chatter:
