@@ -60,7 +60,8 @@ Address = tuple[str, int]
 Direction = Literal["up", "down"]  # up: device -> server; down: server -> device
 DIRECTIONS: tuple[Direction, ...] = ("up", "down")
 HOST = "127.0.0.1"
-MAX_DELAY_S = 1.0  # delay, jitter and reorder gap are each at most this
+MAX_DELAY_S = 5.0  # the fixed delay is at most this
+MAX_JITTER_S = 1.0  # jitter and reorder gap are each at most this
 T = TypeVar("T")
 
 
@@ -83,10 +84,10 @@ class Impairment:
                 raise ValueError(f"{name} must be a fraction in [0, 1), not {value!r}")
         if not 1.0 <= self.burst <= 1000.0:
             raise ValueError(f"burst must be a mean burst length of 1 to 1000 datagrams, not {self.burst!r}")
-        for name in ("delay", "jitter", "reorder_gap"):
+        for name, most in (("delay", MAX_DELAY_S), ("jitter", MAX_JITTER_S), ("reorder_gap", MAX_JITTER_S)):
             value = getattr(self, name)
-            if not 0.0 <= value <= MAX_DELAY_S:
-                raise ValueError(f"{name} must be 0 to {MAX_DELAY_S:g} s, not {value!r}")
+            if not 0.0 <= value <= most:
+                raise ValueError(f"{name} must be 0 to {most:g} s, not {value!r}")
 
     @property
     def perfect(self) -> bool:

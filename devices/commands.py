@@ -142,7 +142,7 @@ class CommandHandling(BroadcastHandling):
                     self.order.reset()
                     self._send_state(now)  # the restarted server lost what we play
                 self._rtcp_ssrc = self._rng.getrandbits(32)
-                self.probe.connected(now)
+                self.probe.connected(now, rtt=self.conn.session.handshake_rtt)
             elif isinstance(event, Disconnected):
                 self.probe.disconnected()
 

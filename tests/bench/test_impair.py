@@ -26,7 +26,7 @@ def run(ch: Channel, count: int, step: float = 0.02) -> list[list[float]]:
 @pytest.mark.parametrize(("options", "word"), [
     ({"loss": 1.0}, "loss"), ({"loss": -0.1}, "loss"), ({"duplicate": 1.5}, "duplicate"),
     ({"reorder": float("nan")}, "reorder"), ({"burst": 0.5}, "burst"), ({"jitter": 2.0}, "jitter"),
-    ({"delay": -0.001}, "delay"), ({"reorder_gap": 5.0}, "reorder_gap"),
+    ({"delay": -0.001}, "delay"), ({"delay": 5.5}, "delay"), ({"reorder_gap": 5.0}, "reorder_gap"),
 ])
 def test_bad_parameters_are_refused_by_name(options: dict[str, float], word: str) -> None:
     with pytest.raises(ValueError, match=word):

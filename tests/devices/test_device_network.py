@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from serverdriver import SERVER, STEADY, TestServer, World
 
 from loa.protocol.control import State, Volume
@@ -135,3 +137,22 @@ def test_a_counting_device_counts_packets_and_reports_like_a_real_one(payloads: 
     world.run(4.0)
     assert node.core.statistics().faults == ("watchdog",)
     assert [(m.bid, m.src) for m in world.server.messages_of(State)][-1] == (5, "fm")
+
+
+@settings(max_examples=6, deadline=None)
+@given(one_way=st.floats(1.3, 4.5), count_only=st.booleans(), seed=st.integers(0, 2**16))
+def test_a_device_behind_a_path_slower_than_its_retries_comes_up_and_takes_an_alert(
+        one_way: float, count_only: bool, seed: int) -> None:
+    """A round trip of 2.6-9 s (a congested cellular link), longer than the joining retry and the 3 s after which
+    unanswered probes mean a silent server: the device learns the round trip from a late response, gets its
+    session, keeps it (no new handshake but the rekey), has its clock estimate, and accepts an alert."""
+    world = World(seed, delay=(one_way, one_way + 0.01))
+    node = world.add_device(count_only=count_only)
+    core = node.core
+    assert world.run_until(lambda: core.clock.ready, 60.0), core.conn.session.statistics()
+    world.run(150.0)  # through a rekey
+    assert core.conn.connected
+    assert core.conn.session.statistics().sessions_started == 2
+    world.server.send(world.pub(node), world.alert(40, alert_id="slow-path"))
+    world.run(4 * one_way + 1.0)
+    assert core.statistics().alerts_accepted == 1

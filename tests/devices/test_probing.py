@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import itertools
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from loa.devices.frame import NS, ServerClock
-from loa.devices.probing import FAST_PROBE_S, PROBES_BEFORE_REHANDSHAKE, SUSPECT_AFTER_S, ClockProbe
+from loa.devices.probing import (
+    FAST_PROBE_S,
+    PROBES_BEFORE_REHANDSHAKE,
+    SILENCE_BEFORE_REHANDSHAKE_S,
+    SILENCE_ROUND_TRIPS,
+    SUSPECT_AFTER_S,
+    ClockProbe,
+)
 from loa.protocol.control import TimeResp
 
 
@@ -115,3 +125,70 @@ def _answer_all_from(probe: ClockProbe, now: float, *, count: int) -> list[float
         assert probe.next_at is not None
         now = probe.next_at
     return sent
+
+
+@settings(max_examples=50, deadline=None)
+@given(rtt=st.floats(0.0, 9.0), fast=st.booleans())
+def test_a_silent_server_is_one_that_stays_silent_for_two_handshake_round_trips(rtt: float, fast: bool) -> None:
+    """Before any probe is answered the round trip is the handshake's: the device gives up on the server after 3
+    unanswered probes and max(3 s, 2 x that round trip) of silence, not sooner (an answer could still come), and
+    not much later (the next probe's due time)."""
+    probe = ClockProbe(ServerClock(), fast=fast)
+    probe.connected(10.0, rtt=rtt)
+    assert probe.rtt == rtt
+    silence = max(SILENCE_BEFORE_REHANDSHAKE_S, SILENCE_ROUND_TRIPS * rtt)
+    now, sent = 10.0, 0
+    while probe.due(now) is not None:
+        sent += 1
+        assert probe.next_at is not None
+        now = probe.next_at
+    assert sent >= PROBES_BEFORE_REHANDSHAKE
+    assert silence <= now - 10.0 <= silence + probe.interval()
+
+
+@settings(max_examples=50, deadline=None)
+@given(one_way=st.floats(0.001, 4.5), rounds=st.integers(3, 100))
+def test_an_answer_within_the_round_trip_keeps_the_session(one_way: float, rounds: int) -> None:
+    """On a path as slow as the handshake found it, every answer comes before the device would give up: each
+    probe's answer arrives one round trip after it left (handed over before the timers of that instant), and the
+    device never takes the server for silent."""
+    probe = ClockProbe(ServerClock(), fast=False)
+    probe.connected(10.0, rtt=2 * one_way)
+    arrivals: list[tuple[float, int]] = []  # (when, t1), in order
+    for _ in range(rounds):
+        now = probe.next_at
+        assert now is not None
+        while arrivals and arrivals[0][0] <= now:
+            at, t1 = arrivals.pop(0)
+            server = round((at - one_way + 1.0) * NS)
+            probe.answer(TimeResp(t1=t1, t2=server, t3=server), at)
+            now = max(now, probe.next_at or now)
+        request = probe.due(now)
+        assert request is not None, f"taken for silent at {now - 10.0:.3f} s"
+        arrivals.append((now + 2 * one_way, request.t1))
+
+
+def test_answers_to_probes_sent_before_a_rekey_still_count() -> None:
+    """A new session (a rekey) keeps the probes already sent: the answer to one counts, not as stale."""
+    probe = ClockProbe(ServerClock(), fast=False)
+    probe.connected(10.0)
+    request = probe.due(10.0)
+    assert request is not None
+    probe.connected(10.5, rtt=0.3)  # the rekey's response
+    server = round(11.8 * NS)
+    probe.answer(TimeResp(t1=request.t1, t2=server, t3=server), 10.6)
+    assert probe.stale == 0
+    assert probe.clock.estimator.statistics().accepted == 1
+
+
+def test_a_path_that_slowed_is_judged_by_the_latest_handshake() -> None:
+    """The probes' smoothed round trip lags a path that just slowed: after answers within 2 ms, a rekey whose
+    handshake took 4 s sets how long the silence must last (8 s), not the 3 s the probes would give."""
+    probe, now = _steady(10.0)
+    assert probe.rtt < 0.01
+    probe.connected(now, rtt=4.0)
+    start = now
+    while probe.due(now) is not None:
+        assert probe.next_at is not None
+        now = probe.next_at
+    assert now - start >= SILENCE_ROUND_TRIPS * 4.0

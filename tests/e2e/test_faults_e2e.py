@@ -6,7 +6,9 @@ each behind its leg of the seeded impairment proxy (:mod:`loa.bench.impair`), th
   in-band FEC, no slot plays twice, and every device gets the alert.
 * ``outage_down_3s``: 3 s with nothing reaching the devices, the alert triggered as it begins: every device plays
   from packets again soon after it ends (a gap longer than 64 frames used to stall the stream until its ring
-  overflowed, 7.5 s after the end), and holds the alert soon after."""
+  overflowed, 7.5 s after the end), and holds the alert soon after.
+* a path of 1.4 s each way from the start (a round trip longer than the joining retry): the devices still get
+  their sessions and clock estimates, and take an alert."""
 
 from __future__ import annotations
 
@@ -99,3 +101,31 @@ async def test_a_device_that_does_not_play_again_after_an_outage_is_described_fr
     assert len(theirs["broadcasts"]) == 1  # the streamer made it a member of the outage's broadcast
     assert isinstance(theirs["online"], bool)
     assert isinstance(theirs["in_destinations"], bool)
+
+
+@pytest.mark.anyio
+async def test_devices_behind_a_path_slower_than_their_retry_come_up_and_take_an_alert(anyio_backend: str) -> None:
+    """Every datagram delayed 1.4 s each way (a congested cellular link): each init's response comes after the
+    2-2.5 s retry replaced it. The first authentic one teaches a device the round trip (PROTOCOL.md 3.8.2), the
+    next init waits for its answer, the clock probes wait two round trips before taking the server for silent,
+    and each device has one session, a clock estimate and the alert."""
+    site = FaultSite(13)
+    slow = Impairment(delay=1.4)
+    async with anyio.create_task_group() as tg:
+        await tg.start(site.service.serve)
+        site.proxy = ImpairProxy(tg, site.service.address, seed=site.seed)
+        site.proxy.set(up=slow, down=slow)
+        for _ in range(2):
+            site.add_device(tg, await site.proxy.add_leg())
+        try:
+            assert await wait_until(lambda: all(d.core.statistics().clock_ready for d in site.devices), 45.0), [
+                d.core.conn.session.statistics() for d in site.devices]
+            for device in site.devices:
+                assert device.core.conn.session.statistics().sessions_started == 1
+                assert 2.8 <= (device.core.conn.session.handshake_rtt or 0.0) < 4.0
+            _, marks = site.trigger_alert()
+            assert await wait_until(lambda: all(len(d.core.accepted) > mark
+                                                for d, mark in zip(site.devices, marks, strict=True)), 15.0)
+        finally:
+            await site.stop()
+            tg.cancel_scope.cancel()
