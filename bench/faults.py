@@ -191,10 +191,15 @@ class FaultSite:
         self.devices: list[Device] = []
         self.proxy: ImpairProxy | None = None
 
-    async def start(self, tg: anyio.abc.TaskGroup, count: int, *, proxy: bool) -> None:
+    async def start(self, tg: anyio.abc.TaskGroup, count: int, *, proxy: bool,
+                    link: Impairment | None = None) -> None:
+        """Serve, and start ``count`` devices, each through its leg of the proxy (``link`` both ways from their
+        first datagram, if given) or straight to the service."""
         await tg.start(self.service.serve)
         if proxy:
             self.proxy = ImpairProxy(tg, self.service.address, seed=self.seed)
+            if link is not None:
+                self.proxy.set(up=link, down=link)
         for _ in range(count):
             leg = await self.proxy.add_leg() if self.proxy is not None else None
             self.add_device(tg, leg)

@@ -110,13 +110,8 @@ async def test_devices_behind_a_path_slower_than_their_retry_come_up_and_take_an
     next init waits for its answer, the clock probes wait two round trips before taking the server for silent,
     and each device has one session, a clock estimate and the alert."""
     site = FaultSite(13)
-    slow = Impairment(delay=1.4)
     async with anyio.create_task_group() as tg:
-        await tg.start(site.service.serve)
-        site.proxy = ImpairProxy(tg, site.service.address, seed=site.seed)
-        site.proxy.set(up=slow, down=slow)
-        for _ in range(2):
-            site.add_device(tg, await site.proxy.add_leg())
+        await site.start(tg, 2, proxy=True, link=Impairment(delay=1.4))
         try:
             assert await wait_until(lambda: all(d.core.statistics().clock_ready for d in site.devices), 45.0), [
                 d.core.conn.session.statistics() for d in site.devices]
