@@ -119,7 +119,9 @@ SECURITY.md has the figures); ``fleet_procs``;
 ``fleet_timer_lag_max_s``, the latest any device's timer ran after it was due (a device of its own would never
 lag); ``fleet_drained_at_timers``, datagrams handed to a device just before its timer ran, and
 ``fleet_sessions_lost_at_timers``, sessions a device's own timer ended (its server silent to its clock probes, or
-``DEAD_AFTER``, or a rekey unanswered until ``REJECT_AFTER_TIME``), see :class:`loa.devices.FleetHost`; and
+``DEAD_AFTER``, or a rekey unanswered until ``REJECT_AFTER_TIME``), see :class:`loa.devices.FleetHost`;
+``fleet_sessions_ended``, every session the devices' own timers ended, by cause: ``silent`` (clock probes
+unanswered, PROTOCOL.md 4.7), ``dead`` (``DEAD_AFTER``) and ``expired`` (``REJECT_AFTER_TIME``); and
 ``fleet_alert_verifications`` (signatures verified) against ``fleet_alert_verifications_shared`` (outcomes shared
 within a child, :func:`loa.devices.fleet.share_alert_verification`).
 
@@ -469,6 +471,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         "fleet_timer_lag_max_s": end_status.get("timer_lag_max_s"),
         "fleet_drained_at_timers": end_status.get("drained_at_timers"),
         "fleet_sessions_lost_at_timers": end_status.get("sessions_lost_at_timers"),
+        "fleet_sessions_ended": final_status.get("sessions_ended"),
         "fleet_alert_verifications": end_status.get("verifications", {}).get("verified"),
         "fleet_alert_verifications_shared": end_status.get("verifications", {}).get("shared"),
         "telemetry_reports": final_status.get("telemetry_sent"),

@@ -41,7 +41,7 @@ class ClockProbe:
     """The probing state of one session of a device; ``clock`` receives the exchanges."""
 
     __slots__ = ("_fast", "_handshake_rtt", "_last_answer", "_last_t1", "_rtt", "_sent", "_unanswered", "_usual_next",
-                 "clock", "next_at", "stale")
+                 "clock", "next_at", "silences", "stale")
 
     def __init__(self, clock: ServerClock, *, fast: bool = True) -> None:
         self.clock = clock
@@ -55,6 +55,7 @@ class ClockProbe:
         self._rtt: float | None = None  # smoothed over the answered probes
         self._handshake_rtt: float | None = None
         self.stale = 0  # answers refused: unknown, repeated or older than 10 s
+        self.silences = 0  # times the server was found silent (each ended a session: the device handshook again)
 
     @property
     def rtt(self) -> float:
@@ -87,6 +88,7 @@ class ClockProbe:
         if self._unanswered >= PROBES_BEFORE_REHANDSHAKE and now - self._last_answer >= silence:
             self._unanswered = 0
             self.next_at = None
+            self.silences += 1
             return None
         t1 = round(now * NS)
         for old in [t for t, sent in self._sent.items() if now - sent > ANSWER_WINDOW_S]:

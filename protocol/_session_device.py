@@ -188,6 +188,10 @@ class DeviceSession:
         # the inits the pending one's retries replaced, latest last: a late response to one still gives the round trip
         self._replaced: deque[_Pending] = deque(maxlen=REPLACED_KEPT)
         self.handshake_rtt: float | None = None
+        # sessions ended by this side's timers: the server silent for DEAD_AFTER, or REJECT_AFTER_TIME reached
+        # (a rekey never answered)
+        self.ended_dead = 0
+        self.ended_expired = 0
         self._cookie: tuple[bytes, float] | None = None
         self._current: SessionKeys | None = None
         self._previous: SessionKeys | None = None
@@ -361,6 +365,10 @@ class DeviceSession:
             if timer is DeviceInput.PREVIOUS_EXPIRED:
                 self._previous = None
             elif timer in (DeviceInput.CURRENT_EXPIRED, DeviceInput.DEAD_TIMER):
+                if timer is DeviceInput.DEAD_TIMER:
+                    self.ended_dead += 1
+                else:
+                    self.ended_expired += 1
                 self._current = self._previous = None
                 self._confirm_at = None
                 events.append(SessionLost(None))

@@ -102,6 +102,7 @@ async def _held_up(drain: bool) -> tuple[FleetHost, SpeakerCore]:
 async def test_a_held_up_host_hands_over_what_arrived_before_the_timers_run(anyio_backend: str) -> None:
     host, core = await _held_up(drain=True)
     assert host.sessions_lost_at_timers == 0
+    assert core.probe.silences == 0
     assert core.conn.connected
     assert host.drained_at_timers >= 3  # the probes' answers (and the server's keepalives), read at the timers
     assert core.probe.stale == 0
@@ -115,4 +116,6 @@ async def test_without_it_the_device_takes_the_server_for_silent(anyio_backend: 
     host, core = await _held_up(drain=False)
     assert host.drained_at_timers == 0
     assert host.sessions_lost_at_timers >= 1
+    assert core.probe.silences >= 1  # lost to the probes, not to DEAD_AFTER
+    assert core.conn.session.ended_dead == 0
     assert not core.conn.connected

@@ -94,6 +94,7 @@ def test_a_silent_server_is_noticed_within_about_three_seconds_on_the_five_secon
         assert probe.next_at is not None
         now = probe.next_at
     assert len(sent) == PROBES_BEFORE_REHANDSHAKE
+    assert probe.silences == 1
     assert {round(b - a, 6) for a, b in itertools.pairwise(sent)} == {SUSPECT_AFTER_S}
     assert round(now - sent[0], 6) == 3.0  # noticed 3 s after the first unanswered probe, 8 s after the last answer
 

@@ -98,6 +98,7 @@ def test_a_silent_server_is_probed_every_5_seconds_then_lost() -> None:
         sent_at += [now for _ in device.datagrams_to_send()]
     assert sent_at == [15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0]  # the last one is the new init
     assert lost_at == 45.0
+    assert (device.ended_dead, device.ended_expired) == (1, 0)  # counted by cause
     assert device.state is DeviceState.HANDSHAKING
     with pytest.raises(LocalProtocolError):
         device.send(b"x", 45.0)
@@ -241,7 +242,9 @@ def test_sessions_expire_after_180_seconds_without_a_rekey() -> None:
     establish(device, server)
     exchange_keepalives(device, server, 179.9, inits=False)
     assert device.state.value == "rekeying"
+    assert (device.ended_dead, device.ended_expired) == (0, 0)
     assert device.handle_timeout(180.0) == [SessionLost(None)]
+    assert (device.ended_dead, device.ended_expired) == (0, 1)
     assert device.state is DeviceState.HANDSHAKING
     assert server.next_timeout() == 180.0
     assert server.handle_timeout(180.0) == [SessionLost(device.public_key)]
