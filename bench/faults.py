@@ -11,6 +11,8 @@ then each scenario runs in turn (the link is made perfect again, and 1 s passes,
 * ``reorderN``: N % of datagrams held back 50 ms (behind two or three later media packets), both directions;
 * ``dupN``: N % of datagrams duplicated, both directions;
 * ``jitterN``: every datagram delayed uniformly 0..N ms, both directions (which also reorders);
+* ``slowN``: every datagram delayed N ms, both directions: over 300 ms, a path slower than the playout delay,
+  where the devices play the stream later (PROTOCOL.md 5.6) and lose its first ``LATE_RUN`` packets;
 * ``outage_up_Ns`` / ``outage_down_Ns``: one-way outage of N s, device -> server or server -> device;
 * ``move``: every device's address changes (its leg moves to a new source port) halfway through the programme.
 
@@ -108,6 +110,7 @@ _PATTERNS: list[tuple[str, Callable[[int], Impairment]]] = [
     (r"reorder(\d+)", lambda n: Impairment(reorder=n / 100, reorder_gap=0.05)),
     (r"dup(\d+)", lambda n: Impairment(duplicate=n / 100)),
     (r"jitter(\d+)", lambda n: Impairment(jitter=n / 1000)),
+    (r"slow(\d+)", lambda n: Impairment(delay=n / 1000)),
 ]
 
 
@@ -142,7 +145,7 @@ def parse_scenario(name: str) -> Scenario:
                 return Scenario(name, make(int(m.group(1))))
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
-    raise ValueError(f"unknown scenario {name!r}: use lossN, burstN, reorderN, dupN (N %), jitterN (ms), "
+    raise ValueError(f"unknown scenario {name!r}: use lossN, burstN, reorderN, dupN (N %), jitterN, slowN (ms), "
                      "outage_up_Ns, outage_down_Ns or move")
 
 
@@ -351,7 +354,8 @@ async def run_programme(site: FaultSite, faults: Faults, scenario: Scenario, sec
                 await device.leg.move()
         await anyio.sleep(seconds / 2 + DELAY_MS / 1000 + 0.7)
     else:
-        await anyio.sleep(seconds + DELAY_MS / 1000 + 0.7)
+        # on a slow path the last frames come a path's delay later and play up to about as much later again
+        await anyio.sleep(seconds + DELAY_MS / 1000 + 0.7 + 2 * scenario.impairment.delay)
     at, marks = site.trigger_alert()
     metrics = await _alert_figures(site, at, marks, limit, name)
     await anyio.sleep(0.5 + DELAY_MS / 1000 + 0.3)  # the alert's audio ends

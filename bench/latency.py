@@ -378,7 +378,7 @@ def _loa_latencies(phase: _Phase, cores: Sequence[SpeakerCore], sent: _Sent) -> 
         for entry in speaker.log.entries:
             if entry.kind != "packet" or entry.true_at is None:
                 continue
-            k, rest = divmod(entry.server_at - delay_ns - phase.server_start_ns, FRAME_NS)
+            k, rest = divmod(entry.server_at - delay_ns - entry.extra_ns - phase.server_start_ns, FRAME_NS)
             if rest or not 0 <= k < len(pulls):
                 continue  # another phase's frame
             payload = pulls[k][0]

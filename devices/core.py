@@ -340,10 +340,13 @@ class SpeakerCore(PlayoutHandling, CommandHandling):
             if not rtp:
                 stream.on_rtcp(data, ssrc)
                 return
+            extra = stream.extra_ns
             nacks = stream.on_rtp(data, ssrc, now, self.clock, self.rtt)
         except RemoteProtocolError as exc:
             self.drop_counts[type(exc).__name__] += 1
             return
+        if stream.extra_ns != extra:  # its path is slower than delay_ms: it now plays later (fault "late_path")
+            self.report.faults_changed(self.faults(now), now)
         if self.arbiter.current == stream.bid and self.watchdog.packet():
             self._on_watchdog_cleared(now)
         if nacks:

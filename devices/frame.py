@@ -25,7 +25,9 @@ STEP_LIMIT_NS = 2_000_000
 
 @dataclass(slots=True)
 class Frame:
-    """One output frame: ``at`` local seconds, ``server_at`` ns, ``kind`` packet/fec/plc/synth."""
+    """One output frame: ``at`` local seconds, ``server_at`` ns, ``kind`` packet/fec/plc/synth; ``extra_ns``, how
+    much later than its stream's ``delay_ms`` a live frame plays (a path slower than that, see
+    :class:`~loa.devices.live.LiveStream`)."""
 
     at: float
     server_at: int
@@ -35,6 +37,7 @@ class Frame:
     ssrc: int = 0
     seq: int = 0
     rtp_ts: int = 0
+    extra_ns: int = 0
 
 
 class ServerClock:

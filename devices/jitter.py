@@ -150,6 +150,17 @@ class JitterBuffer:
         seqs = (seq_add(first, i) for i in range(max(0, min(span, self._mask + 1))))
         return [seq for seq in seqs if self.get(seq) is None]
 
+    def grow(self, capacity: int) -> None:
+        """Make the ring ``capacity`` slots (a power of two, 2 to 32768, not smaller than now), keeping every
+        packet held, the head and the highest."""
+        if capacity < self.capacity or capacity & (capacity - 1) or capacity > 32768:
+            raise ValueError("capacity must be a power of two, at least the current one, at most 32768")
+        held = [slot for slot in self._ring if slot is not None]
+        self._ring = [None] * capacity
+        self._mask = capacity - 1
+        for slot in held:
+            self._ring[slot.seq & self._mask] = slot
+
     def clear(self) -> None:
         self._ring = [None] * (self._mask + 1)
         self._count = 0

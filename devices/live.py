@@ -9,6 +9,10 @@ placed on the device clock:
   track's buffered frames still play until the new one's first frame;
 * frame *k* plays at ``ntp_ref + (T_k - T_ref) / 48 kHz + delay_ms`` server time, converted by the clock
   estimate; a packet arriving after that instant is late (dropped, counted);
+* a path slower than ``delay_ms`` (section 5.6, "A path slower than the playout delay"): after ``LATE_RUN``
+  packets in a row came late, the stream plays later by :attr:`LiveStream.extra_ns`, the worst of their
+  lateness plus ``LATE_MARGIN_MS``, rounded up to ``LATE_STEP_MS``, so that ``delay_ms`` plus it stays within
+  ``PLAY_DELAY_MAX_MS``; it only grows, for as long as the broadcast lasts;
 * a missing frame is rebuilt from the next packet's in-band FEC when that packet is there, else concealed by
   Opus PLC; gaps are NACKed (:class:`~loa.devices.nack.NackScheduler`).
 
@@ -34,12 +38,17 @@ from loa.protocol.rtp import RtpPacket, parse_rtp
 from loa.protocol.rtptime import ntp64_to_ns, seq_add, seq_diff, ts_add, ts_diff
 from loa.protocol.srtp import StreamUnprotector
 
-__all__ = ["OLD_KEY_GRACE_S", "LiveStatistics", "LiveStream"]
+__all__ = ["LATE_MARGIN_MS", "LATE_RUN", "LATE_STEP_MS", "OLD_KEY_GRACE_S", "PLAY_DELAY_MAX_MS", "LiveStatistics",
+           "LiveStream"]
 
 Pcm = npt.NDArray[np.int16]
 OLD_KEY_GRACE_S = 10.0
 CLOCK_RATE = 48_000
 DEFAULT_SAMPLES = 960
+LATE_RUN = 50  # late packets in a row (1 s of 20 ms frames) that make the stream play later
+LATE_MARGIN_MS = 250  # added to the worst lateness of the run
+LATE_STEP_MS = 100
+PLAY_DELAY_MAX_MS = 10_000  # the limit of `join`'s delay_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,7 @@ class LiveStatistics:
     nacks_sent: int
     resyncs: int
     jitter_ms: float
+    extra_ms: int = 0  # played this much later than delay_ms: the path is slower (see LiveStream.extra_ns)
 
 
 @dataclass(slots=True)
@@ -81,7 +91,11 @@ class LiveStream:
 
     def __init__(self, bid: int, ssrc: int, key: bytes, *, delay_ms: int, group: str | None = None) -> None:
         self.bid = bid
-        self.delay_ns = delay_ms * 1_000_000
+        self.delay_ns = delay_ms * 1_000_000  # the join's
+        self.extra_ns = 0  # added for a path slower than delay_ms (see the module docstring)
+        self._play_ns = self.delay_ns  # delay_ns + extra_ns
+        self._late_run = 0  # late packets since the last one in time
+        self._late_worst = 0.0  # the run's worst lateness, seconds
         self.group = group
         self._capacity = capacity_for(delay_ms)
         self._tracks: list[_Track] = [self._track(ssrc, key)]
@@ -138,7 +152,7 @@ class LiveStream:
     def play_time(self, track: _Track, ts: int, clock: ServerClock) -> float | None:
         if track.ntp_ref is None or not clock.ready:
             return None
-        server = track.ntp_ref + ts_diff(ts, track.ts_ref) * NS // CLOCK_RATE + self.delay_ns
+        server = track.ntp_ref + ts_diff(ts, track.ts_ref) * NS // CLOCK_RATE + self._play_ns
         return clock.to_local(server)
 
     def on_rtp(self, data: bytes, ssrc: int, now: float, clock: ServerClock, rtt: float) -> list[tuple[int, int]]:
@@ -161,10 +175,13 @@ class LiveStream:
         if self.ending:
             return []
         play_at = self.play_time(track, packet.timestamp, clock)
-        if play_at is not None and play_at < now:
-            self._counts["late"] += 1
-            track.nack.resolved(packet.sequence)
-            return []
+        if play_at is not None:
+            if play_at < now:
+                self._counts["late"] += 1
+                track.nack.resolved(packet.sequence)
+                self._late(now - play_at)
+                return []
+            self._late_run = 0
         buffer = track.buffer
         old_highest = buffer.highest
         outcome = buffer.insert(Slot(packet.sequence, packet.timestamp, packet.payload, samples, now, packet.marker))
@@ -189,6 +206,26 @@ class LiveStream:
         if ahead == 1:
             return []
         return [(ssrc, seq) for seq in self._gap(track, old_highest, packet, now, clock=clock, rtt=rtt)]
+
+    def _late(self, by: float) -> None:
+        """One more packet ``by`` seconds late: after ``LATE_RUN`` in a row, the stream plays later."""
+        self._late_run += 1
+        self._late_worst = max(self._late_worst, by)
+        if self._late_run < LATE_RUN:
+            return
+        step = LATE_STEP_MS * 1_000_000
+        wanted = -(-(round(self._late_worst * NS) + LATE_MARGIN_MS * 1_000_000) // step) * step
+        self._late_run, self._late_worst = 0, 0.0
+        room = PLAY_DELAY_MAX_MS * 1_000_000 - self._play_ns
+        if room <= 0:
+            return
+        self.extra_ns += min(wanted, room)
+        self._play_ns = self.delay_ns + self.extra_ns
+        capacity = capacity_for(self._play_ns // 1_000_000)
+        if capacity > self._capacity:
+            self._capacity = capacity
+            for track in self._tracks:
+                track.buffer.grow(capacity)
 
     def _gap(self, track: _Track, old_highest: int, packet: RtpPacket, now: float, *, clock: ServerClock,
              rtt: float) -> list[int]:
@@ -311,7 +348,7 @@ class LiveStream:
         track, ts, at = best
         seq, slot = track.buffer.take()
         track.nack.resolved(seq)
-        server_at = (track.ntp_ref or 0) + ts_diff(ts, track.ts_ref) * NS // CLOCK_RATE + self.delay_ns
+        server_at = (track.ntp_ref or 0) + ts_diff(ts, track.ts_ref) * NS // CLOCK_RATE + self._play_ns
         pcm = None
         if slot is not None:
             kind = "packet"
@@ -334,7 +371,7 @@ class LiveStream:
                     pcm = self._conceal(samples)
         track.played_any = True
         self._retire_older(track)
-        return Frame(at, server_at, samples, kind, pcm, track.ssrc, seq, ts)
+        return Frame(at, server_at, samples, kind, pcm, track.ssrc, seq, ts, self.extra_ns)
 
     def _retire_older(self, track: _Track) -> None:
         """A newer track played: older tracks' remaining frames would overlap it, and their keys are gone."""
@@ -410,5 +447,5 @@ class LiveStream:
             played=c["played"], fec=c["fec"], plc=c["plc"], skipped=c["skipped"], unplayed=c["unplayed"],
             corrupt=c["corrupt"],
             nacks_sent=c["nacks"] + sum(t.nack.sent for t in self._tracks), resyncs=c["resyncs"],
-            jitter_ms=jitter / 48.0,
+            jitter_ms=jitter / 48.0, extra_ms=self.extra_ns // 1_000_000,
         )

@@ -47,6 +47,7 @@ class PlayoutEntry:
     server_at: int  # ns: the server time the frame was scheduled for
     kind: str
     true_at: float | None = None
+    extra_ns: int = 0  # played this much later than the stream's delay_ms (Frame.extra_ns)
 
 
 class PlayoutLog:
@@ -59,7 +60,8 @@ class PlayoutLog:
 
     def record(self, bid: int, frame: Frame) -> PlayoutEntry:
         true_at = self.true_time(frame.at) if self.true_time is not None else None
-        entry = PlayoutEntry(bid, frame.ssrc, frame.seq, frame.rtp_ts, frame.at, frame.server_at, frame.kind, true_at)
+        entry = PlayoutEntry(bid, frame.ssrc, frame.seq, frame.rtp_ts, frame.at, frame.server_at, frame.kind, true_at,
+                             frame.extra_ns)
         self.entries.append(entry)
         self.count += 1
         return entry

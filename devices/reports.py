@@ -83,6 +83,8 @@ def faults(core: SpeakerCore) -> tuple[str, ...]:
     active = set()
     if core.watchdog.fired:
         active.add("watchdog")
+    if any(b.live is not None and b.live.extra_ns for b in core.broadcasts.values()):
+        active.add("late_path")  # a live stream plays later than its delay_ms: its path is slower
     if not core.clock.ready:
         active.add("clock")
     if core.storage_fault:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 __all__ = ["FAULT_ORDER", "Hardware", "ReportSchedule", "luhn_digit"]
 
-FAULT_ORDER = ("watchdog", "line_open", "line_short", "amp", "power", "fm", "storage", "clock", "gps", "overheat",
-               "enclosure")
+FAULT_ORDER = ("watchdog", "late_path", "line_open", "line_short", "amp", "power", "fm", "storage", "clock", "gps",
+               "overheat", "enclosure")
 
 
 def luhn_digit(digits: str) -> str:

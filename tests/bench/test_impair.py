@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loa.bench import impair
+from loa.bench.faults import parse_scenario
 from loa.bench.impair import Channel, DelayQueue, Impairment, KernelFaultError, KernelFaults, kernel_support
 
 
@@ -217,3 +218,13 @@ def test_kernel_support_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -
     backend, why = kernel_support(lambda _args: "")
     assert backend is None
     assert "apt-get install nftables" in why
+
+
+def test_fault_scenarios_are_made_from_their_names() -> None:
+    assert parse_scenario("slow1500").impairment == Impairment(delay=1.5)
+    assert parse_scenario("jitter200").impairment == Impairment(jitter=0.2)
+    assert parse_scenario("outage_down_5s").outage == ("down", 5.0)
+    with pytest.raises(ValueError, match="slow6000: delay must be 0 to 5 s"):
+        parse_scenario("slow6000")
+    with pytest.raises(ValueError, match="slowN"):
+        parse_scenario("slow")

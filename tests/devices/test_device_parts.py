@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from loa.devices.identity import IdentityError, load_or_create_key, parse_key
 from loa.devices.jitter import Insert, JitterBuffer, Slot, capacity_for
+from loa.devices.live import LATE_MARGIN_MS, LATE_RUN, LATE_STEP_MS, PLAY_DELAY_MAX_MS, LiveStream
 from loa.devices.nack import NackScheduler
 from loa.devices.settings import CommandOrder, Settings
 from loa.devices.simclock import SimulatedClock
@@ -57,6 +58,54 @@ def test_jitter_buffer_never_holds_more_than_its_ring(seqs: list[int], start: in
         buffer.insert(_slot((start + seq) & 0xFFFF))
         assert len(buffer) <= 32
         assert buffer.pending() <= 32
+
+
+@given(st.lists(st.integers(0, 63), min_size=1, max_size=100), st.integers(0, 0xFFFF), st.integers(0, 40),
+       st.sampled_from([32, 64, 128, 1024]))
+def test_a_grown_buffer_holds_and_gives_what_it_held(offsets: list[int], start: int, taken: int,
+                                                      capacity: int) -> None:
+    """Growing the ring (a stream that now plays later) keeps every held packet, the head and the highest, across
+    the sequence wrap; the buffer then goes on as one of that size."""
+    buffer, twin = JitterBuffer(32), JitterBuffer(32)
+    for offset in offsets:
+        for b in (buffer, twin):
+            b.insert(_slot((start + offset) & 0xFFFF))
+    for _ in range(min(taken, buffer.pending())):
+        assert buffer.take() == twin.take()
+    buffer.grow(capacity)
+    assert buffer.capacity == capacity
+    assert (len(buffer), buffer.head, buffer.highest, buffer.pending()) == (
+        len(twin), twin.head, twin.highest, twin.pending())
+    while twin.pending():
+        assert buffer.take() == twin.take()
+    beyond = (start + 200) & 0xFFFF  # far past the old ring, within the new one when it is 1024
+    assert buffer.insert(_slot(beyond)) is (Insert.NEW if capacity == 1024 else Insert.RESYNC)
+
+
+def test_a_buffer_does_not_shrink_or_take_an_odd_size() -> None:
+    buffer = JitterBuffer(64)
+    for bad in (32, 96, 65536):
+        with pytest.raises(ValueError, match="power of two"):
+            buffer.grow(bad)
+    assert buffer.capacity == 64
+
+
+@given(st.integers(0, 10_000), st.lists(st.floats(0.0, 60.0), min_size=1, max_size=12))
+def test_a_stream_never_plays_more_than_ten_seconds_late(delay_ms: int, runs: list[float]) -> None:
+    """Whatever the lateness of each run of LATE_RUN late packets (a hostile sender's timestamps too), the extra
+    delay is whole steps, delay_ms plus it stays within PLAY_DELAY_MAX_MS, and the jitter buffer holds it."""
+    stream = LiveStream(1, 0x1234, bytes(30), delay_ms=delay_ms)
+    for late_by in runs:
+        before = stream.extra_ns
+        for _ in range(LATE_RUN):
+            stream._late(late_by)
+        assert stream.extra_ns >= before
+        assert stream.extra_ns % (LATE_STEP_MS * 1_000_000) == 0 or delay_ms + stream.extra_ns // 1_000_000 == 10_000
+    assert delay_ms * 1_000_000 + stream.extra_ns <= PLAY_DELAY_MAX_MS * 1_000_000
+    if delay_ms <= PLAY_DELAY_MAX_MS - LATE_MARGIN_MS - LATE_STEP_MS:
+        assert stream.extra_ns > 0
+    assert stream.statistics().extra_ms == stream.extra_ns // 1_000_000
+    assert stream._tracks[0].buffer.capacity >= capacity_for(delay_ms + stream.extra_ns // 1_000_000)
 
 
 def test_capacity_covers_the_delay_and_the_retransmission_window() -> None:

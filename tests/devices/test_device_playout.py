@@ -10,7 +10,8 @@ from serverdriver import NS, SERVER, STEADY, World
 
 from loa.codecs import OpusDecoder
 from loa.devices.frame import SLEW_RATE
-from loa.protocol.control import Leave, Play, State
+from loa.devices.live import LATE_MARGIN_MS, LATE_RUN, LATE_STEP_MS
+from loa.protocol.control import Leave, Play, State, Telemetry
 from loa.protocol.sim import LinkConditions
 from loa.streamer.packetizer import Packetizer
 
@@ -358,3 +359,59 @@ def test_a_clock_correction_mid_stream_is_slewed_not_stepped(payloads: list[byte
     assert abs(moved) > 80_000  # the estimate did move by about 100 us
     assert clock.slews > slews_before
     assert clock.steps == steps_before
+
+
+@settings(max_examples=6, deadline=None)
+@given(one_way=st.floats(0.35, 4.5), seed=st.integers(0, 2**16))
+@example(one_way=0.35, seed=1)
+def test_a_path_slower_than_the_playout_delay_plays_later_in_one_piece(payloads: list[bytes], one_way: float,
+                                                                      seed: int) -> None:
+    """Section 5.6, "A path slower than the playout delay": every packet of a 300 ms stream comes 50 ms to 4.2 s
+    late. After LATE_RUN of them the device plays the stream later by their lateness plus LATE_MARGIN_MS, rounded
+    up to LATE_STEP_MS, says so (fault ``late_path``), and plays every later frame from its packet, 20 ms apart."""
+    world = World(seed, delay=(one_way, one_way + 0.01))
+    node = world.add_device(offset_s=3.0, drift_ppm=-40)
+    core = node.core
+    assert world.run_until(lambda: core.clock.ready, 60.0)
+    frames = 150
+    stream = world.server.start_stream(6, [world.pub(node)], payloads=payloads, start_in=0.1, frames=frames,
+                                       delay_ms=300)
+    world.run(one_way + frames * FRAME + 5.0)
+    live = core.broadcasts[6].live
+    assert live is not None
+    stats = live.statistics()
+    late_by = one_way - 0.3  # each packet, give or take the path's 10 ms spread
+    assert stats.late == LATE_RUN
+    margin, step = LATE_MARGIN_MS / 1000, LATE_STEP_MS / 1000
+    assert late_by + margin <= stats.extra_ms / 1000 <= late_by + 0.01 + margin + step
+    log = node.core.log.for_bid(6)
+    assert [e.kind for e in log] == ["packet"] * (frames - LATE_RUN)
+    assert [e.seq for e in log] == [(log[0].seq + i) & 0xFFFF for i in range(frames - LATE_RUN)]
+    true_starts = np.array([e.true_at for e in log])
+    assert np.allclose(np.diff(true_starts), FRAME, atol=1e-4)
+    built = stream.start + np.arange(LATE_RUN, frames) * FRAME
+    assert np.abs(true_starts - built - 0.3 - stats.extra_ms / 1000).max() < 0.01
+    assert {e.extra_ns for e in log} == {stats.extra_ms * 1_000_000}
+
+    def reported() -> list[tuple[str, ...]]:
+        return [m.v.faults for m in world.server.messages_of(Telemetry)]
+
+    # the report goes at once, or once the one before it is acknowledged (a round trip of up to 9 s)
+    assert world.run_until(lambda: any("late_path" in faults for faults in reported()), 3 * 2 * one_way + 5.0)
+    assert "late_path" not in reported()[0]
+
+
+def test_jitter_within_the_playout_delay_never_makes_a_stream_play_later(payloads: list[bytes]) -> None:
+    """Packets 10-450 ms on their way, a third of them after their play time, but never LATE_RUN in a row: the
+    stream keeps its delay_ms, and conceals or rebuilds what came late."""
+    world = World(21, delay=(0.01, 0.45))
+    node = world.add_device(offset_s=-1.0, drift_ppm=25)
+    assert world.run_until(lambda: node.core.clock.ready, 60.0)
+    world.server.start_stream(4, [world.pub(node)], payloads=payloads, start_in=0.1, frames=250, delay_ms=300)
+    world.run(8.0)
+    live = node.core.broadcasts[4].live
+    assert live is not None
+    stats = live.statistics()
+    assert stats.late > 25
+    assert stats.extra_ms == 0
+    assert "late_path" not in node.core.faults(world.net.now)

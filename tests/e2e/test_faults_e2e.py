@@ -8,18 +8,31 @@ each behind its leg of the seeded impairment proxy (:mod:`loa.bench.impair`), th
   from packets again soon after it ends (a gap longer than 64 frames used to stall the stream until its ring
   overflowed, 7.5 s after the end), and holds the alert soon after.
 * a path of 1.4 s each way from the start (a round trip longer than the joining retry): the devices still get
-  their sessions and clock estimates, and take an alert."""
+  their sessions and clock estimates, take an alert, and play a live programme later than its playout delay."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import anyio
 import pytest
 from anyio.abc import SocketAttribute
 
-from loa.bench.faults import Faults, FaultSite, Scenario, parse_scenario, run_outage, run_scenarios, wait_until
+from loa.bench.faults import (
+    ZONE,
+    Device,
+    Faults,
+    FaultSite,
+    Scenario,
+    parse_scenario,
+    run_outage,
+    run_scenarios,
+    wait_until,
+)
 from loa.bench.impair import HOST, Impairment, ImpairProxy
+from loa.devices.playout import PlayoutEntry
+from loa.streamer.sources import ToneSource
 
 pytestmark = pytest.mark.e2e
 MIXED = Scenario("mixed", Impairment(loss=0.1, reorder=0.1, reorder_gap=0.05, duplicate=0.1, jitter=0.1))
@@ -121,6 +134,20 @@ async def test_devices_behind_a_path_slower_than_their_retry_come_up_and_take_an
             _, marks = site.trigger_alert()
             assert await wait_until(lambda: all(len(d.core.accepted) > mark
                                                 for d, mark in zip(site.devices, marks, strict=True)), 15.0)
+            # a live programme: its packets come 1.1 s after their play time (300 ms delay), so after LATE_RUN of
+            # them each device plays it later (PROTOCOL.md 5.6), in one piece, and reports "late_path"
+            bid = site.service.start_broadcast(ToneSource(440.0, seconds=4.0), [ZONE])
+            played = 2.5 / 0.02  # of the 200 frames, all but the first LATE_RUN (50) play
+
+            def packets(device: Device) -> list[PlayoutEntry]:
+                return [e for e in device.core.log.for_bid(bid) if e.kind == "packet"]
+
+            assert await wait_until(lambda: all(len(packets(d)) >= played for d in site.devices), 20.0), [
+                d.core.statistics() for d in site.devices]
+            for device in site.devices:
+                entries = packets(device)
+                assert all(1_350_000_000 <= e.extra_ns <= 1_500_000_000 for e in entries)  # 1.1 s + 250, rounded
+                assert "late_path" in device.core.faults(time.monotonic())
         finally:
             await site.stop()
             tg.cancel_scope.cancel()
