@@ -138,6 +138,15 @@ class SeqWrapBlind(_LiveMutant):
     live_class = _WrapBlindLive
 
 
+class _NoLatePathLive(LiveStream):
+    def _late(self, by: float) -> None:
+        return None  # every late packet is dropped, however many in a row
+
+
+class NoLatePath(_LiveMutant):
+    live_class = _NoLatePathLive
+
+
 class ClockOffset(SpeakerCore):
     def _on_time_resp(self, message: TimeResp, now: float) -> None:
         bent = TimeResp(t1=message.t1, t2=message.t2 + CLOCK_ERROR_NS, t3=message.t3 + CLOCK_ERROR_NS)
@@ -201,6 +210,8 @@ MUTANTS: dict[str, Mutant] = _mutants([
     ("no-fec", "conceals a lost frame instead of decoding the next packet's in-band FEC", NoFec, {"5.5.3"}),
     ("seq-wrap", "compares RTP sequence numbers without wrap-around (drops packets after 65535)", SeqWrapBlind,
      {"5.1.1"}),
+    ("no-late-path", "drops every late packet, so a path slower than delay_ms plays nothing", NoLatePath,
+     {"5.6.5"}),
     # 25 ms early in true time: its played reports (at = what it believes) arrive before the instants they name
     ("clock-offset", "its clock estimate is off by a constant 25 ms", ClockOffset,
      {"4.7.2", "4.7.4", "5.1.1", "5.1.2", "5.2.1", "5.3.1", "5.4.1", "5.5.1", "5.5.2", "5.6.1", "7.2.1", "7.2.2"}),

@@ -19,11 +19,14 @@ from loa.devices.conformance.context import Context
 from loa.devices.conformance.kit import default_config
 from loa.devices.conformance.media import KitStream, Packet
 from loa.devices.conformance.registry import case
-from loa.protocol.control import Leave, Message, State
+from loa.protocol.control import Leave, Message, State, Telemetry
 
 MUST_TOLERANCE_NS = 20_000_000
 SHOULD_TOLERANCE_NS = 1_000_000
 TELEMETRY_WAIT = 7.0
+LATE_PATH_MS = 600  # how late every packet of case 5.6.3 comes
+LATE_PATH_FRAMES = 120  # 2.4 s
+LATE_PATH_AFTER = 60  # LATE_RUN (50) late ones, and 10 for a device that counts a little differently
 
 
 async def reliable(ctx: Context, message: Message, what: str) -> None:
@@ -214,6 +217,47 @@ async def late_packets(ctx: Context) -> None:
     values = await ctx.telemetry_after(kit.t(), TELEMETRY_WAIT)
     ctx.check((values.late or 0) >= 1, "late frames counted", expected="telemetry late >= 1",
               observed=f"late {values.late}", level="SHOULD")
+
+
+@case("5.6.5", "A stream whose every packet comes late plays later, in one piece",
+      description="The kit sends 2.4 s of a stream (delay_ms 200) whose timeline is 0.8 s behind: every packet "
+                  "arrives 0.6 s after its play(T).",
+      expectation="After at most 50 late packets in a row the device MUST play the stream later by an extra "
+                  "delay: the frames after the first 60 are played, each once, all later than play(T) by the same "
+                  "extra (within 20 ms). It SHOULD choose the extra as lateness + 250 ms rounded up to 100 ms "
+                  "(0.9 s here) and report the fault late_path.",
+      quote="when `LATE_RUN` (50) packets of one broadcast in a row arrive late, with none in time between them, "
+            "the device MUST from then on play that broadcast later by an *extra* delay", timeout=25.0)
+async def late_path(ctx: Context) -> None:
+    s = await joined(ctx)
+    s.ref_ns = s.server_time() - (s.delay_ms + LATE_PATH_MS) * 1_000_000  # the timeline starts 0.8 s back
+    packets: list[Packet] = []
+    await ctx.kit.pace(s, LATE_PATH_FRAMES, on_packet=packets.append)
+    await anyio.sleep(s.delay_ms / 1000 + 1.5 + 0.6)  # the extra (0.9 s, at most 2 s) and the played reports
+    played = played_of(ctx, s.bid)
+    check_once(ctx, played, [p.seq for p in packets[LATE_PATH_AFTER:]], what="every frame after the first 60")
+    later = sorted(e.at - expected for _, e in played
+                   if (expected := s.expected_ns(e.ssrc, e.rtp_ts)) is not None)
+    if not later:
+        return
+    spread = later[-1] - later[0]
+    ctx.check(spread <= MUST_TOLERANCE_NS, "every frame later by the same extra", expected="within 20 ms",
+              observed=f"{later[0] / 1e6:.1f} to {later[-1] / 1e6:.1f} ms after play(T)")
+    ctx.check(later[0] >= LATE_PATH_MS * 1_000_000, "no frame played before it came", expected=">= 600 ms late",
+              observed=f"{later[0] / 1e6:.1f} ms")
+    ctx.check(abs(later[len(later) // 2] - 900_000_000) <= MUST_TOLERANCE_NS, "the extra is the reference's",
+              expected="900 ms (600 + 250, rounded up to 100)", observed=f"{later[len(later) // 2] / 1e6:.1f} ms",
+              level="SHOULD")
+
+    def reported() -> list[tuple[str, ...]]:
+        return [tuple(m.message.v.faults or ()) for m in ctx.kit.inbound(Telemetry)]  # type: ignore[union-attr]
+
+    with anyio.move_on_after(TELEMETRY_WAIT):  # the report goes at once when the faults change
+        while not any("late_path" in faults for faults in reported()):
+            await anyio.sleep(0.1)
+    ctx.check(any("late_path" in faults for faults in reported()), "the fault late_path is reported",
+              expected="late_path in a telemetry report", observed=f"faults reported: {sorted(set(reported()))}",
+              level="SHOULD")
 
 
 @case("5.3.1", "SRTP packets that fail authentication are not played",

@@ -6,9 +6,9 @@ Every case runs against every agent on real loopback sockets in real time, throu
 here: the kit detects exactly what it claims.
 
 Cost: one run is about 330 s of case time (most of it real-time streams, clock probing and the 5 s handshake
-retry) and 8-10 s of CPU. The eleven runs share one fixture and go three processes at a time, ``RUN_JOBS`` cases
-each, so that both cores work and no event loop is saturated (a saturated loop delays playout and acks, which is
-what the timing checks measure).
+retry) and 8-10 s of CPU. The runs (the reference and every mutant) share one fixture and go three processes at a
+time, ``RUN_JOBS`` cases each, so that both cores work and no event loop is saturated (a saturated loop delays
+playout and acks, which is what the timing checks measure).
 """
 
 from __future__ import annotations
