@@ -48,14 +48,18 @@ def capacity_for(delay_ms: int, frame_ms: int = 10) -> int:
     return size
 
 
+def _check_capacity(capacity: int) -> None:
+    if capacity < 2 or capacity & (capacity - 1) or capacity > 32768:
+        raise ValueError("capacity must be a power of two from 2 to 32768")
+
+
 class JitterBuffer:
     """Packets of one SSRC waiting for their play time."""
 
     __slots__ = ("_count", "_mask", "_ring", "_taken", "head", "highest")
 
     def __init__(self, capacity: int = 512) -> None:
-        if capacity < 2 or capacity & (capacity - 1) or capacity > 32768:
-            raise ValueError("capacity must be a power of two from 2 to 32768")
+        _check_capacity(capacity)
         self._ring: list[Slot | None] = [None] * capacity
         self._mask = capacity - 1
         self._count = 0
@@ -153,8 +157,9 @@ class JitterBuffer:
     def grow(self, capacity: int) -> None:
         """Make the ring ``capacity`` slots (a power of two, 2 to 32768, not smaller than now), keeping every
         packet held, the head and the highest."""
-        if capacity < self.capacity or capacity & (capacity - 1) or capacity > 32768:
-            raise ValueError("capacity must be a power of two, at least the current one, at most 32768")
+        _check_capacity(capacity)
+        if capacity < self.capacity:
+            raise ValueError(f"capacity must be a power of two, at least the current {self.capacity}")
         held = [slot for slot in self._ring if slot is not None]
         self._ring = [None] * capacity
         self._mask = capacity - 1
