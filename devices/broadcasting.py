@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from loa.devices.frame import ServerClock
     from loa.devices.playout import Output
     from loa.devices.settings import CommandOrder, Settings
+    from loa.devices.telemetry import ReportSchedule
     from loa.protocol.priority import Arbiter
 
 __all__ = ["EMERGENCY_JOIN_WAIT_S", "BroadcastHandling"]
@@ -68,6 +69,8 @@ class BroadcastHandling(abc.ABC):
     drop_counts: Counter[str]
     alerts_refused: Counter[str]
     alerts_accepted: int
+    report: ReportSchedule
+    path_extra_ns: int  # the extra delay the next live broadcast starts with (LiveStream.path_extra_ns)
     _by_ssrc: dict[int, LiveStream]
     _handing_over: dict[int, Broadcast]
     _scheduled: dict[int, Play]
@@ -85,6 +88,9 @@ class BroadcastHandling(abc.ABC):
 
     @abc.abstractmethod
     def _deadline(self, server_ns: int) -> float | None: ...
+
+    @abc.abstractmethod
+    def faults(self, now: float) -> tuple[str, ...]: ...
 
     def _held_by_output(self, bid: int) -> bool:
         return any(s is not None and s.bid == bid for s in (self.output.primary, self.output.secondary))
@@ -166,7 +172,7 @@ class BroadcastHandling(abc.ABC):
         held = self.broadcasts.get(bid)
         if held is not None:
             if held.live is None and held.stored is None:  # an accepted alert whose stream arrives now
-                held.live = LiveStream(bid, message.ssrc, message.key, delay_ms=message.delay_ms, group=message.group)
+                held.live = self._new_live(message, now)
                 held.policy = message.policy
             elif held.live is not None:  # joined again (the server restarted): new SSRC and key, same broadcast
                 held.live.rotate(message.ssrc, message.key, now)
@@ -180,10 +186,19 @@ class BroadcastHandling(abc.ABC):
                 return
             if not accepted.playable:
                 return  # an exercise alert on a device that does not play exercises
-        live = LiveStream(bid, message.ssrc, message.key, delay_ms=message.delay_ms, group=message.group)
-        self.broadcasts[bid] = Broadcast(bid, message.cls, message.lvl, message.policy, live=live)
+        self.broadcasts[bid] = Broadcast(bid, message.cls, message.lvl, message.policy,
+                                         live=self._new_live(message, now))
         self._reindex()
         self._arrive(bid, message.cls, message.lvl, message.policy, now)
+
+    def _new_live(self, join: Join, now: float) -> LiveStream:
+        """The stream of a joined broadcast, starting with the extra delay the last one found its path needed
+        (section 5.6): fault ``late_path`` goes out at once."""
+        live = LiveStream(join.bid, join.ssrc, join.key, delay_ms=join.delay_ms, group=join.group,
+                          extra_ms=self.path_extra_ns // 1_000_000)
+        if live.extra_ns:
+            self.report.faults_changed(self.faults(now), now)
+        return live
 
     def _on_rotate(self, message: Rotate, now: float) -> None:
         held = self.broadcasts.get(message.bid)
@@ -235,8 +250,8 @@ class BroadcastHandling(abc.ABC):
         pending = self._pending_emergency.pop(alert.bid, None)
         if pending is not None:
             join = pending[0]
-            live = LiveStream(join.bid, join.ssrc, join.key, delay_ms=join.delay_ms, group=join.group)
-            self.broadcasts[alert.bid] = Broadcast(alert.bid, join.cls, join.lvl, join.policy, live=live)
+            self.broadcasts[alert.bid] = Broadcast(alert.bid, join.cls, join.lvl, join.policy,
+                                                   live=self._new_live(join, now))
             self._reindex()
             self._arrive(alert.bid, join.cls, join.lvl, join.policy, now)
         else:
@@ -287,6 +302,7 @@ class BroadcastHandling(abc.ABC):
         if broadcast is not None:
             held = self._held_by_output(bid)
             if broadcast.live is not None:
+                self.path_extra_ns = broadcast.live.path_extra_ns(self.path_extra_ns)
                 if not held:
                     broadcast.live.discard()
                 stats = broadcast.live.statistics()

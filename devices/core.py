@@ -191,6 +191,7 @@ class SpeakerCore(PlayoutHandling, CommandHandling):
         self._scheduled: dict[int, Play] = {}
         self._deferred_alerts: list[tuple[SignedAlert | SignedAlertCancel, bool]] = []  # (message, by beacon)
         self._draining: dict[int, float] = {}
+        self.path_extra_ns = 0  # the extra delay the next live broadcast starts with (LiveStream.path_extra_ns)
         self.probe = ClockProbe(self.clock, fast=not self.count_only)
         self._rtcp_ssrc = self._rng.getrandbits(32)
         self.report = ReportSchedule(float(self.settings.get("telemetry_s") or 60), now)

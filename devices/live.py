@@ -12,7 +12,10 @@ placed on the device clock:
 * a path slower than ``delay_ms`` (section 5.6, "A path slower than the playout delay"): after ``LATE_RUN``
   packets in a row came late, the stream plays later by :attr:`LiveStream.extra_ns`, the worst of their
   lateness plus ``LATE_MARGIN_MS``, rounded up to ``LATE_STEP_MS``, so that ``delay_ms`` plus it stays within
-  ``PLAY_DELAY_MAX_MS``; it only grows, for as long as the broadcast lasts;
+  ``PLAY_DELAY_MAX_MS``; it only grows, for as long as the broadcast lasts. A new stream may start with an
+  extra already (``extra_ms``: what the device's previous broadcast found its path needed, see
+  :meth:`LiveStream.path_extra_ns`), so that a slow path does not cost each broadcast its first ``LATE_RUN``
+  packets;
 * a missing frame is rebuilt from the next packet's in-band FEC when that packet is there, else concealed by
   Opus PLC; gaps are NACKed (:class:`~loa.devices.nack.NackScheduler`).
 
@@ -49,6 +52,12 @@ LATE_RUN = 50  # late packets in a row (1 s of 20 ms frames) that make the strea
 LATE_MARGIN_MS = 250  # added to the worst lateness of the run
 LATE_STEP_MS = 100
 PLAY_DELAY_MAX_MS = 10_000  # the limit of `join`'s delay_ms
+
+
+def _extra_for(worst: float) -> int:
+    """The extra delay, ns, for packets at worst ``worst`` seconds late: plus the margin, rounded up to the step."""
+    step = LATE_STEP_MS * 1_000_000
+    return -(-(round(worst * NS) + LATE_MARGIN_MS * 1_000_000) // step) * step
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +98,22 @@ class _Track:
 class LiveStream:
     """One joined broadcast; see the module docstring. ``now`` values are local seconds."""
 
-    def __init__(self, bid: int, ssrc: int, key: bytes, *, delay_ms: int, group: str | None = None) -> None:
+    def __init__(self, bid: int, ssrc: int, key: bytes, *, delay_ms: int, group: str | None = None,
+                 extra_ms: int = 0) -> None:
         self.bid = bid
         self.delay_ns = delay_ms * 1_000_000  # the join's
-        self.extra_ns = 0  # added for a path slower than delay_ms (see the module docstring)
-        self._play_ns = self.delay_ns  # delay_ns + extra_ns
+        # added for a path slower than delay_ms (see the module docstring), within PLAY_DELAY_MAX_MS
+        self.extra_ns = max(0, min(extra_ms * 1_000_000, PLAY_DELAY_MAX_MS * 1_000_000 - self.delay_ns))
+        self._play_ns = self.delay_ns + self.extra_ns
+        self._extra_s = self.extra_ns / NS
         self._late_run = 0  # late packets since the last one in time
         self._late_worst = 0.0  # the run's worst lateness, seconds
+        # the packets at the end so far that delay_ms alone would have made late (> 0, the worst in _base_worst)
+        # or not (< 0): what the next broadcast's extra comes from (path_extra_ns)
+        self._base_run = 0
+        self._base_worst = 0.0
         self.group = group
-        self._capacity = capacity_for(delay_ms)
+        self._capacity = capacity_for(self._play_ns // 1_000_000)
         self._tracks: list[_Track] = [self._track(ssrc, key)]
         self._decoder: OpusDecoder | None = None
         self.last_packet: float | None = None  # local time of the last authenticated packet
@@ -176,6 +192,14 @@ class LiveStream:
             return []
         play_at = self.play_time(track, packet.timestamp, clock)
         if play_at is not None:
+            base = now - play_at + self._extra_s  # lateness for delay_ms alone
+            if base <= 0:
+                self._base_run = min(self._base_run, 0) - 1
+            elif self._base_run <= 0:
+                self._base_run, self._base_worst = 1, base
+            else:
+                self._base_run += 1
+                self._base_worst = max(self._base_worst, base)
             if play_at < now:
                 self._counts["late"] += 1
                 track.nack.resolved(packet.sequence)
@@ -213,19 +237,30 @@ class LiveStream:
         self._late_worst = max(self._late_worst, by)
         if self._late_run < LATE_RUN:
             return
-        step = LATE_STEP_MS * 1_000_000
-        wanted = -(-(round(self._late_worst * NS) + LATE_MARGIN_MS * 1_000_000) // step) * step
+        wanted = _extra_for(self._late_worst)
         self._late_run, self._late_worst = 0, 0.0
         room = PLAY_DELAY_MAX_MS * 1_000_000 - self._play_ns
         if room <= 0:
             return
         self.extra_ns += min(wanted, room)
         self._play_ns = self.delay_ns + self.extra_ns
+        self._extra_s = self.extra_ns / NS
         capacity = capacity_for(self._play_ns // 1_000_000)
         if capacity > self._capacity:
             self._capacity = capacity
             for track in self._tracks:
                 track.buffer.grow(capacity)
+
+    def path_extra_ns(self, kept_ns: int) -> int:
+        """The extra delay the device's next live broadcast should start with, this one having ended, given
+        ``kept_ns``, the one this one was offered (section 5.6): none if its last ``LATE_RUN`` packets all came in
+        time for ``delay_ms`` alone; what their worst lateness asks for (as a run of late packets would) if they
+        all came late for it; else (fewer packets, or some of each) the larger of ``kept_ns`` and this one's."""
+        if self._base_run <= -LATE_RUN:
+            return 0
+        if self._base_run >= LATE_RUN:
+            return min(_extra_for(self._base_worst), PLAY_DELAY_MAX_MS * 1_000_000 - self.delay_ns)
+        return max(kept_ns, self.extra_ns)
 
     def _gap(self, track: _Track, old_highest: int, packet: RtpPacket, now: float, *, clock: ServerClock,
              rtt: float) -> list[int]:

@@ -147,6 +147,15 @@ class NoLatePath(_LiveMutant):
     live_class = _NoLatePathLive
 
 
+class _NoPathMemoryLive(LiveStream):
+    def path_extra_ns(self, kept_ns: int) -> int:
+        return 0  # every broadcast starts without an extra delay, however slow the last one found the path
+
+
+class NoPathMemory(_LiveMutant):
+    live_class = _NoPathMemoryLive
+
+
 class ClockOffset(SpeakerCore):
     def _on_time_resp(self, message: TimeResp, now: float) -> None:
         bent = TimeResp(t1=message.t1, t2=message.t2 + CLOCK_ERROR_NS, t3=message.t3 + CLOCK_ERROR_NS)
@@ -212,6 +221,7 @@ MUTANTS: dict[str, Mutant] = _mutants([
      {"5.1.1"}),
     ("no-late-path", "drops every late packet, so a path slower than delay_ms plays nothing", NoLatePath,
      {"5.6.5"}),
+    ("no-path-memory", "forgets the extra delay of a slow path with each broadcast", NoPathMemory, {"5.6.6"}),
     # 25 ms early in true time: its played reports (at = what it believes) arrive before the instants they name
     ("clock-offset", "its clock estimate is off by a constant 25 ms", ClockOffset,
      {"4.7.2", "4.7.4", "5.1.1", "5.1.2", "5.2.1", "5.3.1", "5.4.1", "5.5.1", "5.5.2", "5.6.1", "7.2.1", "7.2.2"}),

@@ -415,3 +415,112 @@ def test_jitter_within_the_playout_delay_never_makes_a_stream_play_later(payload
     assert stats.late > 25
     assert stats.extra_ms == 0
     assert "late_path" not in node.core.faults(world.net.now)
+
+
+@settings(max_examples=3, deadline=None)
+@given(one_way=st.floats(0.35, 4.0), seed=st.integers(0, 2**16))
+@example(one_way=0.9, seed=2)
+def test_the_next_broadcast_on_a_slow_path_starts_with_the_extra_delay_and_a_faster_path_drops_it(
+        payloads: list[bytes], one_way: float, seed: int) -> None:
+    """Section 5.6: a broadcast on a slow path loses its first LATE_RUN packets; the next one starts with the extra
+    delay the first one's last packets needed, and plays every frame, and so does a short alert tone (fewer than
+    LATE_RUN packets, which keeps the extra as it is). Once the path is fast again, the broadcast
+    that finds it so still plays with the extra it was given (it cannot jump back), and the one after plays with
+    none."""
+    world = World(seed, delay=(one_way, one_way + 0.01))
+    node = world.add_device(offset_s=-2.0, drift_ppm=30)
+    core = node.core
+    assert world.run_until(lambda: core.clock.ready, 60.0)
+    frames = 120
+    margin, step = LATE_MARGIN_MS / 1000, LATE_STEP_MS / 1000
+    late_by = one_way - 0.3
+
+    def broadcast(bid: int, frames: int = 120) -> tuple[int, int, int, bool]:
+        """(late, extra_ms, frames played from packets, fault late_path on arrival) of one broadcast (2.4 s by
+        default), ended by `leave`."""
+        world.server.start_stream(bid, [world.pub(node)], payloads=payloads, start_in=0.1, frames=frames,
+                                  delay_ms=300)
+        assert world.run_until(lambda: bid in core.broadcasts and core.broadcasts[bid].live is not None,
+                               one_way + 2.0)
+        live = core.broadcasts[bid].live
+        assert live is not None
+        fault = "late_path" in core.faults(world.net.now)
+        world.run(frames * FRAME + 0.2)
+        world.server.stop_stream(bid)
+        assert world.run_until(lambda: bid not in core.broadcasts, one_way + 15.0)
+        world.run(6.0)  # the play-out of what it buffered
+        played = [e for e in core.log.for_bid(bid) if e.kind == "packet"]
+        stats = live.statistics()
+        return stats.late, stats.extra_ms, len(played), fault
+
+    late, first_extra, played, fault = broadcast(6)
+    assert (late, played, fault) == (LATE_RUN, frames - LATE_RUN, False)
+    assert late_by + margin <= first_extra / 1000 <= late_by + 0.01 + margin + step
+    assert core.path_extra_ns == first_extra * 1_000_000
+
+    late, extra, played, fault = broadcast(7)  # the same slow path: nothing lost
+    assert (late, played, extra, fault) == (0, frames, first_extra, True)
+    assert broadcast(10, frames=LATE_RUN // 2) == (0, first_extra, LATE_RUN // 2, True)
+    assert core.path_extra_ns == first_extra * 1_000_000
+
+    world.net.default = LinkConditions(delay=(0.01, 0.0105))
+    # clock probes in flight at the change come back sooner than they went: their offsets are wrong by up to half
+    # the old round trip until faster probes replace them
+    world.run(20.0)
+    late, extra, played, fault = broadcast(8)  # a fast path now: this one keeps the extra it started with
+    assert (late, played, extra, fault) == (0, frames, first_extra, True)
+    assert core.path_extra_ns == 0
+    assert broadcast(9) == (0, 0, frames, False)
+
+
+@settings(max_examples=8, deadline=None)
+@given(slow=st.floats(0.4, 2.0), seed=st.integers(0, 2**16),
+       plan=st.lists(st.tuples(st.booleans(), st.booleans()), min_size=2, max_size=5))
+def test_the_extra_delay_carried_between_broadcasts_follows_the_path(payloads: list[bytes], slow: float, seed: int,
+                                                                     plan: list[tuple[bool, bool]]) -> None:
+    """Broadcasts one after another, each on a path ``slow`` seconds one way or a fast one, each 2.4 s or 0.5 s
+    (fewer than LATE_RUN packets), against a model of section 5.6: a broadcast plays every frame when it starts
+    with an extra (fast or slow alike: the extra came from this same slow path), else loses LATE_RUN on a slow
+    path; it keeps the extra it started with; after it, a long one leaves the extra its path needs (none for a
+    fast one) and a short one leaves the extra as it was."""
+    world = World(seed, delay=(0.01, 0.0105))
+    node = world.add_device(offset_s=1.5, drift_ppm=-20)
+    core = node.core
+    assert world.run_until(lambda: core.clock.ready, 60.0)
+    step = LATE_STEP_MS * 1_000_000
+    kept = 0  # the model's extra for the next broadcast
+    last_slow: bool | None = None
+    for bid, (on_slow, long) in enumerate(plan, start=20):
+        if on_slow != last_slow:
+            one_way = slow if on_slow else 0.01
+            world.net.default = LinkConditions(delay=(one_way, one_way + 0.01))
+            world.run(2 * slow + 20.0)  # probes in flight at the change carry wrong offsets until replaced
+            last_slow = on_slow
+        frames = 120 if long else 25
+        world.server.start_stream(bid, [world.pub(node)], payloads=payloads, start_in=0.1, frames=frames,
+                                  delay_ms=300)
+        assert world.run_until(lambda: bid in core.broadcasts, slow + 2.0)  # noqa: B023
+        live = core.broadcasts[bid].live
+        assert live is not None
+        world.run(frames * FRAME + 0.2)
+        world.server.stop_stream(bid)
+        assert world.run_until(lambda: bid not in core.broadcasts, slow + 15.0)  # noqa: B023
+        world.run(4.0)
+        stats = live.statistics()
+        played = [e for e in core.log.for_bid(bid) if e.kind == "packet"]
+        if kept or not on_slow:
+            assert (stats.late, len(played), stats.extra_ms * 1_000_000) == (0, frames, kept)
+        elif long:
+            assert (stats.late, len(played)) == (LATE_RUN, frames - LATE_RUN)
+            assert stats.extra_ms > 0
+        else:
+            assert (stats.late, len(played), stats.extra_ms) == (frames, 0, 0)
+        if long:
+            if on_slow:
+                assert abs(core.path_extra_ns - max(kept, stats.extra_ms * 1_000_000)) <= step
+                assert core.path_extra_ns >= (slow - 0.3) * NS
+            else:
+                assert core.path_extra_ns == 0
+        else:
+            assert core.path_extra_ns == kept
+        kept = core.path_extra_ns

@@ -148,6 +148,22 @@ async def test_devices_behind_a_path_slower_than_their_retry_come_up_and_take_an
                 entries = packets(device)
                 assert all(1_350_000_000 <= e.extra_ns <= 1_500_000_000 for e in entries)  # 1.1 s + 250, rounded
                 assert "late_path" in device.core.faults(time.monotonic())
+            # the first alert's 0.5 s (25 packets, fewer than LATE_RUN) played nothing; the next alert starts with
+            # the extra the programme's last packets needed, and plays every frame
+            assert await wait_until(lambda: all(bid not in d.core.broadcasts for d in site.devices), 20.0)
+            heard = {e.bid for d in site.devices for e in d.core.log.entries}
+            site.trigger_alert()
+
+            def alert_packets(device: Device) -> list[PlayoutEntry]:
+                return [e for e in device.core.log.entries if e.bid not in heard and e.kind == "packet"]
+
+            assert await wait_until(lambda: all(len(alert_packets(d)) >= 25 for d in site.devices), 20.0), [
+                d.core.statistics() for d in site.devices]
+            for device in site.devices:
+                entries = alert_packets(device)
+                assert len({e.bid for e in entries}) == 1
+                assert [e.seq for e in entries] == [(entries[0].seq + i) & 0xFFFF for i in range(len(entries))]
+                assert all(1_350_000_000 <= e.extra_ns <= 1_500_000_000 for e in entries)
         finally:
             await site.stop()
             tg.cancel_scope.cancel()

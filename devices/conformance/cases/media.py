@@ -24,9 +24,10 @@ from loa.protocol.control import Leave, Message, State, Telemetry
 MUST_TOLERANCE_NS = 20_000_000
 SHOULD_TOLERANCE_NS = 1_000_000
 TELEMETRY_WAIT = 7.0
-LATE_PATH_MS = 600  # how late every packet of case 5.6.3 comes
+LATE_PATH_MS = 600  # how late every packet of cases 5.6.5 and 5.6.6 comes
 LATE_PATH_FRAMES = 120  # 2.4 s
 LATE_PATH_AFTER = 60  # LATE_RUN (50) late ones, and 10 for a device that counts a little differently
+LATE_PATH_NEXT_FRAMES = 40  # 0.8 s: fewer than LATE_RUN, so a device that forgot the extra plays none of them
 
 
 async def reliable(ctx: Context, message: Message, what: str) -> None:
@@ -236,6 +237,21 @@ async def late_path(ctx: Context) -> None:
     await anyio.sleep(s.delay_ms / 1000 + 1.5 + 0.6)  # the extra (0.9 s, at most 2 s) and the played reports
     played = played_of(ctx, s.bid)
     check_once(ctx, played, [p.seq for p in packets[LATE_PATH_AFTER:]], what="every frame after the first 60")
+    _check_extra(ctx, s, played)
+
+    def reported() -> list[tuple[str, ...]]:
+        return [tuple(m.message.v.faults or ()) for m in ctx.kit.inbound(Telemetry)]  # type: ignore[union-attr]
+
+    with anyio.move_on_after(TELEMETRY_WAIT):  # the report goes at once when the faults change
+        while not any("late_path" in faults for faults in reported()):
+            await anyio.sleep(0.1)
+    ctx.check(any("late_path" in faults for faults in reported()), "the fault late_path is reported",
+              expected="late_path in a telemetry report", observed=f"faults reported: {sorted(set(reported()))}",
+              level="SHOULD")
+
+
+def _check_extra(ctx: Context, s: KitStream, played: list[tuple[int, Any]]) -> None:
+    """The frames of a stream whose every packet came LATE_PATH_MS late: all later than play(T) by one extra."""
     later = sorted(e.at - expected for _, e in played
                    if (expected := s.expected_ns(e.ssrc, e.rtp_ts)) is not None)
     if not later:
@@ -249,15 +265,31 @@ async def late_path(ctx: Context) -> None:
               expected="900 ms (600 + 250, rounded up to 100)", observed=f"{later[len(later) // 2] / 1e6:.1f} ms",
               level="SHOULD")
 
-    def reported() -> list[tuple[str, ...]]:
-        return [tuple(m.message.v.faults or ()) for m in ctx.kit.inbound(Telemetry)]  # type: ignore[union-attr]
 
-    with anyio.move_on_after(TELEMETRY_WAIT):  # the report goes at once when the faults change
-        while not any("late_path" in faults for faults in reported()):
-            await anyio.sleep(0.1)
-    ctx.check(any("late_path" in faults for faults in reported()), "the fault late_path is reported",
-              expected="late_path in a telemetry report", observed=f"faults reported: {sorted(set(reported()))}",
-              level="SHOULD")
+@case("5.6.6", "The next broadcast on a path that stayed slow plays from its first frame",
+      description="As in 5.6.5, the kit sends 2.4 s of a stream (delay_ms 200) whose every packet arrives 0.6 s "
+                  "after its play(T), then leave; then a second broadcast of 0.8 s (40 frames, fewer than 50), "
+                  "just as late.",
+      expectation="The device MUST start the second broadcast with an extra delay: every one of its frames is "
+                  "played, each once, all later than play(T) by the same extra (within 20 ms). It SHOULD keep "
+                  "the first one's 0.9 s.",
+      quote="when the last `LATE_RUN` packets of a live broadcast all came late for its `delay_ms` alone, the "
+            "device MUST start its next live broadcast with an extra delay", timeout=30.0)
+async def late_path_next(ctx: Context) -> None:
+    first = await joined(ctx)
+    first.ref_ns = first.server_time() - (first.delay_ms + LATE_PATH_MS) * 1_000_000
+    await ctx.kit.pace(first, LATE_PATH_FRAMES)
+    await reliable(ctx, Leave(bid=first.bid), "leave")
+    await anyio.sleep(first.delay_ms / 1000 + 1.5)  # it plays out what it holds (the extra: 0.9 s, at most 2 s)
+    s = ctx.stream()
+    await reliable(ctx, s.join(), "the second join")
+    s.ref_ns = s.server_time() - (s.delay_ms + LATE_PATH_MS) * 1_000_000
+    packets: list[Packet] = []
+    await ctx.kit.pace(s, LATE_PATH_NEXT_FRAMES, on_packet=packets.append)
+    await anyio.sleep(s.delay_ms / 1000 + 1.5 + 0.6)
+    played = played_of(ctx, s.bid)
+    check_once(ctx, played, [p.seq for p in packets], what="every frame of the second broadcast")
+    _check_extra(ctx, s, played)
 
 
 @case("5.3.1", "SRTP packets that fail authentication are not played",
