@@ -254,8 +254,9 @@ class LiveStream:
     def path_extra_ns(self, kept_ns: int) -> int:
         """The extra delay the device's next live broadcast should start with, this one having ended, given
         ``kept_ns``, the one this one was offered (section 5.6): none if its last ``LATE_RUN`` packets all came in
-        time for ``delay_ms`` alone; what their worst lateness asks for (as a run of late packets would) if they
-        all came late for it; else (fewer packets, or some of each) the larger of ``kept_ns`` and this one's."""
+        time for ``delay_ms`` alone; if they all came late for it, what the worst lateness of the whole run of such
+        packets that ended it asks for (as a run of late packets would); else (fewer packets, or some of each) the
+        larger of ``kept_ns`` and this one's."""
         if self._base_run <= -LATE_RUN:
             return 0
         if self._base_run >= LATE_RUN:

@@ -250,8 +250,10 @@ async def late_path(ctx: Context) -> None:
               level="SHOULD")
 
 
-def _check_extra(ctx: Context, s: KitStream, played: list[tuple[int, Any]]) -> None:
-    """The frames of a stream whose every packet came LATE_PATH_MS late: all later than play(T) by one extra."""
+def _check_extra(ctx: Context, s: KitStream, played: list[tuple[int, Any]], *,
+                 reference_ms: tuple[int, ...] = (900,), why: str = "600 + 250, rounded up to 100") -> None:
+    """The frames of a stream whose every packet came LATE_PATH_MS late: all later than play(T) by one extra,
+    SHOULD be one of ``reference_ms``."""
     later = sorted(e.at - expected for _, e in played
                    if (expected := s.expected_ns(e.ssrc, e.rtp_ts)) is not None)
     if not later:
@@ -261,9 +263,10 @@ def _check_extra(ctx: Context, s: KitStream, played: list[tuple[int, Any]]) -> N
               observed=f"{later[0] / 1e6:.1f} to {later[-1] / 1e6:.1f} ms after play(T)")
     ctx.check(later[0] >= LATE_PATH_MS * 1_000_000, "no frame played before it came", expected=">= 600 ms late",
               observed=f"{later[0] / 1e6:.1f} ms")
-    ctx.check(abs(later[len(later) // 2] - 900_000_000) <= MUST_TOLERANCE_NS, "the extra is the reference's",
-              expected="900 ms (600 + 250, rounded up to 100)", observed=f"{later[len(later) // 2] / 1e6:.1f} ms",
-              level="SHOULD")
+    middle = later[len(later) // 2]
+    ctx.check(any(abs(middle - ms * 1_000_000) <= MUST_TOLERANCE_NS for ms in reference_ms),
+              "the extra is the reference's", expected=f"{' or '.join(map(str, reference_ms))} ms ({why})",
+              observed=f"{middle / 1e6:.1f} ms", level="SHOULD")
 
 
 @case("5.6.6", "The next broadcast on a path that stayed slow plays from its first frame",
@@ -271,8 +274,8 @@ def _check_extra(ctx: Context, s: KitStream, played: list[tuple[int, Any]]) -> N
                   "after its play(T), then leave; then a second broadcast of 0.8 s (40 frames, fewer than 50), "
                   "just as late.",
       expectation="The device MUST start the second broadcast with an extra delay: every one of its frames is "
-                  "played, each once, all later than play(T) by the same extra (within 20 ms). It SHOULD keep "
-                  "the first one's 0.9 s.",
+                  "played, each once, all later than play(T) by the same extra (within 20 ms). It SHOULD use "
+                  "0.9 s, or 1.0 s if a packet of the first broadcast came more than 50 ms later than the rest.",
       quote="when the last `LATE_RUN` packets of a live broadcast all came late for its `delay_ms` alone, the "
             "device MUST start its next live broadcast with an extra delay", timeout=30.0)
 async def late_path_next(ctx: Context) -> None:
@@ -289,7 +292,9 @@ async def late_path_next(ctx: Context) -> None:
     await anyio.sleep(s.delay_ms / 1000 + 1.5 + 0.6)
     played = played_of(ctx, s.bid)
     check_once(ctx, played, [p.seq for p in packets], what="every frame of the second broadcast")
-    _check_extra(ctx, s, played)
+    # the worst lateness of the whole first broadcast: one packet of its 120 that came 50 ms later than the others
+    # (the kit's pacing on a busy machine) makes it 1.0 s
+    _check_extra(ctx, s, played, reference_ms=(900, 1000), why="600 + 250, or more, rounded up to 100")
 
 
 @case("5.3.1", "SRTP packets that fail authentication are not played",
