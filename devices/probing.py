@@ -4,8 +4,9 @@
 Schedule: every ``FAST_PROBE_S`` (0.25 s, the spec's limit of 4 per second) until the estimate is ready, then
 ``ClockEstimator.probe_interval()`` (1 s for the first 60 exchanges, then 5 s). Without ``fast`` the spec's base
 schedule applies from the start (load-generating fleet devices: four times fewer probes while thousands start).
-A ``time_resp`` counts only for a ``t1`` sent in the last 10 s, once, and goes to :meth:`ServerClock.add`, which
-slews a small correction of the estimate and steps a large one (section 4.7, "Slewing"). A new session (a rekey
+A ``time_resp`` counts only for a ``t1`` sent in the 10 s before it arrived (by the host's arrival stamp where it
+has one, so that a host which handles it late does not throw it away), once, and goes to :meth:`ServerClock.add`,
+which slews a small correction of the estimate and steps a large one (section 4.7, "Slewing"). A new session (a rekey
 too) does not forget the probes already sent: their answers measure the same two clocks. The RTT is the smoothed
 ``(t4 - t1) - (t3 - t2)``, which NACK timing and fetch retries use; until a probe is answered, the latest
 handshake's round trip (:meth:`ClockProbe.connected`), or 200 ms.
@@ -105,11 +106,12 @@ class ClockProbe:
     def answer(self, message: TimeResp, now: float, *, t4_at: float | None = None) -> bool:
         """Take a ``time_resp`` (that arrived at ``t4_at`` if known, else ``now``); returns True when it made the
         clock estimate ready."""
+        arrived = now if t4_at is None else min(t4_at, now)
         sent = self._sent.pop(message.t1, None)
-        if sent is None or now - sent > ANSWER_WINDOW_S:
+        if sent is None or arrived - sent > ANSWER_WINDOW_S:  # by when it came: a host may handle it much later
             self.stale += 1
             return False
-        t4 = round((now if t4_at is None else min(t4_at, now)) * NS)
+        t4 = round(arrived * NS)
         was_ready = self.clock.ready
         self.clock.add(message.t1, message.t2, message.t3, t4, now)  # slews or steps the presented mapping
         delay = (t4 - message.t1) - (message.t3 - message.t2)
@@ -117,7 +119,7 @@ class ClockProbe:
             sample = delay / NS
             self._rtt = sample if self._rtt is None else 0.875 * self._rtt + 0.125 * sample
         self._unanswered = 0
-        self._last_answer = now
+        self._last_answer = arrived
         if message.t1 == self._last_t1 and self.next_at is not None:  # answered in time: the usual schedule
             self.next_at = max(self.next_at, self._usual_next)
         if was_ready or not self.clock.ready:

@@ -193,3 +193,27 @@ def test_a_path_that_slowed_is_judged_by_the_latest_handshake() -> None:
         assert probe.next_at is not None
         now = probe.next_at
     assert now - start >= SILENCE_ROUND_TRIPS * 4.0
+
+
+@given(handled_after=st.floats(0.0, 120.0), arrived_after=st.floats(0.001, 20.0))
+def test_an_answer_counts_by_when_it_arrived_not_when_it_was_handled(handled_after: float,
+                                                                     arrived_after: float) -> None:
+    """A host that handles a time_resp long after the kernel stamped it (a busy fleet process) still counts it when
+    it arrived within 10 s of the probe, and the server is not taken for silent; one that arrived later is stale
+    however soon it is handled. Without the stamp, the handling time is all the device has."""
+    for stamped in (True, False):
+        probe = ClockProbe(ServerClock())
+        probe.connected(100.0)
+        request = probe.due(100.0)
+        assert request is not None
+        arrived = 100.0 + arrived_after
+        now = arrived + handled_after
+        server = round((100.0 + arrived_after / 2 + 1.0) * NS)
+        probe.answer(TimeResp(t1=request.t1, t2=server, t3=server), now, t4_at=arrived if stamped else None)
+        came_in_time = (arrived if stamped else now) - 100.0 <= 10.0
+        assert probe.stale == (0 if came_in_time else 1)
+        if came_in_time:
+            assert abs(probe.rtt - (arrived_after if stamped else now - 100.0)) < 1e-6
+            assert probe._unanswered == 0
+        else:
+            assert probe._unanswered == 1
