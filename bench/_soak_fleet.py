@@ -149,7 +149,7 @@ def attach(sock: socket.socket, keep: int) -> bool:
 
 _SUMMED = ("started", "connected", "rtp_received", "rtp_expected", "telemetry_sent", "alerts_accepted",
            "watchdog_fires", "kernel_drops", "drained_at_timers", "acks_first", "sessions_lost_at_timers",
-           "control_sent", "control_retransmitted", "control_duplicates")
+           "control_sent", "control_retransmitted", "control_duplicates", "clock_answers_stale")
 _SUMMED_MAPS = ("alerts_refused", "sessions_ended", "seen", "now", "now_group", "io", "taps", "verifications")
 _SUMMED_NESTED = ("ready_arrived", "ready_handled", "live_back_arrived")
 
@@ -355,6 +355,7 @@ def main(spec_path: str) -> None:
         # The counters themselves, not core.statistics(): that also computes each device's clock estimate, which
         # made this pass over 10,000 devices hold the event loop for seconds every COUNTERS_EVERY_S.
         received = expected = telemetry = accepted = fires = sent = again = twice = silent = dead = expired = 0
+        stale = 0
         refused: Counter[str] = Counter()
         for core in cores[: host.started]:
             media = media_totals(core)
@@ -365,6 +366,7 @@ def main(spec_path: str) -> None:
             fires += core.watchdog.fires
             session = core.conn.session
             silent += core.probe.silences
+            stale += core.probe.stale
             dead, expired = dead + session.ended_dead, expired + session.ended_expired
             channel = core.conn.statistics().channel
             if channel is not None:
@@ -374,7 +376,8 @@ def main(spec_path: str) -> None:
         counters.update({"rtp_received": received, "rtp_expected": expected, "telemetry_sent": telemetry,
                          "alerts_accepted": accepted, "alerts_refused": dict(refused), "watchdog_fires": fires,
                          "control_sent": sent, "control_retransmitted": again, "control_duplicates": twice,
-                         "sessions_ended": {"silent": silent, "dead": dead, "expired": expired}})
+                         "sessions_ended": {"silent": silent, "dead": dead, "expired": expired},
+                         "clock_answers_stale": stale})
         counted_at[0] = time.monotonic()
 
     def write_status(*, final: bool = False) -> None:

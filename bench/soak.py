@@ -121,7 +121,9 @@ lag); ``fleet_drained_at_timers``, datagrams handed to a device just before its 
 ``fleet_sessions_lost_at_timers``, sessions a device's own timer ended (its server silent to its clock probes, or
 ``DEAD_AFTER``, or a rekey unanswered until ``REJECT_AFTER_TIME``), see :class:`loa.devices.FleetHost`;
 ``fleet_sessions_ended``, every session the devices' own timers ended, by cause: ``silent`` (clock probes
-unanswered, PROTOCOL.md 4.7), ``dead`` (``DEAD_AFTER``) and ``expired`` (``REJECT_AFTER_TIME``); and
+unanswered, PROTOCOL.md 4.7), ``dead`` (``DEAD_AFTER``) and ``expired`` (``REJECT_AFTER_TIME``);
+``fleet_clock_answers_stale``, the devices' clock answers refused as unknown, repeated or come more than 10 s
+after their probe; and
 ``fleet_alert_verifications`` (signatures verified) against ``fleet_alert_verifications_shared`` (outcomes shared
 within a child, :func:`loa.devices.fleet.share_alert_verification`).
 
@@ -472,6 +474,7 @@ def run_soak(config: SoakConfig, workdir: Path, progress: Progress) -> dict[str,
         "fleet_drained_at_timers": end_status.get("drained_at_timers"),
         "fleet_sessions_lost_at_timers": end_status.get("sessions_lost_at_timers"),
         "fleet_sessions_ended": final_status.get("sessions_ended"),
+        "fleet_clock_answers_stale": final_status.get("clock_answers_stale"),
         "fleet_alert_verifications": end_status.get("verifications", {}).get("verified"),
         "fleet_alert_verifications_shared": end_status.get("verifications", {}).get("shared"),
         "telemetry_reports": final_status.get("telemetry_sent"),

@@ -402,7 +402,7 @@ def test_fleet_statuses_add_up() -> None:
          "taps": {"open": 2, "datagrams": 100, "drops": 0}, "io": {"received": 10, "group_received": 100},
          "kernel_drops": 1, "timer_lag_max_s": 0.5, "timer_lag_s": 0.25, "drained_at_timers": 2,
          "sessions_lost_at_timers": 0, "control_retransmitted": 7,
-         "sessions_ended": {"silent": 1, "dead": 0, "expired": 2},
+         "sessions_ended": {"silent": 1, "dead": 0, "expired": 2}, "clock_answers_stale": 5,
          "verifications": {"verified": 1, "shared": 2}, "final": True,
          "ready_arrived": {"7": {"100": 2, "101": 1}}, "ready_handled": {"7": {"10": 3}},
          "live_back_arrived": {"7": {"900": 3}},
@@ -412,7 +412,7 @@ def test_fleet_statuses_add_up() -> None:
          "taps": {"open": 1, "datagrams": 90, "drops": 3}, "io": {"received": 5, "group_received": 90},
          "kernel_drops": 0, "timer_lag_max_s": 2.5, "timer_lag_s": 0.0, "drained_at_timers": 1,
          "sessions_lost_at_timers": 1, "control_retransmitted": 2,
-         "sessions_ended": {"silent": 3, "dead": 1, "expired": 0},
+         "sessions_ended": {"silent": 3, "dead": 1, "expired": 0}, "clock_answers_stale": 0,
          "verifications": {"verified": 1, "shared": 1}, "final": False,
          "ready_arrived": {"7": {"101": 2}, "8": {"300": 1}}, "ready_handled": {"7": {"11": 2}, "8": {"30": 1}},
          "live_back_arrived": {"7": {"900": 1, "901": 1}, "8": {}},
@@ -423,7 +423,7 @@ def test_fleet_statuses_add_up() -> None:
         "timer_lag_s": 0.25, "group_received_max": 100, "control_retransmitted": 9, "started": 5, "connected": 4,
         "telemetry_sent": 6, "kernel_drops": 1,
         "drained_at_timers": 3, "sessions_lost_at_timers": 1, "alerts_refused": {"ReplayError": 1},
-        "sessions_ended": {"silent": 4, "dead": 1, "expired": 2},
+        "sessions_ended": {"silent": 4, "dead": 1, "expired": 2}, "clock_answers_stale": 5,
         "seen": {"7": 5, "8": 1}, "now": {"7": 3}, "now_group": {"7": 1},
         "io": {"received": 15, "group_received": 190}, "taps": {"open": 3, "datagrams": 190, "drops": 3},
         "verifications": {"verified": 2, "shared": 3},
@@ -497,6 +497,7 @@ def test_two_fleet_processes_count_what_one_does(tmp_path: Path) -> None:
     assert one_final["alerts_accepted"] == two_final["alerts_accepted"] == 0
     assert one_final["sessions_lost_at_timers"] == two_final["sessions_lost_at_timers"] == 0
     assert one_final["sessions_ended"] == two_final["sessions_ended"] == {"silent": 0, "dead": 0, "expired": 0}
+    assert one_final["clock_answers_stale"] == two_final["clock_answers_stale"] == 0
 
 
 def test_udp_drops_counts_what_a_full_buffer_dropped_at_a_process() -> None:
