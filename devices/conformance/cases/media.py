@@ -231,7 +231,7 @@ async def late_packets(ctx: Context) -> None:
             "the device MUST from then on play that broadcast later by an *extra* delay", timeout=25.0)
 async def late_path(ctx: Context) -> None:
     s = await joined(ctx)
-    s.ref_ns = s.server_time() - (s.delay_ms + LATE_PATH_MS) * 1_000_000  # the timeline starts 0.8 s back
+    _behind(s)
     packets: list[Packet] = []
     await ctx.kit.pace(s, LATE_PATH_FRAMES, on_packet=packets.append)
     await anyio.sleep(s.delay_ms / 1000 + 1.5 + 0.6)  # the extra (0.9 s, at most 2 s) and the played reports
@@ -248,6 +248,11 @@ async def late_path(ctx: Context) -> None:
     ctx.check(any("late_path" in faults for faults in reported()), "the fault late_path is reported",
               expected="late_path in a telemetry report", observed=f"faults reported: {sorted(set(reported()))}",
               level="SHOULD")
+
+
+def _behind(s: KitStream) -> None:
+    """Start the timeline of ``s`` delay_ms + LATE_PATH_MS back: every packet comes LATE_PATH_MS after play(T)."""
+    s.ref_ns = s.server_time() - (s.delay_ms + LATE_PATH_MS) * 1_000_000
 
 
 def _check_extra(ctx: Context, s: KitStream, played: list[tuple[int, Any]], *,
@@ -280,13 +285,13 @@ def _check_extra(ctx: Context, s: KitStream, played: list[tuple[int, Any]], *,
             "device MUST start its next live broadcast with an extra delay", timeout=30.0)
 async def late_path_next(ctx: Context) -> None:
     first = await joined(ctx)
-    first.ref_ns = first.server_time() - (first.delay_ms + LATE_PATH_MS) * 1_000_000
+    _behind(first)
     await ctx.kit.pace(first, LATE_PATH_FRAMES)
     await reliable(ctx, Leave(bid=first.bid), "leave")
     await anyio.sleep(first.delay_ms / 1000 + 1.5)  # it plays out what it holds (the extra: 0.9 s, at most 2 s)
     s = ctx.stream()
     await reliable(ctx, s.join(), "the second join")
-    s.ref_ns = s.server_time() - (s.delay_ms + LATE_PATH_MS) * 1_000_000
+    _behind(s)
     packets: list[Packet] = []
     await ctx.kit.pace(s, LATE_PATH_NEXT_FRAMES, on_packet=packets.append)
     await anyio.sleep(s.delay_ms / 1000 + 1.5 + 0.6)
