@@ -194,7 +194,7 @@ class LiveStream:
         if play_at is not None:
             base = now - play_at + self._extra_s  # lateness for delay_ms alone
             if base <= 0:
-                self._base_run = min(self._base_run, 0) - 1
+                self._base_run = self._base_run - 1 if self._base_run < 0 else -1
             elif self._base_run <= 0:
                 self._base_run, self._base_worst = 1, base
             else:
