@@ -10,7 +10,8 @@ from serverdriver import NS, SERVER, STEADY, World
 
 from loa.codecs import OpusDecoder
 from loa.devices.frame import SLEW_RATE
-from loa.devices.live import LATE_MARGIN_MS, LATE_RUN, LATE_STEP_MS
+from loa.devices.live import LATE_MARGIN_MS, LATE_RUN, LATE_STEP_MS, LiveStatistics
+from loa.devices.simnode import SimulatedDevice
 from loa.protocol.control import Leave, Play, State, Telemetry
 from loa.protocol.sim import LinkConditions
 from loa.streamer.packetizer import Packetizer
@@ -417,6 +418,24 @@ def test_jitter_within_the_playout_delay_never_makes_a_stream_play_later(payload
     assert "late_path" not in node.core.faults(world.net.now)
 
 
+def _broadcast_to_its_end(world: World, node: SimulatedDevice, bid: int, payloads: list[bytes], frames: int,
+                          one_way: float) -> tuple[LiveStatistics, int, bool]:
+    """One live broadcast of ``frames`` (delay_ms 300) on a path up to ``one_way`` seconds, ended by `leave` and
+    played out: its statistics, the frames played from packets, and whether fault late_path was on at its arrival."""
+    core = node.core
+    world.server.start_stream(bid, [world.pub(node)], payloads=payloads, start_in=0.1, frames=frames, delay_ms=300)
+    assert world.run_until(lambda: bid in core.broadcasts and core.broadcasts[bid].live is not None, one_way + 2.0)
+    live = core.broadcasts[bid].live
+    assert live is not None
+    fault = "late_path" in core.faults(world.net.now)
+    world.run(frames * FRAME + 0.2)
+    world.server.stop_stream(bid)
+    assert world.run_until(lambda: bid not in core.broadcasts, one_way + 15.0)
+    world.run(6.0)  # the play-out of what it buffered
+    played = sum(e.kind == "packet" for e in core.log.for_bid(bid))
+    return live.statistics(), played, fault
+
+
 @settings(max_examples=3, deadline=None)
 @given(one_way=st.floats(0.35, 4.0), seed=st.integers(0, 2**16))
 @example(one_way=0.9, seed=2)
@@ -438,20 +457,8 @@ def test_the_next_broadcast_on_a_slow_path_starts_with_the_extra_delay_and_a_fas
     def broadcast(bid: int, frames: int = 120) -> tuple[int, int, int, bool]:
         """(late, extra_ms, frames played from packets, fault late_path on arrival) of one broadcast (2.4 s by
         default), ended by `leave`."""
-        world.server.start_stream(bid, [world.pub(node)], payloads=payloads, start_in=0.1, frames=frames,
-                                  delay_ms=300)
-        assert world.run_until(lambda: bid in core.broadcasts and core.broadcasts[bid].live is not None,
-                               one_way + 2.0)
-        live = core.broadcasts[bid].live
-        assert live is not None
-        fault = "late_path" in core.faults(world.net.now)
-        world.run(frames * FRAME + 0.2)
-        world.server.stop_stream(bid)
-        assert world.run_until(lambda: bid not in core.broadcasts, one_way + 15.0)
-        world.run(6.0)  # the play-out of what it buffered
-        played = [e for e in core.log.for_bid(bid) if e.kind == "packet"]
-        stats = live.statistics()
-        return stats.late, stats.extra_ms, len(played), fault
+        stats, played, fault = _broadcast_to_its_end(world, node, bid, payloads, frames, one_way)
+        return stats.late, stats.extra_ms, played, fault
 
     late, first_extra, played, fault = broadcast(6)
     assert (late, played, fault) == (LATE_RUN, frames - LATE_RUN, False)
@@ -497,24 +504,14 @@ def test_the_extra_delay_carried_between_broadcasts_follows_the_path(payloads: l
             world.run(2 * slow + 20.0)  # probes in flight at the change carry wrong offsets until replaced
             last_slow = on_slow
         frames = 120 if long else 25
-        world.server.start_stream(bid, [world.pub(node)], payloads=payloads, start_in=0.1, frames=frames,
-                                  delay_ms=300)
-        assert world.run_until(lambda: bid in core.broadcasts, slow + 2.0)  # noqa: B023
-        live = core.broadcasts[bid].live
-        assert live is not None
-        world.run(frames * FRAME + 0.2)
-        world.server.stop_stream(bid)
-        assert world.run_until(lambda: bid not in core.broadcasts, slow + 15.0)  # noqa: B023
-        world.run(4.0)
-        stats = live.statistics()
-        played = [e for e in core.log.for_bid(bid) if e.kind == "packet"]
+        stats, played, _ = _broadcast_to_its_end(world, node, bid, payloads, frames, slow)
         if kept or not on_slow:
-            assert (stats.late, len(played), stats.extra_ms * 1_000_000) == (0, frames, kept)
+            assert (stats.late, played, stats.extra_ms * 1_000_000) == (0, frames, kept)
         elif long:
-            assert (stats.late, len(played)) == (LATE_RUN, frames - LATE_RUN)
+            assert (stats.late, played) == (LATE_RUN, frames - LATE_RUN)
             assert stats.extra_ms > 0
         else:
-            assert (stats.late, len(played), stats.extra_ms) == (frames, 0, 0)
+            assert (stats.late, played, stats.extra_ms) == (frames, 0, 0)
         if long:
             if on_slow:
                 assert abs(core.path_extra_ns - max(kept, stats.extra_ms * 1_000_000)) <= step
