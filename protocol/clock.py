@@ -120,9 +120,10 @@ class _Fit:
     drift: float
     ref: int
     gap: float  # ns: the widest gap between the two sides' bounds over all drifts allowed; < 0: they contradict
+    round_trip: float  # ns: the gap at the fitted drift (ClockEstimator.round_trip_ns)
 
 
-_NO_FIT = _Fit(0, 0.0, 0, 0.0)
+_NO_FIT = _Fit(0, 0.0, 0, 0.0, 0.0)
 
 
 def _push(hull: list[Point], p: Point) -> None:
@@ -310,10 +311,12 @@ class ClockEstimator:
             # the width is concave in r: the candidates within rounding of the best are one interval; its middle
             widest = [r for r, w in zip(candidates, widths, strict=True) if w >= best - 1.0]
             drift = (widest[0] + widest[-1]) / 2
-        middle = (_lowest(forward, f_slopes, drift) - _lowest(backward, b_slopes, -drift)) / 4
+        low_forward, low_backward = _lowest(forward, f_slopes, drift), _lowest(backward, b_slopes, -drift)
+        middle = (low_forward - low_backward) / 4
         local0, offset0 = self._base
         ref = local0 + forward[-1][0] // 2  # the latest sample in device time
-        return _Fit(offset0 + round(middle + drift * (ref - local0)), drift, ref, best / 2)
+        return _Fit(offset0 + round(middle + drift * (ref - local0)), drift, ref, best / 2,
+                    (low_forward + low_backward) / 2)
 
     def to_server(self, local_ns: int) -> int:
         """Server time at device clock ``local_ns``. Raises :class:`LocalProtocolError` before any sample."""
@@ -329,6 +332,14 @@ class ClockEstimator:
         fit = self._fit
         span = server_ns - fit.ref - fit.offset  # exact; only the drift's share of it goes through a float
         return fit.ref + span - round(span * fit.drift / (1 + fit.drift))
+
+    def round_trip_ns(self) -> int:
+        """The least round trip the window shows: the gap between the two sides' tightest bounds at the fitted
+        drift, at most the least delay of any exchange in the window, and with no drift to fit, the least delay
+        of the requests plus the least delay of the answers (which may come from different exchanges); 0 before
+        any exchange. The offset is in the middle of the gap, so half of it is the least one-way delay of the
+        server's datagrams as this estimate measures them, whatever the path's asymmetry."""
+        return max(0, round(self._fit.round_trip)) if self._bounds else 0
 
     def estimate(self) -> ClockEstimate:
         fit = self._fit
