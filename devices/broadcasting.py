@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from loa.devices.broadcasts import Broadcast
 from loa.devices.content import StorageError
 from loa.devices.frame import NS
-from loa.devices.live import LiveStream
+from loa.devices.live import LiveStream, extra_for_round_trip
 from loa.devices.playout import Source
 from loa.devices.stored import StoredPlayer
 from loa.devices.synth import SynthPlayer
@@ -192,13 +192,19 @@ class BroadcastHandling(abc.ABC):
         self._arrive(bid, message.cls, message.lvl, message.policy, now)
 
     def _new_live(self, join: Join, now: float) -> LiveStream:
-        """The stream of a joined broadcast, starting with the extra delay the last one found its path needed
-        (section 5.6): fault ``late_path`` goes out at once."""
+        """The stream of a joined broadcast, starting with the extra delay the last one found its path needed, or
+        the one the clock probes' least round trip asks for, whichever is larger (section 5.6): fault
+        ``late_path`` goes out at once."""
+        extra_ns = max(self.path_extra_ns, self._heard_extra_ns(join.delay_ms))
         live = LiveStream(join.bid, join.ssrc, join.key, delay_ms=join.delay_ms, group=join.group,
-                          extra_ms=self.path_extra_ns // 1_000_000)
+                          extra_ms=extra_ns // 1_000_000)
         if live.extra_ns:
             self.report.faults_changed(self.faults(now), now)
         return live
+
+    def _heard_extra_ns(self, delay_ms: int) -> int:
+        """The extra delay the clock probes' least round trip asks for (section 5.6), once the estimate is ready."""
+        return extra_for_round_trip(self.clock.estimator.round_trip_ns(), delay_ms) if self.clock.ready else 0
 
     def _on_rotate(self, message: Rotate, now: float) -> None:
         held = self.broadcasts.get(message.bid)

@@ -14,8 +14,9 @@ placed on the device clock:
   lateness plus ``LATE_MARGIN_MS``, rounded up to ``LATE_STEP_MS``, so that ``delay_ms`` plus it stays within
   ``PLAY_DELAY_MAX_MS``; it only grows, for as long as the broadcast lasts. A new stream may start with an
   extra already (``extra_ms``: what the device's previous broadcast found its path needed, see
-  :meth:`LiveStream.path_extra_ns`), so that a slow path does not cost each broadcast its first ``LATE_RUN``
-  packets;
+  :meth:`LiveStream.path_extra_ns`, or what its clock probes' round trip says the path needs, see
+  :func:`extra_for_round_trip`), so that a slow path does not cost each broadcast, nor the first after a boot,
+  its first ``LATE_RUN`` packets;
 * a missing frame is rebuilt from the next packet's in-band FEC when that packet is there, else concealed by
   Opus PLC; gaps are NACKed (:class:`~loa.devices.nack.NackScheduler`).
 
@@ -42,7 +43,7 @@ from loa.protocol.rtptime import ntp64_to_ns, seq_add, seq_diff, ts_add, ts_diff
 from loa.protocol.srtp import StreamUnprotector
 
 __all__ = ["LATE_MARGIN_MS", "LATE_RUN", "LATE_STEP_MS", "OLD_KEY_GRACE_S", "PLAY_DELAY_MAX_MS", "LiveStatistics",
-           "LiveStream"]
+           "LiveStream", "extra_for_round_trip"]
 
 Pcm = npt.NDArray[np.int16]
 OLD_KEY_GRACE_S = 10.0
@@ -58,6 +59,17 @@ def _extra_for(worst: float) -> int:
     """The extra delay, ns, for packets at worst ``worst`` seconds late: plus the margin, rounded up to the step."""
     step = LATE_STEP_MS * 1_000_000
     return -(-(round(worst * NS) + LATE_MARGIN_MS * 1_000_000) // step) * step
+
+
+def extra_for_round_trip(round_trip_ns: int, delay_ms: int) -> int:
+    """The extra delay, ns, a live broadcast of ``delay_ms`` starts with on a path whose least round trip, by the
+    device's clock estimate, is ``round_trip_ns`` (section 5.6): none unless half of it, the least one-way delay
+    of the server's packets as that estimate measures it, exceeds ``delay_ms``; else what packets that much late
+    would ask for, within ``PLAY_DELAY_MAX_MS``."""
+    late_ns = round_trip_ns // 2 - delay_ms * 1_000_000
+    if late_ns <= 0:
+        return 0
+    return min(_extra_for(late_ns / NS), max(0, (PLAY_DELAY_MAX_MS - delay_ms) * 1_000_000))
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,6 +156,11 @@ class NoPathMemory(_LiveMutant):
     live_class = _NoPathMemoryLive
 
 
+class NoHeardPath(SpeakerCore):
+    def _heard_extra_ns(self, delay_ms: int) -> int:
+        return 0  # a broadcast starts with the extra its last one carried over, not what the clock probes heard
+
+
 class ClockOffset(SpeakerCore):
     def _on_time_resp(self, message: TimeResp, now: float) -> None:
         bent = TimeResp(t1=message.t1, t2=message.t2 + CLOCK_ERROR_NS, t3=message.t3 + CLOCK_ERROR_NS)
@@ -222,6 +227,8 @@ MUTANTS: dict[str, Mutant] = _mutants([
     ("no-late-path", "drops every late packet, so a path slower than delay_ms plays nothing", NoLatePath,
      {"5.6.5"}),
     ("no-path-memory", "forgets the extra delay of a slow path with each broadcast", NoPathMemory, {"5.6.6"}),
+    ("no-heard-path", "starts a broadcast without the extra delay its clock probes' round trip asks for",
+     NoHeardPath, {"5.6.7"}),
     # 25 ms early in true time: its played reports (at = what it believes) arrive before the instants they name
     ("clock-offset", "its clock estimate is off by a constant 25 ms", ClockOffset,
      {"4.7.2", "4.7.4", "5.1.1", "5.1.2", "5.2.1", "5.3.1", "5.4.1", "5.5.1", "5.5.2", "5.6.1", "7.2.1", "7.2.2"}),

@@ -369,11 +369,11 @@ def test_a_path_slower_than_the_playout_delay_plays_later_in_one_piece(payloads:
                                                                       seed: int) -> None:
     """Section 5.6, "A path slower than the playout delay": every packet of a 300 ms stream comes 50 ms to 4.2 s
     late. After LATE_RUN of them the device plays the stream later by their lateness plus LATE_MARGIN_MS, rounded
-    up to LATE_STEP_MS, says so (fault ``late_path``), and plays every later frame from its packet, 20 ms apart."""
-    world = World(seed, delay=(one_way, one_way + 0.01))
-    node = world.add_device(offset_s=3.0, drift_ppm=-40)
+    up to LATE_STEP_MS, says so (fault ``late_path``), and plays every later frame from its packet, 20 ms apart.
+    The path slows after the device's clock estimate is made: its probes' least round trip is still the fast
+    path's, which asks for no extra delay at the start."""
+    world, node = _slowed_after_boot(seed, one_way, offset_s=3.0, drift_ppm=-40)
     core = node.core
-    assert world.run_until(lambda: core.clock.ready, 60.0)
     frames = 150
     stream = world.server.start_stream(6, [world.pub(node)], payloads=payloads, start_in=0.1, frames=frames,
                                        delay_ms=300)
@@ -402,6 +402,34 @@ def test_a_path_slower_than_the_playout_delay_plays_later_in_one_piece(payloads:
     assert "late_path" not in reported()[0]
 
 
+@settings(max_examples=6, deadline=None)
+@given(one_way=st.floats(0.2, 4.5), seed=st.integers(0, 2**16), frames=st.sampled_from([25, 150]))
+@example(one_way=0.35, seed=1, frames=25)
+def test_the_first_broadcast_after_a_boot_on_a_slow_path_plays_from_its_first_frame(
+        payloads: list[bytes], one_way: float, seed: int, frames: int) -> None:
+    """Section 5.6: a device that boots on a path slower than delay_ms has heard it in its clock probes, and starts
+    its first live broadcast with the extra delay half their least round trip asks for: a 0.5 s alert tone plays
+    whole, so does a longer stream, from the first frame at one offset, with fault ``late_path`` from the start. A
+    path within delay_ms (0.2-0.3 s each way) asks for none."""
+    world = World(seed, delay=(one_way, one_way + 0.01))
+    node = world.add_device(offset_s=-4.0, drift_ppm=15)
+    core = node.core
+    assert world.run_until(lambda: core.clock.ready, 60.0)
+    stats, played, fault = _broadcast_to_its_end(world, node, 6, payloads, frames, one_way)
+    late_by = one_way - 0.3  # each packet, give or take the path's 10 ms spread
+    margin, step = LATE_MARGIN_MS / 1000, LATE_STEP_MS / 1000
+    assert (stats.late, played) == (0, frames)
+    if late_by <= 0:
+        assert (stats.extra_ms, fault) == (0, False)
+    else:
+        assert late_by + margin - 0.001 <= stats.extra_ms / 1000 <= late_by + margin + step
+        assert fault
+    log = core.log.for_bid(6)
+    assert [e.seq for e in log] == [(log[0].seq + i) & 0xFFFF for i in range(frames)]
+    assert np.allclose(np.diff([e.true_at for e in log]), FRAME, atol=1e-4)
+    assert {e.extra_ns for e in log} == {stats.extra_ms * 1_000_000}
+
+
 def test_jitter_within_the_playout_delay_never_makes_a_stream_play_later(payloads: list[bytes]) -> None:
     """Packets 10-450 ms on their way, a third of them after their play time, but never LATE_RUN in a row: the
     stream keeps its delay_ms, and conceals or rebuilds what came late."""
@@ -416,6 +444,23 @@ def test_jitter_within_the_playout_delay_never_makes_a_stream_play_later(payload
     assert stats.late > 25
     assert stats.extra_ms == 0
     assert "late_path" not in node.core.faults(world.net.now)
+
+
+def _slowed_after_boot(seed: int, one_way: float, *, offset_s: float,
+                       drift_ppm: float) -> tuple[World, SimulatedDevice]:
+    """A device whose clock estimate is made on a fast path, which then slows to ``one_way`` seconds each way: the
+    least round trip of its probes stays the fast path's (section 5.6: no extra delay from it)."""
+    world = World(seed, delay=(0.01, 0.0105))
+    node = world.add_device(offset_s=offset_s, drift_ppm=drift_ppm)
+    assert world.run_until(lambda: node.core.clock.ready, 60.0)
+    world.net.default = LinkConditions(delay=(one_way, one_way + 0.01))
+    # probes unanswered for 3 s on a path that has just slowed beyond 1.5 s each way make the device take the
+    # server for silent and handshake again (section 4.7): let that be over, and probes answered on the slow path
+    world.run(6 * one_way + 10.0)
+    assert node.core.conn.connected
+    assert node.core.probe.rtt > one_way
+    assert node.core.clock.estimator.round_trip_ns() < 0.1 * NS
+    return world, node
 
 
 def _broadcast_to_its_end(world: World, node: SimulatedDevice, bid: int, payloads: list[bytes], frames: int,
@@ -446,10 +491,8 @@ def test_the_next_broadcast_on_a_slow_path_starts_with_the_extra_delay_and_a_fas
     LATE_RUN packets, which keeps the extra as it is). Once the path is fast again, the broadcast
     that finds it so still plays with the extra it was given (it cannot jump back), and the one after plays with
     none."""
-    world = World(seed, delay=(one_way, one_way + 0.01))
-    node = world.add_device(offset_s=-2.0, drift_ppm=30)
+    world, node = _slowed_after_boot(seed, one_way, offset_s=-2.0, drift_ppm=30)
     core = node.core
-    assert world.run_until(lambda: core.clock.ready, 60.0)
     frames = 120
     margin, step = LATE_MARGIN_MS / 1000, LATE_STEP_MS / 1000
     late_by = one_way - 0.3

@@ -19,12 +19,12 @@ from loa.devices.conformance.context import Context
 from loa.devices.conformance.kit import default_config
 from loa.devices.conformance.media import KitStream, Packet
 from loa.devices.conformance.registry import case
-from loa.protocol.control import Leave, Message, State, Telemetry
+from loa.protocol.control import Leave, Message, State, Telemetry, TimeReq, TimeResp
 
 MUST_TOLERANCE_NS = 20_000_000
 SHOULD_TOLERANCE_NS = 1_000_000
 TELEMETRY_WAIT = 7.0
-LATE_PATH_MS = 600  # how late every packet of cases 5.6.5 and 5.6.6 comes
+LATE_PATH_MS = 600  # how late every packet of cases 5.6.5, 5.6.6 and 5.6.7 comes
 LATE_PATH_FRAMES = 120  # 2.4 s
 LATE_PATH_AFTER = 60  # LATE_RUN (50) late ones, and 10 for a device that counts a little differently
 LATE_PATH_NEXT_FRAMES = 40  # 0.8 s: fewer than LATE_RUN, so a device that forgot the extra plays none of them
@@ -300,6 +300,41 @@ async def late_path_next(ctx: Context) -> None:
     # the worst lateness of the whole first broadcast: one packet of its 120 that came 50 ms later than the others
     # (the kit's pacing on a busy machine) makes it 1.0 s
     _check_extra(ctx, s, played, reference_ms=(900, 1000), why="600 + 250, or more, rounded up to 100")
+
+
+@case("5.6.7", "The first broadcast after a boot on a slow path plays from its first frame",
+      description="From the device's start the kit answers every time_req as over a path of 0.8 s each way (it "
+                  "takes t2 0.8 s after the request came, and sends the answer 0.8 s after t3); then a broadcast "
+                  "of 0.8 s (40 frames, fewer than 50, delay_ms 200) whose every packet arrives 0.6 s after its "
+                  "play(T), as over that path.",
+      expectation="The device MUST start the broadcast with an extra delay: every one of its frames is played, "
+                  "each once, all later than play(T) by the same extra (within 20 ms). It SHOULD use 0.9 s "
+                  "(0.8 s - 0.2 s + 250 ms, rounded up to 100 ms), or 1.0 s if the kit's answers came late.",
+      quote="When that half exceeds `delay_ms`, the device MUST start a live broadcast with an extra delay.",
+      timeout=30.0)
+async def late_path_heard(ctx: Context) -> None:
+    kit = ctx.kit
+    one_way_s = (200 + LATE_PATH_MS) / 1000
+
+    async def answer_later(t1: int) -> None:
+        await anyio.sleep(one_way_s)  # the request's way to a server that far
+        t2 = kit.server_time()
+        await anyio.sleep(one_way_s)  # the answer's way back, sent at t3
+        kit.send_unreliable(TimeResp(t1=t1, t2=t2, t3=t2))
+        kit.time_answers += 1
+
+    def answer(request: TimeReq, _t2: int) -> None:
+        ctx.tg.start_soon(answer_later, request.t1)
+
+    kit.answer_time = answer
+    s = await joined(ctx)
+    _behind(s)
+    packets: list[Packet] = []
+    await kit.pace(s, LATE_PATH_NEXT_FRAMES, on_packet=packets.append)
+    await anyio.sleep(s.delay_ms / 1000 + 1.5 + 0.6)
+    played = played_of(ctx, s.bid)
+    check_once(ctx, played, [p.seq for p in packets], what="every frame of the first broadcast")
+    _check_extra(ctx, s, played, reference_ms=(900, 1000), why="800 - 200 + 250, or more, rounded up to 100")
 
 
 @case("5.3.1", "SRTP packets that fail authentication are not played",
