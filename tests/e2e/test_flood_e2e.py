@@ -40,6 +40,10 @@ def test_a_short_flood_is_refused_and_never_amplified() -> None:
     assert m["alert_held_quiet"] == m["alert_held_flood"] == DEVICES  # every device held all four alerts
     for phase in ("quiet", "flood"):  # a device of its own holds an alert no later than the shared process does
         assert 0 < m[f"alert_p99_{phase}_ms"] <= m[f"alert_p99_{phase}_in_process_ms"]
+        worst = m[f"alert_worst_{phase}_ms"]  # each alert's slowest device: the p99 is one of theirs or below
+        assert len(worst) == 2
+        assert m[f"alert_p99_{phase}_ms"] <= max(worst)
+    assert m["alert_warmup_ms"] > 0  # the alert before the windows, held by every device and not counted
     assert m["played_flood"] > 0  # the decoding devices kept playing through the flood
     assert m["received_flood"] > 0
     if sys.platform.startswith("linux"):  # the kernel filter dropped what no server takes, before Python saw it
