@@ -92,7 +92,7 @@ PLAN: tuple[Step, ...] = (
                     "--scenarios", "loss5,loss20,burst20,reorder10,dup10,jitter200,outage_down_3s,outage_up_3s,move"),
          ("--devices", "2", "--seconds", "1", "--scenarios", "loss10"), 70, 15, timeout_s=420.0),
     Step("hostile", ("--attempts", "10000", "--udp", "2000"), ("--attempts", "200", "--udp", "40"), 14, 6),
-    Step("flood", ("--rate", "20000", "--seconds", "3", "--alerts", "1", "--devices", "20"),
+    Step("flood", ("--rate", "20000", "--seconds", "3", "--alerts", "1", "--rounds", "1", "--devices", "20"),
          ("--rate", "1000", "--seconds", "1", "--alerts", "1", "--devices", "3", "--full", "2"), 25, 15),
     Step("crash", ("--kills", "1", "--devices", "4"), ("--kills", "1", "--devices", "2"), 45, 40, timeout_s=420.0),
     Step("fuzz", ("--seconds", "1"), ("--seconds", "1", "--target", "datagram"), 60, 6),

@@ -21,14 +21,15 @@ DEVICES = 6
 def test_a_short_flood_is_refused_and_never_amplified() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "loa.cli", "bench", "flood", "--json", "--rate", "1500", "--seconds", "6",
-         "--alerts", "2", "--devices", str(DEVICES), "--full", "2", "--sources", "24"],
+         "--alerts", "2", "--rounds", "2", "--devices", str(DEVICES), "--full", "2", "--sources", "24"],
         capture_output=True, text=True, timeout=150, check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads(done.stdout.strip().splitlines()[-1])
     assert record["bench"] == "flood"
     m = record["metrics"]
-    assert m["flood_sent"] == 9000
+    assert m["rounds"] == 2
+    assert m["flood_sent"] == 2 * 9000  # two flood windows
     assert m["server_received"] > 0
     assert m["amplification_max"] <= 1.0
     assert m["flooder_received_bytes"] == m["server_sent_unverified_bytes"]  # both sides agree on what went back
@@ -37,11 +38,11 @@ def test_a_short_flood_is_refused_and_never_amplified() -> None:
     assert m["handshake_responses"] >= DEVICES
     assert m["refused_alerts"] == {}
     assert m["alerts_per_window"] == 2
-    assert m["alert_held_quiet"] == m["alert_held_flood"] == DEVICES  # every device held all four alerts
+    assert m["alert_held_quiet"] == m["alert_held_flood"] == DEVICES  # every device held all eight alerts
     for phase in ("quiet", "flood"):  # a device of its own holds an alert no later than the shared process does
         assert 0 < m[f"alert_p99_{phase}_ms"] <= m[f"alert_p99_{phase}_in_process_ms"]
         worst = m[f"alert_worst_{phase}_ms"]  # each alert's slowest device: the p99 is one of theirs or below
-        assert len(worst) == 2
+        assert len(worst) == 2 * 2
         assert m[f"alert_p99_{phase}_ms"] <= max(worst)
     assert m["alert_warmup_ms"] > 0  # the alert before the windows, held by every device and not counted
     assert m["played_flood"] > 0  # the decoding devices kept playing through the flood
