@@ -407,9 +407,13 @@ async def _run(*, rate: float, seconds: float, alerts_per_window: int, rounds: i
             await anyio.sleep(3.0)  # every device joined and playing
             # one alert first, not counted: the first one a server sends costs what no later one does (code paths
             # and caches warming up), which would make the quiet window's p99 that cost and the ratio look better
-            warmup_at = time.monotonic()
-            warmup = (service.trigger_alert(ToneSource(880.0, seconds=ALERT_TONE_S), signing_key=authority,
-                                            zones=[ZONE], text="flood bench warm-up"), warmup_at)
+            def alert(text: str) -> tuple[int, float]:
+                """Trigger one alert: its broadcast id, and the host's monotonic time just before the call."""
+                t0 = time.monotonic()
+                return service.trigger_alert(ToneSource(880.0, seconds=ALERT_TONE_S), signing_key=authority,
+                                             zones=[ZONE], text=text), t0
+
+            warmup = alert("flood bench warm-up")
             await anyio.sleep(ALERT_TONE_S + 1.0)
             windows: dict[str, dict[str, Any]] = {
                 phase: {"lags": [], "counts": Counter(), "received": 0, "drops": 0} for phase in PHASES}
@@ -437,10 +441,7 @@ async def _run(*, rate: float, seconds: float, alerts_per_window: int, rounds: i
                     window_start = anyio.current_time()
                     for i in range(alerts_per_window):
                         await anyio.sleep_until(window_start + seconds * (i + 0.5) / alerts_per_window)
-                        t0 = time.monotonic()
-                        bid = service.trigger_alert(ToneSource(880.0, seconds=ALERT_TONE_S), signing_key=authority,
-                                                    zones=[ZONE], text=f"flood bench {phase} {round_ + 1}.{i + 1}")
-                        alerts[phase].append((bid, t0))
+                        alerts[phase].append(alert(f"flood bench {phase} {round_ + 1}.{i + 1}"))
                     await anyio.sleep_until(window_start + seconds)
                     window = windows[phase]
                     window["lags"] += [lag for due, lag in lags if window_start <= due <= anyio.current_time()]

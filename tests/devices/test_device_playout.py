@@ -11,6 +11,7 @@ from serverdriver import NS, SERVER, STEADY, World
 from loa.codecs import OpusDecoder
 from loa.devices.frame import SLEW_RATE
 from loa.devices.live import LATE_MARGIN_MS, LATE_RUN, LATE_STEP_MS, LiveStatistics
+from loa.devices.playout import PlayoutEntry
 from loa.devices.simnode import SimulatedDevice
 from loa.protocol.control import Leave, Play, State, Telemetry
 from loa.protocol.sim import LinkConditions
@@ -386,13 +387,9 @@ def test_a_path_slower_than_the_playout_delay_plays_later_in_one_piece(payloads:
     margin, step = LATE_MARGIN_MS / 1000, LATE_STEP_MS / 1000
     assert late_by + margin <= stats.extra_ms / 1000 <= late_by + 0.01 + margin + step
     log = node.core.log.for_bid(6)
-    assert [e.kind for e in log] == ["packet"] * (frames - LATE_RUN)
-    assert [e.seq for e in log] == [(log[0].seq + i) & 0xFFFF for i in range(frames - LATE_RUN)]
-    true_starts = np.array([e.true_at for e in log])
-    assert np.allclose(np.diff(true_starts), FRAME, atol=1e-4)
+    _assert_in_one_piece(log, frames - LATE_RUN, stats.extra_ms)
     built = stream.start + np.arange(LATE_RUN, frames) * FRAME
-    assert np.abs(true_starts - built - 0.3 - stats.extra_ms / 1000).max() < 0.01
-    assert {e.extra_ns for e in log} == {stats.extra_ms * 1_000_000}
+    assert np.abs(np.array([e.true_at for e in log]) - built - 0.3 - stats.extra_ms / 1000).max() < 0.01
 
     def reported() -> list[tuple[str, ...]]:
         return [m.v.faults for m in world.server.messages_of(Telemetry)]
@@ -424,10 +421,7 @@ def test_the_first_broadcast_after_a_boot_on_a_slow_path_plays_from_its_first_fr
     else:
         assert late_by + margin - 0.001 <= stats.extra_ms / 1000 <= late_by + margin + step
         assert fault
-    log = core.log.for_bid(6)
-    assert [e.seq for e in log] == [(log[0].seq + i) & 0xFFFF for i in range(frames)]
-    assert np.allclose(np.diff([e.true_at for e in log]), FRAME, atol=1e-4)
-    assert {e.extra_ns for e in log} == {stats.extra_ms * 1_000_000}
+    _assert_in_one_piece(core.log.for_bid(6), frames, stats.extra_ms)
 
 
 def test_jitter_within_the_playout_delay_never_makes_a_stream_play_later(payloads: list[bytes]) -> None:
@@ -444,6 +438,14 @@ def test_jitter_within_the_playout_delay_never_makes_a_stream_play_later(payload
     assert stats.late > 25
     assert stats.extra_ms == 0
     assert "late_path" not in node.core.faults(world.net.now)
+
+
+def _assert_in_one_piece(log: list[PlayoutEntry], frames: int, extra_ms: int) -> None:
+    """``frames`` frames played from their packets, in sequence, 20 ms apart in true time, all at one extra delay."""
+    assert [e.kind for e in log] == ["packet"] * frames
+    assert [e.seq for e in log] == [(log[0].seq + i) & 0xFFFF for i in range(frames)]
+    assert np.allclose(np.diff([e.true_at for e in log]), FRAME, atol=1e-4)
+    assert {e.extra_ns for e in log} == {extra_ms * 1_000_000}
 
 
 def _slowed_after_boot(seed: int, one_way: float, *, offset_s: float,
