@@ -419,7 +419,7 @@ def test_the_first_broadcast_after_a_boot_on_a_slow_path_plays_from_its_first_fr
     if late_by <= 0:
         assert (stats.extra_ms, fault) == (0, False)
     else:
-        assert late_by + margin - 0.001 <= stats.extra_ms / 1000 <= late_by + margin + step
+        assert late_by + margin - 0.001 <= stats.extra_ms / 1000 <= late_by + 0.01 + margin + step
         assert fault
     _assert_in_one_piece(core.log.for_bid(6), frames, stats.extra_ms)
 
@@ -455,6 +455,9 @@ def _slowed_after_boot(seed: int, one_way: float, *, offset_s: float,
     world = World(seed, delay=(0.01, 0.0105))
     node = world.add_device(offset_s=offset_s, drift_ppm=drift_ppm)
     assert world.run_until(lambda: node.core.clock.ready, 60.0)
+    # 30 s of probes on the fast path fit the drift from tight bounds: the slow path's loose ones leave it free, and
+    # an estimate that had no drift fitted before the change would stray by milliseconds over the test
+    world.run(30.0)
     world.net.default = LinkConditions(delay=(one_way, one_way + 0.01))
     # probes unanswered for 3 s on a path that has just slowed beyond 1.5 s each way make the device take the
     # server for silent and handshake again (section 4.7): let that be over, and probes answered on the slow path
